@@ -1,0 +1,170 @@
+"""Corpus ingestion: find the source files, read their lines, tokenise, split, write Parquet shards.
+
+A line of the corpus is a sentence; lines with no token are dropped. Each source file becomes one
+shard per split (``train.parquet``, ``valid.parquet``, ``test.parquet``, a ``tokens: list[str]``
+column, one row per line), so a corpus that gains a file only ingests that file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from seqlm.errors import SeqlmError
+
+SPLITS = ("train", "valid", "test")
+SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".parquet")
+
+# Python's str.split(): runs of whitespace separate tokens; text is kept exactly as it is.
+_WHITESPACE = r"\S+"
+# Words (with inner apostrophes, "don't") and every other non-space character as its own token.
+_WORDS_AND_PUNCT = r"\w+(?:'\w+)*|[^\w\s]"
+TOKENIZERS = ("whitespace", "punct")
+
+_SPLIT_FILE = re.compile(r"^(?:.*\.)?(train|valid|test)(\.txt|\.txt\.gz|\.jsonl|\.parquet)$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file; ``split`` is None when the file is a whole corpus to be split by lines."""
+
+    path: Path
+    split: str | None = None
+
+
+def _suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in SUFFIXES if name.endswith(s)), None)
+
+
+def discover(path: str | Path) -> list[Source]:
+    """The source files of a corpus: a file, a directory of split files, or a directory of files."""
+    path = Path(path)
+    if not path.exists():
+        raise SeqlmError(f"{path}: no such file or directory")
+    if path.is_file():
+        if _suffix(path) is None:
+            raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
+        return [Source(path)]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and _suffix(p)
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    split_files = {m.group(1): p for p in files if (m := _SPLIT_FILE.match(p.name.lower()))}
+    if split_files:
+        missing = [s for s in SPLITS if s not in split_files]
+        if missing:
+            raise SeqlmError(f"{path}: split files found but no {' or '.join(missing)} split")
+        return [Source(split_files[s], s) for s in SPLITS]
+    if not files:
+        raise SeqlmError(f"{path}: no corpus files ({', '.join(SUFFIXES)})")
+    return [Source(p) for p in files]
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SeqlmError(f"{path}: not UTF-8 at byte offset {e.start}") from None
+
+
+def read_lines(path: Path, text_field: str = "text") -> pl.Series:
+    """The text lines of one file (``text_field`` names the JSONL field or Parquet column)."""
+    suffix = _suffix(path)
+    if suffix in (".txt", ".txt.gz"):
+        raw = path.read_bytes()
+        if suffix == ".txt.gz":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError) as e:
+                raise SeqlmError(f"{path}: not a gzip file ({e})") from None
+        texts = pl.Series("text", [_decode(path, raw)])
+    elif suffix == ".jsonl":
+        raw = path.read_bytes()
+        _decode(path, raw)
+        try:
+            frame = pl.read_ndjson(io.BytesIO(raw), infer_schema_length=None)
+        except pl.exceptions.PolarsError as e:
+            raise SeqlmError(f"{path}: not valid JSON lines ({str(e).splitlines()[0]})") from None
+        texts = _text_column(path, frame, text_field, "field")
+    elif suffix == ".parquet":
+        try:
+            frame = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise SeqlmError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
+        texts = _text_column(path, frame, text_field, "column")
+    else:
+        raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
+    # A document may hold several lines; each line is a sentence.
+    return texts.drop_nulls().str.split("\n").explode().str.strip_chars_end("\r").rename("text")
+
+
+def _text_column(path: Path, frame: pl.DataFrame, name: str, what: str) -> pl.Series:
+    if name not in frame.columns:
+        raise SeqlmError(f"{path}: no text {what} {name!r} (has: {', '.join(frame.columns)})")
+    if frame[name].dtype != pl.String:
+        raise SeqlmError(f"{path}: {what} {name!r} holds {frame[name].dtype}, not text")
+    return frame[name]
+
+
+def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
+    """One row per non-empty line, its tokens in a ``tokens: list[str]`` column."""
+    if tokenizer == "whitespace":
+        tokens = lines.str.extract_all(_WHITESPACE)
+    elif tokenizer == "punct":
+        tokens = lines.str.to_lowercase().str.extract_all(_WORDS_AND_PUNCT)
+    else:
+        raise SeqlmError(f"unknown tokenizer {tokenizer!r} (choose from {', '.join(TOKENIZERS)})")
+    frame = tokens.rename("tokens").to_frame()
+    return frame.filter(pl.col("tokens").list.len() > 0)
+
+
+def split_blocks(
+    n_lines: int, fractions: Sequence[float], where: Path
+) -> dict[str, tuple[int, int]]:
+    """Contiguous (start, length) blocks of train, valid and test; none may be empty."""
+    n_valid = round(n_lines * fractions[1])
+    n_test = round(n_lines * fractions[2])
+    lengths = {"train": n_lines - n_valid - n_test, "valid": n_valid, "test": n_test}
+    for split, length in lengths.items():
+        if length <= 0:
+            raise SeqlmError(f"{where}: the {split} split is empty ({n_lines} lines in all)")
+    starts = {"train": 0, "valid": lengths["train"], "test": lengths["train"] + n_valid}
+    return {s: (starts[s], lengths[s]) for s in SPLITS}
+
+
+def ingest(
+    source: Source,
+    out_dir: Path,
+    tokenizer: str,
+    text_field: str = "text",
+    fractions: Sequence[float] = (0.9, 0.05, 0.05),
+) -> dict[str, int]:
+    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``; returns lines per split."""
+    lines = tokenize(read_lines(source.path, text_field), tokenizer)
+    if lines.height == 0:
+        raise SeqlmError(f"{source.path}: empty corpus (no tokens)")
+    if source.split is not None:
+        blocks = {source.split: (0, lines.height)}
+    else:
+        blocks = split_blocks(lines.height, fractions, source.path)
+    for split, (start, length) in blocks.items():
+        lines.slice(start, length).write_parquet(out_dir / f"{split}.parquet", compression="zstd")
+    return {split: length for split, (_, length) in blocks.items()}
+
+
+def load_split(shard_dirs: Sequence[Path], split: str) -> pl.DataFrame:
+    """The lines of one split, concatenated over the ingested shards in order."""
+    files = [d / f"{split}.parquet" for d in shard_dirs if (d / f"{split}.parquet").exists()]
+    if not files:
+        raise SeqlmError(f"the {split} split is empty (no shard holds it)")
+    return pl.read_parquet(files)

@@ -1,0 +1,104 @@
+"""The vocabulary: built from the training split only, shared by every model.
+
+Ids: ``<unk>`` = 0, ``<s>`` = 1, ``</s>`` = 2, then the kept tokens by descending training count
+(ties by token), so a cut-off is a prefix. ``count`` is how often a type occurs as a prediction target
+in train: ``</s>`` once per line, ``<s>`` never (it is context only), ``<unk>`` the tokens spelled so
+plus every token cut off by ``min_count``/``max_size``. A literal ``<s>`` or ``</s>`` in the text is
+reserved and reads as ``<unk>``.
+
+Encoded text is a *stream*: the ids of every line's tokens followed by ``</s>``. The stream is exactly
+the list of prediction targets every model is scored on, and its ``</s>`` ids mark the line ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from seqlm.errors import SeqlmError
+
+UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPECIALS = (UNK, BOS, EOS)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A ``token: str, id: u32, count: u64`` table, sorted by id (ids are 0..size-1)."""
+
+    table: pl.DataFrame
+
+    @property
+    def size(self) -> int:
+        return self.table.height
+
+    @property
+    def tokens(self) -> pl.Series:
+        return self.table["token"]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.table["count"].to_numpy()
+
+    def save(self, path: Path) -> None:
+        self.table.write_parquet(path, compression="zstd")
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        return cls(pl.read_parquet(path))
+
+    def ids(self, tokens: pl.Series) -> pl.Series:
+        """Token strings to ids; unknown tokens (and the reserved markers) become ``<unk>``."""
+        words = self.table["token"].slice(len(SPECIALS))
+        return tokens.replace_strict(
+            words,
+            np.arange(len(SPECIALS), self.size, dtype=np.uint32),
+            default=UNK_ID,
+            return_dtype=pl.UInt32,
+        )
+
+    def stream(self, lines: pl.DataFrame) -> np.ndarray:
+        """The id stream of ``lines`` (a ``tokens`` list column): each line's ids, then ``</s>``."""
+        lengths = lines["tokens"].list.len().to_numpy().astype(np.int64)
+        ends = np.cumsum(lengths + 1) - 1
+        out = np.full(int(lengths.sum()) + len(lengths), EOS_ID, dtype=np.int32)
+        is_token = np.ones(len(out), dtype=bool)
+        is_token[ends] = False
+        out[is_token] = self.ids(lines["tokens"].explode()).to_numpy()
+        return out
+
+    def decode(self, ids: np.ndarray) -> list[str]:
+        return self.tokens.gather(np.asarray(ids, dtype=np.int64)).to_list()
+
+
+def build_vocabulary(train: pl.DataFrame, min_count: int = 1, max_size: int = 0) -> Vocabulary:
+    """The vocabulary of the training lines: types seen ``min_count`` times, at most ``max_size``
+    entries in all (0: no limit), specials included."""
+    if min_count < 1:
+        raise SeqlmError(f"vocabulary min_count must be at least 1, not {min_count}")
+    if max_size and max_size <= len(SPECIALS):
+        raise SeqlmError(f"vocabulary max_size must exceed {len(SPECIALS)}, not {max_size}")
+    counts = (
+        train.select(pl.col("tokens").explode().alias("token"))
+        .group_by("token")
+        .agg(pl.len().cast(pl.UInt64).alias("count"))
+    )
+    if counts.height == 0:
+        raise SeqlmError("the train split is empty: no vocabulary to build")
+    words = counts.filter(~pl.col("token").is_in(SPECIALS)).sort(
+        ["count", "token"], descending=[True, False]
+    )
+    kept = words.filter(pl.col("count") >= min_count)
+    if max_size:
+        kept = kept.head(max_size - len(SPECIALS))
+    n_tokens = int(counts["count"].sum())
+    unk_count = n_tokens - int(kept["count"].sum())
+    specials = pl.DataFrame(
+        {"token": list(SPECIALS), "count": [unk_count, 0, train.height]},
+        schema={"token": pl.String, "count": pl.UInt64},
+    )
+    table = pl.concat([specials, kept]).with_row_index("id").select("token", "id", "count")
+    return Vocabulary(table)
