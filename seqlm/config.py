@@ -1,0 +1,192 @@
+"""The pipeline's configuration: typed sections with defaults that work on the bundled corpus.
+
+A TOML file holds the same sections (``[corpus]``, ``[vocab]``, ...). An override ``key=value``
+names a key as ``section.key``, or by its bare name where that is unique; the value is read as a
+TOML literal (``0.1``, ``true``, ``[2, 3]``) or else taken as a string, then checked against the type.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from seqlm.corpus import TOKENIZERS
+from seqlm.errors import SeqlmError
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    tokenizer: str = "punct"  # "whitespace" keeps text as it is (Penn Treebank style)
+    text_field: str = "text"  # JSONL field / Parquet column holding the text
+    valid_fraction: float = 0.05  # of a single corpus's lines, a contiguous block after train
+    test_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise SeqlmError(
+                f"corpus.tokenizer: unknown tokenizer {self.tokenizer!r} "
+                f"(choose from {', '.join(TOKENIZERS)})"
+            )
+        held_out = self.valid_fraction + self.test_fraction
+        if not (self.valid_fraction > 0 and self.test_fraction > 0 and held_out < 1):
+            raise SeqlmError(
+                "corpus.valid_fraction and corpus.test_fraction must be positive and sum below 1"
+            )
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return (1 - self.valid_fraction - self.test_fraction, self.valid_fraction, self.test_fraction)
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    min_count: int = 2  # rarer training types become <unk>, which gives <unk> a real estimate
+    max_size: int = 0  # entries including the specials; 0: no limit
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1:
+            raise SeqlmError(f"vocab.min_count must be at least 1, not {self.min_count}")
+        if self.max_size < 0 or 0 < self.max_size <= 3:
+            raise SeqlmError(f"vocab.max_size must be 0 (no limit) or above 3, not {self.max_size}")
+
+
+@dataclass(frozen=True)
+class UnigramConfig:
+    add_k: float = 1.0  # add-k smoothing: p(w) = (c(w) + k) / (N + k·V)
+
+    def __post_init__(self) -> None:
+        if self.add_k < 0:
+            raise SeqlmError(f"unigram.add_k must not be negative, not {self.add_k}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    store: str = "data/store"  # the artifact store's root
+    experiment: str = "seqlm"  # the MLflow experiment
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    unigram: UnigramConfig = field(default_factory=UnigramConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``section.key`` → value, as MLflow params."""
+        return {f"{s}.{k}": v for s, section in self.to_dict().items() for k, v in section.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        sections = _sections()
+        for name, values in data.items():
+            if name not in sections:
+                raise SeqlmError(f"unknown config section {name!r} (known: {', '.join(sections)})")
+            if not isinstance(values, Mapping):
+                raise SeqlmError(f"config section {name!r} must be a table of keys")
+            for key in values:
+                if key not in _keys(sections[name]):
+                    raise SeqlmError(
+                        f"unknown config key '{name}.{key}' "
+                        f"(known: {', '.join(_keys(sections[name]))})"
+                    )
+        built = {}
+        for name, section in sections.items():
+            hints = typing.get_type_hints(section)
+            values = data.get(name, {})
+            checked = {k: _check(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
+            built[name] = section(**checked)
+        return cls(**built)
+
+    def with_overrides(self, overrides: Iterable[str]) -> PipelineConfig:
+        data = self.to_dict()
+        sections = _sections()
+        for item in overrides:
+            name, sep, raw = item.partition("=")
+            if not sep:
+                raise SeqlmError(f"override {item!r} is not key=value")
+            section, key = _resolve(name.strip(), sections)
+            data[section][key] = _parse_literal(raw.strip())
+        return PipelineConfig.from_dict(data)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> PipelineConfig:
+    """Defaults, then a TOML file's values, then ``key=value`` overrides."""
+    config = PipelineConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SeqlmError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SeqlmError(f"{path}: invalid TOML ({e})") from None
+        try:
+            config = PipelineConfig.from_dict(data)
+        except SeqlmError as e:
+            raise SeqlmError(f"{path}: {e}") from None
+    return config.with_overrides(overrides)
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
+
+
+def _keys(section: type) -> list[str]:
+    return [f.name for f in fields(section)]
+
+
+def _resolve(name: str, sections: dict[str, type]) -> tuple[str, str]:
+    if "." in name:
+        section, _, key = name.partition(".")
+        if section in sections and key in _keys(sections[section]):
+            return section, key
+        raise SeqlmError(f"unknown config key {name!r}")
+    owners = [s for s, cls in sections.items() if name in _keys(cls)]
+    if not owners:
+        raise SeqlmError(f"unknown config key {name!r}")
+    if len(owners) > 1:
+        options = " or ".join(f"{s}.{name}" for s in owners)
+        raise SeqlmError(f"config key {name!r} is ambiguous: say {options}")
+    return owners[0], name
+
+
+def _parse_literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _check(name: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits the type ``hint`` (ints widen to floats), else a SeqlmError."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise SeqlmError(f"config key {name!r} needs a list, not {value!r}")
+        return [_check(name, v, item) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check(name, value, option)
+            except SeqlmError:
+                continue
+        raise SeqlmError(f"config key {name!r} cannot be {value!r}")
+    if hint is type(None) and value is None:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise SeqlmError(
+        f"config key {name!r} needs a {getattr(hint, '__name__', hint)}, not {value!r}"
+    )
