@@ -1,0 +1,3 @@
+"""Prefect flows and deployments; ``tasks`` is imported first for the project's settings."""
+
+import tasks  # noqa: F401

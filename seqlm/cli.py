@@ -1,6 +1,7 @@
-"""The library's command line: tools that need neither Prefect nor MLflow (``seqlm ngram``, ``seqlm rnn``).
+"""The library's command line: tools that need neither Prefect nor MLflow.
 
-``flows.cli`` adds the orchestrated commands (``seqlm run`` and friends) to this same parser.
+``seqlm ngram`` and ``seqlm rnn`` live here; ``flows.cli`` adds the orchestrated commands
+(``seqlm run`` and friends) to this same parser.
 Every command is a function ``(args) -> exit status`` set as ``func`` on its sub-parser.
 """
 
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from seqlm.errors import SeqlmError
+from seqlm.rnn.cli import add_commands as add_rnn_commands
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -22,17 +24,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_rnn_commands(commands)
     return parser, commands
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse, run the chosen command, and turn bad input into one clear line and exit status 1."""
     args = parser.parse_args(argv)
+    # Our own progress at INFO; other libraries (HTTP clients...) only when they warn.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("seqlm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except SeqlmError as e:

@@ -2,7 +2,8 @@
 
 A TOML file holds the same sections (``[corpus]``, ``[vocab]``, ...). An override ``key=value``
 names a key as ``section.key``, or by its bare name where that is unique; the value is read as a
-TOML literal (``0.1``, ``true``, ``[2, 3]``) or else taken as a string, then checked against the type.
+TOML literal (``0.1``, ``true``, ``[2, 3]``) or else taken as a string, then checked against
+the type.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ class CorpusConfig:
 
     @property
     def fractions(self) -> tuple[float, float, float]:
-        return (1 - self.valid_fraction - self.test_fraction, self.valid_fraction, self.test_fraction)
+        return (
+            1 - self.valid_fraction - self.test_fraction,
+            self.valid_fraction,
+            self.test_fraction,
+        )
 
 
 @dataclass(frozen=True)

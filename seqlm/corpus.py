@@ -18,6 +18,8 @@ import polars as pl
 
 from seqlm.errors import SeqlmError
 
+# The bundled corpus (Tiny Shakespeare), relative to the project root.
+DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 SPLITS = ("train", "valid", "test")
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".parquet")
 
@@ -149,7 +151,10 @@ def ingest(
     text_field: str = "text",
     fractions: Sequence[float] = (0.9, 0.05, 0.05),
 ) -> dict[str, int]:
-    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``; returns lines per split."""
+    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``.
+
+    Returns the number of lines per split.
+    """
     lines = tokenize(read_lines(source.path, text_field), tokenizer)
     if lines.height == 0:
         raise SeqlmError(f"{source.path}: empty corpus (no tokens)")

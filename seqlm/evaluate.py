@@ -2,7 +2,8 @@
 
 Targets are the ids of a vocabulary stream (every token of every line, then one ``</s>`` per line);
 a model hands back the natural-log probability of each target. The headline perplexity includes
-the ``<unk>`` targets (as KenLM's ``query`` reports "including OOVs"); ``ppl_no_unk`` leaves them out.
+the ``<unk>`` targets (as KenLM's ``query`` reports "including OOVs"); ``ppl_no_unk`` leaves
+them out.
 """
 
 from __future__ import annotations

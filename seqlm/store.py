@@ -35,7 +35,9 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def stage_key(stage: str, version: int, config: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
+def stage_key(
+    stage: str, version: int, config: Mapping[str, Any], inputs: Mapping[str, Any]
+) -> str:
     """The content key of one stage's output."""
     blob = json.dumps(
         {"stage": stage, "version": version, "config": config, "inputs": inputs},

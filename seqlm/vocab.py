@@ -1,13 +1,13 @@
 """The vocabulary: built from the training split only, shared by every model.
 
-Ids: ``<unk>`` = 0, ``<s>`` = 1, ``</s>`` = 2, then the kept tokens by descending training count
-(ties by token), so a cut-off is a prefix. ``count`` is how often a type occurs as a prediction target
-in train: ``</s>`` once per line, ``<s>`` never (it is context only), ``<unk>`` the tokens spelled so
-plus every token cut off by ``min_count``/``max_size``. A literal ``<s>`` or ``</s>`` in the text is
-reserved and reads as ``<unk>``.
+Ids: ``<unk>`` = 0, ``<s>`` = 1, ``</s>`` = 2, then the kept tokens by descending training
+count (ties by token), so a cut-off is a prefix. ``count`` is how often a type occurs as a
+prediction target in train: ``</s>`` once per line, ``<s>`` never (it is context only), ``<unk>``
+the tokens spelled so plus every token cut off by ``min_count``/``max_size``. A literal ``<s>`` or
+``</s>`` in the text is reserved and reads as ``<unk>``.
 
-Encoded text is a *stream*: the ids of every line's tokens followed by ``</s>``. The stream is exactly
-the list of prediction targets every model is scored on, and its ``</s>`` ids mark the line ends.
+Encoded text is a *stream*: the ids of every line's tokens followed by ``</s>``. The stream is
+exactly the list of prediction targets every model is scored on; its ``</s>`` ids end the lines.
 """
 
 from __future__ import annotations

@@ -1,0 +1,19 @@
+"""Prefect tasks: each a thin wrapper around one library call, with its cache key and tracking.
+
+Importing this package first sets the project's defaults for what would otherwise phone home or
+write outside the project (the user's own environment variables win).
+"""
+
+import os
+from pathlib import Path
+
+for _name, _value in {
+    "PREFECT_HOME": str(Path.cwd() / ".prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "seqlm",
+    # The temporary local server migrates its database on a cold start: allow for a slow disk.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}.items():
+    os.environ.setdefault(_name, _value)

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import gzip
+import json
+
+import polars as pl
+import pytest
+
+from seqlm.corpus import Source, discover, ingest, load_split, read_lines, split_blocks, tokenize
+from seqlm.errors import SeqlmError
+from tests.helpers import write_lines
+
+LINES = [f"line {i} has words, and punctuation." for i in range(20)]
+
+
+def test_reads_every_format_to_the_same_lines(tmp_path):
+    write_lines(tmp_path / "a.txt", LINES)
+    (tmp_path / "b.txt.gz").write_bytes(gzip.compress("\n".join(LINES).encode()))
+    (tmp_path / "c.jsonl").write_text(
+        "".join(json.dumps({"body": line, "n": i}) + "\n" for i, line in enumerate(LINES))
+    )
+    pl.DataFrame({"body": LINES}).write_parquet(tmp_path / "d.parquet")
+    want = tokenize(pl.Series(LINES), "whitespace")
+    for name in ("a.txt", "b.txt.gz", "c.jsonl", "d.parquet"):
+        got = tokenize(read_lines(tmp_path / name, text_field="body"), "whitespace")
+        assert got.equals(want), name
+
+
+def test_jsonl_documents_split_into_lines(tmp_path):
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "one two\nthree"}) + "\n")
+    assert read_lines(tmp_path / "c.jsonl").to_list() == ["one two", "three"]
+
+
+def test_tokenizers():
+    lines = pl.Series(["  The cat's  hat, isn't it?  ", "", "   "])
+    assert tokenize(lines, "whitespace")["tokens"].to_list() == [
+        ["The", "cat's", "hat,", "isn't", "it?"]
+    ]
+    assert tokenize(lines, "punct")["tokens"].to_list() == [
+        ["the", "cat's", "hat", ",", "isn't", "it", "?"]
+    ]
+    with pytest.raises(SeqlmError, match="unknown tokenizer"):
+        tokenize(lines, "bpe")
+
+
+def test_split_directory_is_used_as_given(tmp_path):
+    for split in ("train", "valid", "test"):
+        write_lines(tmp_path / f"ptb.{split}.txt", [split])
+    assert [(s.path.name, s.split) for s in discover(tmp_path)] == [
+        ("ptb.train.txt", "train"),
+        ("ptb.valid.txt", "valid"),
+        ("ptb.test.txt", "test"),
+    ]
+    (tmp_path / "ptb.valid.txt").unlink()
+    with pytest.raises(SeqlmError, match="no valid split"):
+        discover(tmp_path)
+
+
+def test_directory_of_files_skips_hidden_and_other_types(tmp_path):
+    write_lines(tmp_path / "b.txt", ["b"])
+    write_lines(tmp_path / "sub" / "a.txt", ["a"])
+    write_lines(tmp_path / ".hidden" / "c.txt", ["c"])
+    (tmp_path / "notes.md").write_text("x")
+    assert [s.path.relative_to(tmp_path).as_posix() for s in discover(tmp_path)] == [
+        "b.txt",
+        "sub/a.txt",
+    ]
+
+
+def test_single_corpus_splits_into_contiguous_blocks(tmp_path):
+    write_lines(tmp_path / "a.txt", [*LINES[:10], "", *LINES[10:]])
+    rows = ingest(Source(tmp_path / "a.txt"), tmp_path, "whitespace", fractions=(0.8, 0.1, 0.1))
+    assert rows == {"train": 16, "valid": 2, "test": 2}
+    whole = tokenize(pl.Series(LINES), "whitespace")
+    parts = [load_split([tmp_path], s) for s in ("train", "valid", "test")]
+    assert pl.concat(parts).equals(whole)
+    assert split_blocks(100, (0.9, 0.05, 0.05), tmp_path) == {
+        "train": (0, 90),
+        "valid": (90, 5),
+        "test": (95, 5),
+    }
+
+
+def test_bad_input_names_the_file_and_the_problem(tmp_path):
+    with pytest.raises(SeqlmError, match="no such file"):
+        discover(tmp_path / "missing.txt")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\nbad \xff byte\n")
+    with pytest.raises(SeqlmError, match=r"bad\.txt: not UTF-8 at byte offset 14"):
+        read_lines(bad)
+    empty = write_lines(tmp_path / "empty.txt", ["", "   "])
+    with pytest.raises(SeqlmError, match=r"empty\.txt: empty corpus"):
+        ingest(Source(empty), tmp_path, "whitespace")
+    short = write_lines(tmp_path / "short.txt", ["one line", "two lines"])
+    with pytest.raises(SeqlmError, match=r"short\.txt: the valid split is empty"):
+        ingest(Source(short), tmp_path, "whitespace")
+    (tmp_path / "x.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(SeqlmError, match=r"x\.jsonl: no text field 'text'"):
+        read_lines(tmp_path / "x.jsonl")
+    with pytest.raises(SeqlmError, match=r"x\.csv: unsupported file type"):
+        discover(write_lines(tmp_path / "x.csv", ["a,b"]))

@@ -1,0 +1,82 @@
+"""The real flow under Prefect's test server, tracked in a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main
+from flows.corpus_to_model import corpus_to_model
+from tests.helpers import BUNDLED
+
+METRICS = {"test_ppl", "test_ppl_no_unk", "valid_ppl", "oov_rate", "train_seconds"}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:2000]))
+    return path
+
+
+def config(tmp_path, experiment: str) -> dict:
+    return {"run": {"store": str(tmp_path / "store"), "experiment": experiment}}
+
+
+def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_path):
+    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
+    assert [r["model"] for r in rows] == ["unigram"]
+    assert rows[0]["targets"] > 0 and rows[0]["test_ppl"] > 1
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("flow")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 1
+    parent, child = parents[0], children[0]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.tags["family"] == "unigram"
+    assert set(child.data.metrics) >= METRICS
+    assert child.data.metrics["test_ppl"] == pytest.approx(rows[0]["test_ppl"])
+    assert parent.data.params["corpus"] == str(corpus)
+    assert parent.data.params["vocab_key"] == child.data.tags["vocab_key"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.parquet", "comparison.md"} <= artifacts
+
+    # A second run finds every stage in the store and records a new pipeline run.
+    store = tmp_path / "store"
+    built = {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")}
+    again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
+    assert again == rows
+    assert {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")} == built
+    assert len(client.search_runs([experiment.experiment_id])) == 4
+
+
+def test_cli_run_writes_the_report(prefect_server, corpus, tmp_path, capsys):
+    report = tmp_path / "r.json"
+    store = f"store={tmp_path / 'store'}"
+    assert main(["run", "--corpus", str(corpus), "--set", store, "--report", str(report)]) == 0
+    rows = json.loads(report.read_text())
+    assert {"model", "test_ppl", "test_ppl_no_unk", "oov", "targets"} <= set(rows[0])
+    assert "| unigram |" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_clear_line(prefect_server, tmp_path, capsys):
+    store = tmp_path / "store"
+    cases = [
+        (["--corpus", str(tmp_path / "missing")], "missing: no such file or directory"),
+        (["--set", "nope=1"], "unknown config key 'nope'"),
+        (["--set", "min_count=x"], "'vocab.min_count' needs a int"),
+    ]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n" * 50 + b"\xc3\x28\n")
+    cases.append((["--corpus", str(bad)], "bad.txt: not UTF-8 at byte offset 150"))
+    for args, message in cases:
+        assert main(["run", "--set", f"store={store}", *args]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("seqlm: error: ") and message in err[-1], err[-1]
+    # Nothing half-written is left in the store.
+    assert not list(store.glob("*/*"))

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqlm.errors import SeqlmError
+from seqlm.vocab import EOS_ID, UNK_ID, Vocabulary, build_vocabulary
+
+
+def lines(*texts: str) -> pl.DataFrame:
+    return pl.DataFrame({"tokens": [t.split() for t in texts]})
+
+
+TRAIN = lines("a b a c", "a b <unk> d", "b a")
+
+
+def test_ids_counts_and_specials():
+    vocab = build_vocabulary(TRAIN)
+    assert vocab.table.to_dicts() == [
+        {"token": "<unk>", "id": 0, "count": 1},
+        {"token": "<s>", "id": 1, "count": 0},
+        {"token": "</s>", "id": 2, "count": 3},
+        {"token": "a", "id": 3, "count": 4},
+        {"token": "b", "id": 4, "count": 3},
+        {"token": "c", "id": 5, "count": 1},
+        {"token": "d", "id": 6, "count": 1},
+    ]
+
+
+def test_cut_offs_fold_into_unk():
+    by_count = build_vocabulary(TRAIN, min_count=2)
+    assert by_count.tokens.to_list() == ["<unk>", "<s>", "</s>", "a", "b"]
+    assert by_count.counts[UNK_ID] == 3  # the literal <unk>, c and d
+    assert build_vocabulary(TRAIN, max_size=4).tokens.to_list() == ["<unk>", "<s>", "</s>", "a"]
+    # Every training target is counted once: tokens plus one </s> per line.
+    assert by_count.counts.sum() == 10 + 3
+    with pytest.raises(SeqlmError, match="min_count"):
+        build_vocabulary(TRAIN, min_count=0)
+    with pytest.raises(SeqlmError, match="train split is empty"):
+        build_vocabulary(lines())
+
+
+def test_stream_is_tokens_then_eos_per_line():
+    vocab = build_vocabulary(TRAIN, min_count=2)
+    stream = vocab.stream(lines("a zebra", "<unk> b <s>"))
+    assert stream.dtype == np.int32
+    assert vocab.decode(stream) == ["a", "<unk>", "</s>", "<unk>", "b", "<unk>", "</s>"]
+    assert (stream == EOS_ID).sum() == 2
+
+
+def test_round_trip(tmp_path):
+    vocab = build_vocabulary(TRAIN)
+    vocab.save(tmp_path / "v.parquet")
+    assert Vocabulary.load(tmp_path / "v.parquet").table.equals(vocab.table)
