@@ -1,0 +1,144 @@
+"""N-gram count tables: for orders 1..N, how often each n-gram occurs in padded training lines.
+
+A table of order n has columns ``w1..wn`` (vocabulary ids, the narrowest unsigned type that holds
+them) and ``count`` (u64), sorted by ``w1..wn``. Tables of several shards merge by summation, so
+adding a shard counts only that shard.
+
+Counting sorts packed integers rather than hashing tuples: the n-gram ending at position t is the
+pair (rank of the (n−1)-gram ending at t−1, word at t), packed into one u64 together with t, so one
+plain sort per order yields the distinct n-grams in lexicographic order, their counts, and the rank
+of every position's n-gram for the next order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from seqlm.errors import SeqlmError
+from seqlm.ngram.files import atomic_dir
+from seqlm.ngram.lines import check_order, pad_lines
+
+COUNT = "count"
+
+
+def word_columns(order: int) -> list[str]:
+    return [f"w{i}" for i in range(1, order + 1)]
+
+
+def id_dtype(vocab_size: int) -> pl.DataType:
+    """The narrowest unsigned integer type that holds ids ``0..vocab_size-1``."""
+    for dtype, bits in ((pl.UInt8, 8), (pl.UInt16, 16), (pl.UInt32, 32)):
+        if vocab_size <= 1 << bits:
+            return dtype
+    return pl.UInt64
+
+
+def _group_sorted(keys: np.ndarray, where: np.ndarray, n_positions: int):
+    """Distinct ``keys`` ascending, their counts, and the dense rank of each key, by position."""
+    pos_bits = max(int(n_positions).bit_length(), 1)
+    key_bits = int(keys.max()).bit_length() if len(keys) else 0
+    if key_bits + pos_bits <= 64:
+        packed = np.sort((keys.astype(np.uint64) << np.uint64(pos_bits)) | where.astype(np.uint64))
+        sorted_keys = (packed >> np.uint64(pos_bits)).astype(np.int64)
+        sorted_where = (packed & np.uint64((1 << pos_bits) - 1)).astype(np.int64)
+    else:  # too wide to pack with the position: sort indirectly
+        order = np.argsort(keys)
+        sorted_keys, sorted_where = keys[order], where[order]
+    first = np.empty(len(sorted_keys), dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(sorted_keys)))
+    rank = np.full(n_positions, -1, dtype=np.int64)
+    rank[sorted_where] = np.cumsum(first) - 1
+    return sorted_keys[starts], counts, rank
+
+
+def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.DataFrame]:
+    """Count tables for orders 1..``order`` of a vocabulary stream (each line padded with one
+    ``<s>`` in front; ``</s>`` is already in the stream)."""
+    check_order(order)
+    stream = np.asarray(stream)
+    if len(stream) == 0:
+        raise SeqlmError("no training text to count: the id stream is empty")
+    if int(stream.max()) >= vocab_size or int(stream.min()) < 0:
+        raise SeqlmError(f"the id stream holds ids outside the vocabulary of {vocab_size} entries")
+    padded, offset = pad_lines(stream)
+    unigram_counts = np.bincount(padded, minlength=vocab_size)
+    present = np.flatnonzero(unigram_counts)
+    words = [[present]]
+    counts = [unigram_counts[present]]
+    rank, bound = padded, vocab_size  # order 1: a word's rank is its id
+    for n in range(2, order + 1):
+        ends = np.flatnonzero(offset >= n - 1)
+        keys = rank[ends - 1] * vocab_size + padded[ends]
+        distinct, n_counts, rank = _group_sorted(keys, ends, len(padded))
+        prefix = distinct // vocab_size
+        below = words[-1] if n > 2 else [np.arange(bound)]
+        words.append([col[prefix] for col in below] + [distinct % vocab_size])
+        counts.append(n_counts)
+        bound = len(distinct)
+    dtype = id_dtype(vocab_size)
+    return [
+        pl.DataFrame(
+            {
+                name: pl.Series(col, dtype=dtype)
+                for name, col in zip(word_columns(n), cols, strict=True)
+            }
+            | {COUNT: pl.Series(c, dtype=pl.UInt64)}
+        )
+        for n, (cols, c) in enumerate(zip(words, counts, strict=True), start=1)
+    ]
+
+
+def table_file(folder: Path, n: int) -> Path:
+    return Path(folder) / f"order{n}.parquet"
+
+
+def write_tables(tables: Sequence[pl.DataFrame], folder: Path) -> None:
+    """Write one Parquet file per order into ``folder``, replacing it whole once all are written."""
+    with atomic_dir(Path(folder)) as tmp:
+        for n, table in enumerate(tables, start=1):
+            table.write_parquet(table_file(tmp, n), compression="zstd")
+
+
+def read_tables(folder: Path) -> list[pl.DataFrame]:
+    folder = Path(folder)
+    tables = []
+    while table_file(folder, len(tables) + 1).exists():
+        n = len(tables) + 1
+        path = table_file(folder, n)
+        try:
+            table = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise SeqlmError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
+        if table.columns != [*word_columns(n), COUNT]:
+            raise SeqlmError(f"{path}: expected columns {[*word_columns(n), COUNT]}")
+        tables.append(table)
+    if not tables:
+        raise SeqlmError(f"{folder}: no count tables (order1.parquet ...)")
+    return tables
+
+
+def merge_tables(shards: Sequence[Sequence[pl.DataFrame]]) -> list[pl.DataFrame]:
+    """Sum the count tables of several shards, order by order (all shards must have one order)."""
+    if not shards:
+        raise SeqlmError("no count tables to merge")
+    orders = {len(tables) for tables in shards}
+    if len(orders) != 1:
+        raise SeqlmError(f"count tables of different orders cannot be merged: {sorted(orders)}")
+    merged = []
+    for n, parts in enumerate(zip(*shards, strict=True), start=1):
+        cols = word_columns(n)
+        dtype = max((part.schema["w1"] for part in parts), key=lambda t: t.bit_width())
+        merged.append(
+            pl.concat([part.with_columns(pl.col(cols).cast(dtype)) for part in parts])
+            .group_by(cols)
+            .agg(pl.col(COUNT).sum())
+            .sort(cols)
+        )
+    return merged

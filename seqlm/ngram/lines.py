@@ -1,0 +1,40 @@
+"""Padding a vocabulary stream into lines as KenLM reads them: one ``<s>`` in front of each line.
+
+A stream holds each line's ids followed by ``</s>``; n-grams live inside a padded line
+``<s> w1 … wk </s>`` and never cross into the next one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqlm.errors import SeqlmError
+from seqlm.vocab import BOS_ID, EOS_ID
+
+MAX_ORDER = 10
+
+
+def check_order(order: int) -> None:
+    if not 1 <= order <= MAX_ORDER:
+        raise SeqlmError(f"n-gram order must be between 1 and {MAX_ORDER}, not {order}")
+
+
+def pad_lines(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(padded, offset)``: the stream with ``<s>`` before every line, and each position's offset
+    from its line's ``<s>`` (0 at the ``<s>``)."""
+    stream = np.asarray(stream)
+    if len(stream) and stream[-1] != EOS_ID:
+        raise SeqlmError("the id stream must end with </s> (id 2): its last line is unterminated")
+    if np.any(stream == BOS_ID):
+        raise SeqlmError("the id stream holds <s> (id 1), which is context only and never a target")
+    ends = np.flatnonzero(stream == EOS_ID)
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+    bos_at = starts + np.arange(len(starts))
+    padded = np.empty(len(stream) + len(starts), dtype=np.int64)
+    is_bos = np.zeros(len(padded), dtype=bool)
+    is_bos[bos_at] = True
+    padded[is_bos] = BOS_ID
+    padded[~is_bos] = stream
+    line = np.cumsum(is_bos) - 1
+    offset = np.arange(len(padded)) - bos_at[line]
+    return padded, offset

@@ -1,0 +1,151 @@
+"""A back-off n-gram model in ARPA form, scored over whole streams with sorted-key searches.
+
+Every smoothing (maximum likelihood, add-k, modified Kneser–Ney, or a model read from ARPA) ends
+as per-order arrays: the n-gram's context row in the order below, its last word, log10 p and
+log10 back-off. For a target w after history h the longest listed n-gram ``h' w`` gives
+log10 p(w | h') and the back-offs of the listed contexts of lengths |h'| … N−1 are added on; a
+context never reaches past the line's ``<s>``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+
+from seqlm.errors import SeqlmError
+from seqlm.ngram.files import atomic_dir
+from seqlm.ngram.index import lookup
+from seqlm.ngram.lines import pad_lines
+from seqlm.vocab import EOS_ID, Vocabulary
+
+LN10 = float(np.log(10.0))
+META_FILE = "model.json"
+VOCAB_FILE = "vocab.parquet"
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per target: log10 p, and the length of the longest n-gram that matched."""
+
+    log10_prob: np.ndarray
+    matched: np.ndarray
+    line_end: np.ndarray  # True at each line's </s>
+
+    def sentence_log10(self) -> np.ndarray:
+        """log10 p of each whole line (its tokens and its </s>)."""
+        ends = np.flatnonzero(self.line_end)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        return np.add.reduceat(self.log10_prob, starts) if len(ends) else np.zeros(0)
+
+
+@dataclass(frozen=True)
+class NgramModel:
+    vocab: Vocabulary
+    context: list[np.ndarray]  # per order: row of w1..w(n−1) in the order below (0 for unigrams)
+    word: list[np.ndarray]  # per order: the last word's id
+    log10_prob: list[np.ndarray]
+    log10_backoff: list[np.ndarray]  # 0 where the n-gram is never a context, and at the top order
+    info: dict[str, Any] = field(default_factory=dict)  # smoothing, discounts, ...
+
+    @property
+    def order(self) -> int:
+        return len(self.word)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(w) for w in self.word]
+
+    @cached_property
+    def _keys(self) -> list[np.ndarray]:
+        return [c * self.vocab.size + w for c, w in zip(self.context, self.word, strict=True)]
+
+    def words(self, n: int) -> list[np.ndarray]:
+        """The columns w1..wn of order n, rebuilt by walking the context rows down."""
+        cols = [self.word[n - 1]]
+        rows = self.context[n - 1]
+        for k in range(n - 1, 0, -1):
+            cols.append(self.word[k - 1][rows])
+            rows = self.context[k - 1][rows]
+        return cols[::-1]
+
+    def score_tokens(self, stream: np.ndarray) -> TokenScores:
+        """log10 p of every target of a vocabulary stream, each line from a one-``<s>`` context."""
+        stream = np.asarray(stream)
+        if len(stream) and (int(stream.min()) < 0 or int(stream.max()) >= self.vocab.size):
+            raise SeqlmError(f"the stream holds ids outside the model's {self.vocab.size} words")
+        padded, offset = pad_lines(stream)
+        row = lookup(self._keys[0], padded)  # rows of the n-gram of each order ending at t
+        best = np.where(row >= 0, self.log10_prob[0][np.maximum(row, 0)], -np.inf)
+        matched = np.where(row >= 0, 1, 0)
+        backoff = np.zeros(len(padded))  # Σ back-offs of contexts from the match's length up
+        for n in range(2, self.order + 1):
+            context_row = np.roll(row, 1)
+            backoff += self._backoff_at(n - 1, context_row, offset)
+            has_context = (context_row >= 0) & (offset >= n - 1)
+            query = np.where(has_context, context_row, 0) * self.vocab.size + padded
+            row = np.where(has_context, lookup(self._keys[n - 1], query), -1)
+            found = row >= 0
+            best = np.where(found, self.log10_prob[n - 1][np.maximum(row, 0)], best)
+            backoff[found] = 0.0
+            matched[found] = n
+        is_target = offset > 0
+        return TokenScores(
+            log10_prob=(best + backoff)[is_target],
+            matched=matched[is_target],
+            line_end=stream == EOS_ID,
+        )
+
+    def _backoff_at(self, k: int, context_row: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Back-off of the length-k context ending just before each position (0 if unlisted)."""
+        valid = (context_row >= 0) & (offset >= k)
+        return np.where(valid, self.log10_backoff[k - 1][np.maximum(context_row, 0)], 0.0)
+
+    def score_stream(self, stream: np.ndarray) -> np.ndarray:
+        """Natural-log probability of each target (the interface every seqlm model shares)."""
+        return self.score_tokens(stream).log10_prob * LN10
+
+    def save(self, folder: Path) -> None:
+        """Arrow IPC per order plus the vocabulary: loads in milliseconds, unlike ARPA text."""
+        with atomic_dir(Path(folder)) as tmp:
+            self.vocab.save(tmp / VOCAB_FILE)
+            (tmp / META_FILE).write_text(json.dumps(self.info | {"order": self.order}, indent=1))
+            for n in range(1, self.order + 1):
+                table = pa.table(
+                    {
+                        "context": pa.array(self.context[n - 1].astype(np.uint32)),
+                        "word": pa.array(self.word[n - 1].astype(np.uint32)),
+                        "log10_prob": pa.array(self.log10_prob[n - 1]),
+                        "log10_backoff": pa.array(self.log10_backoff[n - 1]),
+                    }
+                )
+                with pa.ipc.new_file(tmp / f"order{n}.arrow", table.schema) as sink:
+                    sink.write_table(table)
+
+    @classmethod
+    def load(cls, folder: Path) -> NgramModel:
+        folder = Path(folder)
+        if not (folder / META_FILE).exists():
+            raise SeqlmError(f"{folder}: not a saved n-gram model (no {META_FILE})")
+        info = json.loads((folder / META_FILE).read_text())
+        order = info.pop("order")
+        levels = []
+        for n in range(1, order + 1):
+            with pa.memory_map(str(folder / f"order{n}.arrow")) as source:
+                table = pa.ipc.open_file(source).read_all()
+            levels.append({name: table[name].to_numpy() for name in table.column_names})
+        return cls(
+            vocab=Vocabulary(pl.read_parquet(folder / VOCAB_FILE)),
+            context=[lv["context"].astype(np.int64) for lv in levels],
+            word=[lv["word"].astype(np.int64) for lv in levels],
+            log10_prob=[lv["log10_prob"] for lv in levels],
+            log10_backoff=[lv["log10_backoff"] for lv in levels],
+            info=info,
+        )
