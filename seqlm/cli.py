@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from seqlm.errors import SeqlmError
+from seqlm.ngram.cli import add_commands as add_ngram_commands
 from seqlm.rnn.cli import add_commands as add_rnn_commands
 
 
@@ -24,6 +25,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_ngram_commands(commands)
     add_rnn_commands(commands)
     return parser, commands
 

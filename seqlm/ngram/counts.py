@@ -21,8 +21,10 @@ import polars as pl
 from seqlm.errors import SeqlmError
 from seqlm.ngram.files import atomic_dir
 from seqlm.ngram.lines import check_order, pad_lines
+from seqlm.vocab import Vocabulary
 
 COUNT = "count"
+VOCAB_FILE = "vocab.parquet"
 
 
 def word_columns(order: int) -> list[str]:
@@ -99,11 +101,16 @@ def table_file(folder: Path, n: int) -> Path:
     return Path(folder) / f"order{n}.parquet"
 
 
-def write_tables(tables: Sequence[pl.DataFrame], folder: Path) -> None:
-    """Write one Parquet file per order into ``folder``, replacing it whole once all are written."""
+def write_tables(
+    tables: Sequence[pl.DataFrame], folder: Path, vocab: Vocabulary | None = None
+) -> None:
+    """Write one Parquet file per order (and the vocabulary that names the ids, if given) into
+    ``folder``, replacing it whole once all are written."""
     with atomic_dir(Path(folder)) as tmp:
         for n, table in enumerate(tables, start=1):
             table.write_parquet(table_file(tmp, n), compression="zstd")
+        if vocab is not None:
+            vocab.save(tmp / VOCAB_FILE)
 
 
 def read_tables(folder: Path) -> list[pl.DataFrame]:

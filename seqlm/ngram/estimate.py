@@ -55,6 +55,14 @@ def fit(
     raise SeqlmError(f"unknown smoothing {smoothing!r} (choose from {', '.join(SMOOTHINGS)})")
 
 
+def first_seen(stream: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Each id's first position in a stream (+inf if absent): the word order lmplz numbers by."""
+    ids, first = np.unique(stream, return_index=True)
+    out = np.full(vocab_size, np.inf)
+    out[ids] = first
+    return out
+
+
 def _log10(x: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.log10(x)

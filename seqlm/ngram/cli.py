@@ -1,0 +1,148 @@
+"""``seqlm ngram count | estimate | score``: the n-gram rung on the command line, like KenLM's.
+
+CORPUS is a file or a directory as in ingestion; for a directory of split files the train split is
+read, otherwise every file whole (as ``lmplz`` counts its whole input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from seqlm.corpus import TOKENIZERS, discover, read_lines, tokenize
+from seqlm.errors import SeqlmError
+from seqlm.evaluate import perplexity
+from seqlm.ngram.arpa import read_arpa, write_arpa
+from seqlm.ngram.counts import count_ngrams, write_tables
+from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
+from seqlm.ngram.model import NgramModel
+from seqlm.vocab import Vocabulary, build_vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def training_lines(corpus: Path, tokenizer: str) -> pl.DataFrame:
+    sources = discover(corpus)
+    if any(s.split for s in sources):
+        sources = [s for s in sources if s.split == "train"]
+    lines = pl.concat([tokenize(read_lines(s.path), tokenizer) for s in sources])
+    if lines.height == 0:
+        raise SeqlmError(f"{corpus}: the training text is empty (no tokens)")
+    return lines
+
+
+def _train_stream(args: argparse.Namespace) -> tuple[Vocabulary, np.ndarray]:
+    lines = training_lines(Path(args.corpus), args.tokenizer)
+    vocab = build_vocabulary(lines)
+    return vocab, vocab.stream(lines)
+
+
+def count_command(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    vocab, stream = _train_stream(args)
+    tables = count_ngrams(stream, args.order, vocab.size)
+    write_tables(tables, Path(args.out), vocab)
+    sizes = " / ".join(f"{t.height:,}" for t in tables)
+    log.info("counted %s n-grams in %.2f s into %s", sizes, time.perf_counter() - started, args.out)
+    return 0
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    vocab, stream = _train_stream(args)
+    tables = count_ngrams(stream, args.order, vocab.size)
+    model = fit(
+        tables,
+        vocab,
+        args.smoothing,
+        add_k=args.add_k,
+        discount_fallback=args.discount_fallback,
+        first_seen=first_seen(stream, vocab.size),
+    )
+    write_arpa(model, Path(args.arpa))
+    if args.save:
+        model.save(Path(args.save))
+    if "discounts" in model.info:
+        for n, d in enumerate(model.info["discounts"], start=1):
+            log.info("order %d discounts D1, D2, D3+: %s", n, " ".join(f"{x:.6g}" for x in d))
+    log.info("wrote %s in %.2f s", args.arpa, time.perf_counter() - started)
+    return 0
+
+
+def load_model(path: Path) -> NgramModel:
+    """A saved model folder, or an ARPA file."""
+    return NgramModel.load(path) if path.is_dir() else read_arpa(path)
+
+
+def score_command(args: argparse.Namespace) -> int:
+    model = load_model(Path(args.model))
+    text = Path(args.text)
+    if not text.is_file():
+        raise SeqlmError(f"{text}: no such file")
+    stream = model.vocab.stream(tokenize(read_lines(text), args.tokenizer))
+    if len(stream) == 0:
+        raise SeqlmError(f"{text}: no text to score")
+    result = perplexity(model.score_stream(stream), stream)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "perplexity": result.ppl,
+                    "perplexity_no_unk": result.ppl_no_unk,
+                    "oov": result.oov,
+                    "targets": result.targets,
+                }
+            )
+        )
+    else:
+        print(f"Perplexity including OOVs:\t{result.ppl:.10g}")
+        print(f"Perplexity excluding OOVs:\t{result.ppl_no_unk:.10g}")
+        print(f"OOVs:\t{result.oov}")
+        print(f"Tokens:\t{result.targets}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace")
+
+
+def _corpus(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpus", metavar="CORPUS", help="a text file or a corpus directory")
+    parser.add_argument("--order", "-o", type=int, required=True, help="n-gram order (1-10)")
+    _common(parser)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("ngram", help="n-gram models, as KenLM")
+    commands = group.add_subparsers(dest="ngram_command", metavar="COMMAND", required=True)
+
+    count = commands.add_parser("count", help="write Parquet count tables of orders 1..N")
+    _corpus(count)
+    count.add_argument("--out", required=True, help="folder for order<n>.parquet and vocab.parquet")
+    count.set_defaults(func=count_command)
+
+    estimate = commands.add_parser("estimate", help="estimate a model and write it as ARPA")
+    _corpus(estimate)
+    estimate.add_argument("--arpa", required=True, help="the ARPA file to write")
+    estimate.add_argument("--smoothing", choices=SMOOTHINGS, default="kn")
+    estimate.add_argument("--add-k", type=float, default=1.0, help="k for --smoothing addk")
+    estimate.add_argument(
+        "--discount-fallback",
+        action="store_true",
+        help="when counts-of-counts give no valid Kneser-Ney discount, use lmplz's 0.5 1 1.5",
+    )
+    estimate.add_argument("--save", help="also save the model as a binary folder (fast to load)")
+    estimate.set_defaults(func=estimate_command)
+
+    score = commands.add_parser("score", help="perplexity of a text under a model")
+    score.add_argument("model", metavar="MODEL", help="an ARPA file or a saved model folder")
+    score.add_argument("text", metavar="TEXT", help="a text file, one sentence per line")
+    score.add_argument("--json", action="store_true", help="print one JSON object")
+    _common(score)
+    score.set_defaults(func=score_command)
