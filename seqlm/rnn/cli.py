@@ -1,0 +1,239 @@
+"""``seqlm rnn train | sample | score``: recurrent language models from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import tempfile
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqlm import corpus
+from seqlm.errors import SeqlmError
+from seqlm.evaluate import perplexity
+from seqlm.rnn.checkpoint import load_model, read_checkpoint
+from seqlm.rnn.model import MODELS, ModelConfig
+from seqlm.rnn.plot import plot_learning_curve
+from seqlm.rnn.score import sample, score_stream
+from seqlm.rnn.train import (
+    BUDGET_FIELDS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    resolve_device,
+    train,
+)
+from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
+
+VOCAB_FILE = "vocab.parquet"
+
+# (flag, config field, type, help); a flag left out keeps the config default (or, with --resume,
+# the checkpoint's value).
+_MODEL_FLAGS = [
+    ("--model", "model", str, "network"),
+    ("--emsize", "emsize", int, "embedding size"),
+    ("--nhid", "nhid", int, "hidden units per layer"),
+    ("--nlayers", "nlayers", int, "recurrent layers"),
+    ("--dropout", "dropout", float, "dropout probability"),
+    ("--init-range", "init_range", float, "weights start uniform in ±this"),
+]
+_TRAIN_FLAGS = [
+    ("--bptt", "bptt", int, "truncated-BPTT window (time steps)"),
+    ("--batch-size", "batch_size", int, "columns trained side by side"),
+    ("--optimizer", "optimizer", str, "optimizer"),
+    ("--lr", "lr", float, "initial learning rate"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
+    ("--clip", "clip", float, "gradient-norm clip"),
+    ("--schedule", "schedule", str, "plateau: decay when validation stalls; fixed: every epoch"),
+    ("--lr-decay", "lr_decay", float, "learning-rate factor per decay"),
+    ("--decay-after", "decay_after", int, "fixed schedule: epochs at the initial rate"),
+    ("--patience", "patience", int, "early stop after this many epochs without improvement"),
+    ("--epochs", "epochs", int, "epoch budget"),
+    ("--max-minutes", "max_minutes", float, "wall-clock budget in minutes (0: none)"),
+    ("--device", "device", str, "auto, cpu or cuda"),
+    ("--precision", "precision", str, "auto (bf16 on CUDA), fp32 or bf16"),
+    ("--seed", "seed", int, "random seed"),
+]
+_CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+            "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16")}  # fmt: skip
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("rnn", help="recurrent language models (tanh RNN, LSTM, GRU)")
+    commands = group.add_subparsers(dest="rnn_command", metavar="COMMAND", required=True)
+
+    t = commands.add_parser("train", help="train a recurrent model on a corpus")
+    t.add_argument("data", help="corpus: a file, a folder of train/valid/test files, or a folder")
+    t.add_argument("--out", required=True, type=Path, help="folder for checkpoints and vocabulary")
+    t.add_argument("--tokenizer", default="whitespace", choices=corpus.TOKENIZERS)
+    t.add_argument("--min-count", type=int, default=1, help="rarer training types become <unk>")
+    model_defaults, train_defaults = ModelConfig(), TrainConfig()
+    for flags, defaults in ((_MODEL_FLAGS, model_defaults), (_TRAIN_FLAGS, train_defaults)):
+        for flag, name, kind, text in flags:
+            t.add_argument(flag, dest=name, type=kind, default=None, choices=_CHOICES.get(name),
+                           help=f"{text} (default {getattr(defaults, name)})")  # fmt: skip
+    t.add_argument("--tied", action="store_true", default=None, help="tie input/output embeddings")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    t.set_defaults(func=train_command)
+
+    s = commands.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--words", type=int, default=100)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=0, help="draw from the k likeliest (0: all)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", choices=_CHOICES["device"])
+    s.set_defaults(func=sample_command)
+
+    c = commands.add_parser("score", help="perplexity of a text file under a checkpoint")
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("text", type=Path, help="a text file (tokenised as the training data was)")
+    c.add_argument(
+        "--reset-each-line",
+        action="store_true",
+        help="start every line from a zero state (like-for-like with n-grams)",
+    )
+    c.add_argument("--device", default="auto", choices=_CHOICES["device"])
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=score_command)
+
+
+def vocabulary_key(vocab: Vocabulary) -> str:
+    """A fingerprint of the vocabulary's tokens in id order: what a checkpoint's ids mean."""
+    return hashlib.sha256("\n".join(vocab.tokens.to_list()).encode()).hexdigest()[:16]
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    model_names = {f.name for f in fields(ModelConfig)}
+    model = ModelConfig(**{k: v for k, v in given.items() if k in model_names})
+    train_names = {f.name for f in fields(TrainConfig)} - {"model"}
+    return TrainConfig(model=model, **{k: v for k, v in given.items() if k in train_names})
+
+
+def _resumed_config(args: argparse.Namespace, last: Path) -> TrainConfig:
+    """The checkpoint's config with the budget flags given on this command line."""
+    stored = TrainConfig.from_dict(read_checkpoint(last)["config"])
+    budget = {k: getattr(args, k) for k in BUDGET_FIELDS if getattr(args, k, None) is not None}
+    return replace(stored, **budget)
+
+
+class _ProgressBar:
+    """One stderr line, rewritten in place; only on a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, p: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if p["windows_done"] >= p["windows"]:
+            sys.stderr.write("\r\033[K")
+        else:
+            filled = int(30 * p["windows_done"] / p["windows"])
+            sys.stderr.write(
+                f"\repoch {p['epoch']} [{'#' * filled}{'.' * (30 - filled)}] "
+                f"{p['windows_done']}/{p['windows']}  ppl {p['train_ppl']:.1f}  "
+                f"{p['tokens_per_second']:,.0f} tok/s\033[K"
+            )
+        sys.stderr.flush()
+
+
+def _ingest(data: str, tokenizer: str, shards_root: Path) -> list[Path]:
+    dirs = []
+    for i, source in enumerate(corpus.discover(data)):
+        d = shards_root / f"{i:04d}"
+        d.mkdir(parents=True)
+        corpus.ingest(source, d, tokenizer)
+        dirs.append(d)
+    return dirs
+
+
+def train_command(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    config = _resumed_config(args, out / "last.pt") if args.resume else _config_from_args(args)
+    resolve_device(config.device)  # fail before ingesting
+    with tempfile.TemporaryDirectory(dir=out, prefix=".shards.") as tmp:
+        dirs = _ingest(args.data, args.tokenizer, Path(tmp))
+        splits = {s: corpus.load_split(dirs, s) for s in corpus.SPLITS}
+    vocab = build_vocabulary(splits["train"], args.min_count)
+    vocab.save(out / VOCAB_FILE)
+    streams = {s: vocab.stream(df) for s, df in splits.items()}
+    result = train(
+        streams["train"], streams["valid"], vocab.size, config, out,
+        vocab_key=vocabulary_key(vocab), resume=args.resume, on_progress=_ProgressBar(),
+        extra={"tokenizer": args.tokenizer},
+    )  # fmt: skip
+    test = perplexity(score_stream(result.model, streams["test"]), streams["test"])
+    if result.history:
+        plot_learning_curve(result.history, out / "learning_curve.png", f"{config.model.model}")
+    summary: dict[str, Any] = {
+        "valid_ppl": result.valid_ppl,
+        "test_ppl": test.ppl,
+        "test_ppl_no_unk": test.ppl_no_unk,
+        "test_oov": test.oov,
+        "tokens_per_second": result.tokens_per_second,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "wall_s": result.wall_s,
+        "device": result.device,
+        "vocab_size": vocab.size,
+        "checkpoint": str(result.checkpoint),
+        "config": asdict(config),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"{config.model.model}: valid ppl {result.valid_ppl:.2f}, test ppl {test.ppl:.2f} "
+            f"({test.ppl_no_unk:.2f} without <unk>), {result.epochs} epochs, "
+            f"{result.tokens_per_second:,.0f} tokens/s on {result.device}; {result.checkpoint}"
+        )
+    return 0
+
+
+def _load(checkpoint: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary]:
+    model, state = load_model(checkpoint, resolve_device(device))
+    vocab_path = checkpoint.parent / VOCAB_FILE
+    if not vocab_path.is_file():
+        raise SeqlmError(f"{vocab_path}: missing (the vocabulary written beside the checkpoint)")
+    vocab = Vocabulary.load(vocab_path)
+    if vocabulary_key(vocab) != state["vocab_key"] or vocab.size != state["vocab_size"]:
+        raise SeqlmError(f"{vocab_path}: not the vocabulary {checkpoint} was trained with")
+    return model, state, vocab
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    model, _, vocab = _load(args.checkpoint, args.device)
+    ids = sample(model, args.words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    lines = np.split(np.array(vocab.decode(ids), dtype=object), np.flatnonzero(ids == EOS_ID) + 1)
+    print("\n".join(" ".join(w for w in line if w != EOS) for line in lines).strip())
+    return 0
+
+
+def score_command(args: argparse.Namespace) -> int:
+    model, state, vocab = _load(args.checkpoint, args.device)
+    lines = corpus.tokenize(
+        corpus.read_lines(args.text), state["extra"].get("tokenizer", "whitespace")
+    )
+    if lines.height == 0:
+        raise SeqlmError(f"{args.text}: no tokens to score")
+    stream = vocab.stream(lines)
+    p = perplexity(score_stream(model, stream, reset_each_line=args.reset_each_line), stream)
+    result = {"perplexity": p.ppl, "perplexity_no_unk": p.ppl_no_unk, "oov": p.oov,
+              "targets": p.targets}  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"perplexity {p.ppl:.2f} ({p.ppl_no_unk:.2f} without <unk>), "
+              f"{p.oov} of {p.targets} targets <unk>")  # fmt: skip
+    return 0 if math.isfinite(p.ppl) else 1

@@ -1,0 +1,263 @@
+"""The recurrent models: the BPTT derivation against autograd, training, checkpoints, scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqlm.cli import main
+from seqlm.errors import SeqlmError
+from seqlm.evaluate import perplexity
+from seqlm.rnn import (
+    RNNLM,
+    ModelConfig,
+    RNNScorer,
+    TrainConfig,
+    load_model,
+    plot_learning_curve,
+    reference,
+    resolve_device,
+    sample,
+    score_stream,
+    train,
+)
+from seqlm.vocab import BOS_ID, EOS_ID
+
+V = 12
+TINY = TrainConfig(
+    model=ModelConfig(emsize=16, nhid=16, nlayers=2), bptt=8, batch_size=4, epochs=2, lr=1.0
+)
+
+
+def pattern_stream(lines: int, seed: int = 0) -> np.ndarray:
+    """Lines of a counting pattern (3, 4, 5, ... up to a random length), each ended by </s>."""
+    rng = np.random.default_rng(seed)
+    parts = [np.append(np.arange(3, 3 + rng.integers(2, V - 3)), EOS_ID) for _ in range(lines)]
+    return np.concatenate(parts).astype(np.int32)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_numpy_bptt_equals_autograd() -> None:
+    torch.manual_seed(0)
+    T, B, E, H = 7, 3, 5, 6
+    model = RNNLM(ModelConfig("rnn_tanh", E, H, 1, init_range=0.6), V).double()
+    ids = torch.randint(0, V, (T, B))
+    targets = torch.randint(0, V, (T, B))
+    h0 = (torch.randn(1, B, H, dtype=torch.float64) * 0.5).requires_grad_()
+    x = model.encoder(ids)
+    x.retain_grad()
+    out, _ = model.rnn(x, h0)
+    loss = F.cross_entropy(model.decoder(out).reshape(-1, V), targets.reshape(-1))
+    loss.backward()
+
+    r = model.rnn
+    w = reference.RNNWeights(
+        W_x=r.weight_ih_l0.detach().numpy(),
+        W_h=r.weight_hh_l0.detach().numpy(),
+        b_h=(r.bias_ih_l0 + r.bias_hh_l0).detach().numpy(),
+        W_y=model.decoder.weight.detach().numpy(),
+        b_y=model.decoder.bias.detach().numpy(),
+    )
+    ref_loss, g = reference.bptt(w, x.detach().numpy(), h0.detach()[0].numpy(), targets.numpy())
+    assert ref_loss == pytest.approx(loss.item(), rel=1e-12)
+    expected = {
+        "W_x": r.weight_ih_l0.grad,
+        "W_h": r.weight_hh_l0.grad,
+        "b_h": r.bias_hh_l0.grad,
+        "W_y": model.decoder.weight.grad,
+        "b_y": model.decoder.bias.grad,
+        "x": x.grad,
+        "h0": h0.grad[0],
+    }
+    for name, grad in expected.items():
+        assert rel_err(g[name], grad.numpy()) <= 1e-6, name
+    assert rel_err(g["b_h"], r.bias_ih_l0.grad.numpy()) <= 1e-6  # both biases are b_h
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
+def test_models_run_and_tie(kind: str) -> None:
+    model = RNNLM(ModelConfig(kind, 8, 8, 2, dropout=0.2, tied=True), V)
+    out, _ = model(torch.zeros(5, 3, dtype=torch.long), model.init_hidden(3))
+    assert out.shape == (5, 3, 8)
+    assert model.decoder(out).shape == (5, 3, V)
+    assert model.decoder.weight is model.encoder.weight
+    with pytest.raises(SeqlmError, match="emsize == nhid"):
+        ModelConfig(kind, 8, 16, tied=True)
+
+
+def test_training_learns_and_reports(tmp_path: Path) -> None:
+    seen: list[dict[str, float]] = []
+    result = train(
+        pattern_stream(300), pattern_stream(40, seed=1), V,
+        replace(TINY, epochs=4, patience=0, optimizer="adamw", lr=0.01), tmp_path,
+        vocab_key="k", on_epoch=seen.append,
+    )  # fmt: skip
+    assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
+    assert set(seen[0]) >= {"epoch", "train_ppl", "valid_ppl", "tokens_per_second", "lr"}
+    # Only the line lengths are random: a model that learned the pattern is far below uniform (12).
+    assert result.valid_ppl < 2.5
+    assert result.valid_ppl == pytest.approx(min(m["valid_ppl"] for m in seen))
+    assert (tmp_path / "last.pt").exists() and result.checkpoint == tmp_path / "best.pt"
+    model, state = load_model(tmp_path / "best.pt")
+    assert state["vocab_key"] == "k" and state["epoch"] == 4
+    for a, b in zip(model.state_dict().values(), result.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    png = plot_learning_curve(result.history, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    train_s, valid_s = pattern_stream(200), pattern_stream(30, seed=1)
+    config = replace(TINY, model=replace(TINY.model, dropout=0.3), epochs=3, patience=0)
+    whole = train(train_s, valid_s, V, config, tmp_path / "a", vocab_key="k")
+    train(train_s, valid_s, V, replace(config, epochs=1), tmp_path / "b", vocab_key="k")
+    resumed = train(train_s, valid_s, V, config, tmp_path / "b", vocab_key="k", resume=True)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    exact = ("epoch", "train_ppl", "valid_ppl", "lr")  # all but the timings
+    assert [[h[k] for k in exact] for h in resumed.history] == [
+        [h[k] for k in exact] for h in whole.history
+    ]
+    with pytest.raises(SeqlmError, match="vocabulary"):
+        train(train_s, valid_s, V, config, tmp_path / "b", vocab_key="other", resume=True)
+    with pytest.raises(SeqlmError, match="different lr"):
+        train(
+            train_s, valid_s, V, replace(config, lr=0.5), tmp_path / "b", vocab_key="k", resume=True
+        )
+
+
+def test_bad_checkpoints(tmp_path: Path) -> None:
+    train(pattern_stream(50), pattern_stream(10), V, replace(TINY, epochs=1), tmp_path)
+    good = (tmp_path / "last.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good[: len(good) // 2])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint")
+    for path, problem in [(truncated, "truncated"), (foreign, "not a seqlm"), (text, "truncated")]:
+        with pytest.raises(SeqlmError, match=re.escape(str(path)) + ".*" + problem):
+            load_model(path)
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    stream = pattern_stream(10)
+    with pytest.raises(SeqlmError, match=r"bptt 500 × batch size 4"):
+        train(stream, stream, V, replace(TINY, bptt=500))
+    with pytest.raises(SeqlmError, match="batch size 5000"):
+        train(stream, stream, V, replace(TINY, batch_size=5000))
+    with pytest.raises(SeqlmError, match="outside the vocabulary"):
+        train(stream, stream, 5, TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(SeqlmError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    stream = pattern_stream(100)
+    train(stream, stream, V, replace(TINY, epochs=1), tmp_path, vocab_key="k")
+    good = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(SeqlmError, match=r"not finite at step \d+ \(epoch 1, lr 1e\+38\)"):
+        train(stream, stream, V, replace(TINY, lr=1e38, clip=1e30), tmp_path, vocab_key="k")
+    assert (tmp_path / "last.pt").read_bytes() == good
+
+
+def test_score_stream_carried_reset_and_columns() -> None:
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig("gru", 8, 8, 2), V).eval()
+    stream = pattern_stream(9)
+
+    def direct(segment: np.ndarray) -> np.ndarray:
+        ids = torch.as_tensor(np.append(EOS_ID, segment[:-1]), dtype=torch.long)[:, None]
+        h, _ = model(ids, model.init_hidden(1))
+        logp = F.log_softmax(model.decoder(h[:, 0]), -1)
+        return logp[torch.arange(len(segment)), torch.as_tensor(segment, dtype=torch.long)].detach()
+
+    carried = score_stream(model, stream, window=5)
+    assert carried.dtype == np.float64 and carried.shape == stream.shape
+    np.testing.assert_allclose(carried, direct(stream).numpy(), rtol=1e-5)
+    lines = np.split(stream, np.flatnonzero(stream == EOS_ID)[:-1] + 1)
+    reset = score_stream(model, stream, reset_each_line=True, batch=4)
+    np.testing.assert_allclose(reset, np.concatenate([direct(x) for x in lines]), rtol=1e-5)
+    assert not np.allclose(reset, carried)
+    # Two columns: the stream cut at a line end, each half scored from a fresh state.
+    halves = score_stream(model, stream, columns=2)
+    cut = int(np.flatnonzero(np.isclose(halves, reset) & ~np.isclose(halves, carried))[0])
+    np.testing.assert_allclose(halves[:cut], carried[:cut], rtol=1e-5)
+    np.testing.assert_allclose(halves[cut:], direct(stream[cut:]).numpy(), rtol=1e-5)
+    assert stream[cut - 1] == EOS_ID
+    p = perplexity(RNNScorer(model).score_stream(stream), stream)
+    assert p.targets == len(stream) and math.isfinite(p.ppl)
+
+
+def test_sample_is_seeded_and_greedy_with_top1() -> None:
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig("lstm", 8, 8, 1), V)
+    a = sample(model, 40, temperature=1.5, seed=7)
+    assert np.array_equal(a, sample(model, 40, temperature=1.5, seed=7))
+    assert not np.array_equal(a, sample(model, 40, temperature=1.5, seed=8))
+    assert BOS_ID not in a
+    greedy = sample(model, 10, top_k=1, seed=1)
+    assert np.array_equal(greedy, sample(model, 10, top_k=1, seed=2))
+    with torch.no_grad():
+        x, hidden = torch.tensor([[EOS_ID]]), model.init_hidden(1)
+        for token in greedy:
+            h, hidden = model(x, hidden)
+            logits = model.decoder(h[0, 0])
+            logits[BOS_ID] = -math.inf
+            assert int(logits.argmax()) == token
+            x = torch.tensor([[token]])
+
+
+def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "corpus"
+    data.mkdir()
+    words = ["the", "cat", "sat", "on", "a", "mat", ".", "dog", "ran", "to", "park"]
+    rng = np.random.default_rng(0)
+    for split, n in [("train", 300), ("valid", 30), ("test", 30)]:
+        lines = [" ".join(rng.choice(words, rng.integers(3, 9))) for _ in range(n)]
+        (data / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    args = ["rnn", "train", str(data), "--model", "lstm", "--emsize", "16", "--nhid", "16",
+            "--bptt", "10", "--batch-size", "4", "--epochs", "1", "--out", str(out),
+            "--json"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    keys = {"valid_ppl", "test_ppl", "test_ppl_no_unk", "tokens_per_second", "epochs", "device"}
+    assert keys <= set(summary) and summary["epochs"] == 1 and summary["device"] == "cpu"
+    assert main(["rnn", "train", str(data), "--epochs", "2", "--out", str(out), "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["rnn", "score", str(out / "best.pt"), str(data / "toy.test.txt"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert set(scored) == {"perplexity", "perplexity_no_unk", "oov", "targets"}
+    assert scored["targets"] == sum(
+        len(x.split()) + 1 for x in (data / "toy.test.txt").read_text().splitlines()
+    )
+    assert main(["rnn", "sample", str(out / "best.pt"), "--words", "12", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert set(text.split()) <= set(words) | {"<unk>"}
+    assert main(["rnn", "score", str(data / "toy.test.txt"), str(data / "toy.test.txt")]) == 1
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_training_on_cuda(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    config = replace(TINY, epochs=4, patience=0, optimizer="adamw", lr=0.01, device="cuda")
+    result = train(pattern_stream(300), pattern_stream(40, seed=1), V, config, tmp_path, "k")
+    assert result.device.startswith("cuda") and result.valid_ppl < 2.5
+    model, _ = load_model(tmp_path / "best.pt", "cuda")
+    lp = score_stream(model, pattern_stream(40, seed=1), reset_each_line=True)
+    assert np.isfinite(lp).all()
