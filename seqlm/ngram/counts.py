@@ -24,6 +24,7 @@ from seqlm.ngram.lines import check_order, pad_lines
 from seqlm.vocab import Vocabulary
 
 COUNT = "count"
+ID_TYPES = (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 VOCAB_FILE = "vocab.parquet"
 
 
@@ -33,10 +34,9 @@ def word_columns(order: int) -> list[str]:
 
 def id_dtype(vocab_size: int) -> pl.DataType:
     """The narrowest unsigned integer type that holds ids ``0..vocab_size-1``."""
-    for dtype, bits in ((pl.UInt8, 8), (pl.UInt16, 16), (pl.UInt32, 32)):
-        if vocab_size <= 1 << bits:
-            return dtype
-    return pl.UInt64
+    return next(
+        t for t, bits in zip(ID_TYPES, (8, 16, 32, 64), strict=True) if vocab_size <= 1 << bits
+    )
 
 
 def _group_sorted(keys: np.ndarray, where: np.ndarray, n_positions: int):
@@ -141,7 +141,7 @@ def merge_tables(shards: Sequence[Sequence[pl.DataFrame]]) -> list[pl.DataFrame]
     merged = []
     for n, parts in enumerate(zip(*shards, strict=True), start=1):
         cols = word_columns(n)
-        dtype = max((part.schema["w1"] for part in parts), key=lambda t: t.bit_width())
+        dtype = max((part.schema["w1"] for part in parts), key=ID_TYPES.index)
         merged.append(
             pl.concat([part.with_columns(pl.col(cols).cast(dtype)) for part in parts])
             .group_by(cols)

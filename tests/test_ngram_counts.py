@@ -1,0 +1,54 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from seqlm.errors import SeqlmError
+from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
+from tests.test_ngram_support import brute_counts, corpus
+
+
+def as_counter(table: pl.DataFrame) -> dict[tuple[int, ...], int]:
+    words = table.drop("count").rows()
+    return dict(zip(words, table["count"].to_list(), strict=True))
+
+
+def test_counts_equal_brute_force_over_padded_lines():
+    vocab, stream = corpus()
+    tables = count_ngrams(stream, 4, vocab.size)
+    expected = brute_counts(stream, 4)
+    for n, (table, counter) in enumerate(zip(tables, expected, strict=True), start=1):
+        assert table.columns == [*[f"w{i}" for i in range(1, n + 1)], "count"]
+        assert as_counter(table) == dict(counter)
+        assert table.equals(table.sort(table.columns[:-1]))
+    assert tables[0].filter(pl.col("w1") == 1)["count"].item() == int((stream == 2).sum())
+
+
+def test_ids_use_the_narrowest_unsigned_type():
+    vocab, stream = corpus()
+    assert count_ngrams(stream, 2, vocab.size)[1].schema["w1"] == pl.UInt8
+    assert count_ngrams(stream, 2, 300)[1].schema["w2"] == pl.UInt16
+    assert count_ngrams(stream, 1, 70_000)[0].schema["w1"] == pl.UInt32
+
+
+def test_merged_shard_tables_equal_a_full_recount(tmp_path):
+    vocab, stream = corpus(n_lines=500)
+    cut = int(np.flatnonzero(stream == 2)[200]) + 1  # shard boundary at a line end
+    for i, shard in enumerate((stream[:cut], stream[cut:])):
+        write_tables(count_ngrams(shard, 3, vocab.size), tmp_path / f"shard{i}", vocab)
+    merged = merge_tables([read_tables(tmp_path / f"shard{i}") for i in range(2)])
+    for got, want in zip(merged, count_ngrams(stream, 3, vocab.size), strict=True):
+        assert got.equals(want)
+
+
+@pytest.mark.parametrize("order", [0, 11])
+def test_order_out_of_range_is_refused(order):
+    vocab, stream = corpus(n_lines=10)
+    with pytest.raises(SeqlmError, match="between 1 and 10"):
+        count_ngrams(stream, order, vocab.size)
+
+
+def test_empty_stream_and_missing_tables_are_refused(tmp_path):
+    with pytest.raises(SeqlmError, match="empty"):
+        count_ngrams(np.zeros(0, dtype=np.int32), 3, 10)
+    with pytest.raises(SeqlmError, match="no count tables"):
+        read_tables(tmp_path)
