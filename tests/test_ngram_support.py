@@ -10,11 +10,11 @@ import polars as pl
 from seqlm.vocab import BOS_ID, EOS_ID, UNK_ID, Vocabulary, build_vocabulary
 
 
-def random_lines(n_lines: int, n_words: int, seed: int) -> pl.DataFrame:
-    """Zipf-ish random sentences over ``w0..w{n_words-1}`` (plus a literal ``<unk>``)."""
+def random_lines(n_lines: int, n_words: int, seed: int, unk: bool = True) -> pl.DataFrame:
+    """Zipf-ish random sentences over ``w0..w{n_words-1}`` (and a literal ``<unk>`` if ``unk``)."""
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, n_words + 2)
-    words = np.array(["<unk>", *[f"w{i}" for i in range(n_words)]])
+    weights = 1.0 / np.arange(1, n_words + 2) ** 1.5
+    words = np.array(["<unk>" if unk else "w", *[f"w{i}" for i in range(n_words)]])
     lines = [
         list(rng.choice(words, size=rng.integers(1, 9), p=weights / weights.sum()))
         for _ in range(n_lines)
@@ -22,8 +22,10 @@ def random_lines(n_lines: int, n_words: int, seed: int) -> pl.DataFrame:
     return pl.DataFrame({"tokens": lines}, schema={"tokens": pl.List(pl.String)})
 
 
-def corpus(n_lines: int = 400, n_words: int = 25, seed: int = 0) -> tuple[Vocabulary, np.ndarray]:
-    lines = random_lines(n_lines, n_words, seed)
+def corpus(
+    n_lines: int = 400, n_words: int = 150, seed: int = 0, unk: bool = True
+) -> tuple[Vocabulary, np.ndarray]:
+    lines = random_lines(n_lines, n_words, seed, unk)
     vocab = build_vocabulary(lines)
     return vocab, vocab.stream(lines)
 
@@ -61,7 +63,7 @@ class BruteKneserNey:
             self.adjusted.append(a)
         self.discounts = []
         for a in self.adjusted:
-            coc = Counter(min(c, 4) for c in a.values() if c > 0)
+            coc = Counter(c for c in a.values() if c > 0)
             y = coc[1] / (coc[1] + 2 * coc[2])
             ds = [k - (k + 1) * y * coc[k + 1] / coc[k] for k in (1, 2, 3)]
             self.discounts.append([0.0, *ds])

@@ -1,0 +1,96 @@
+import logging
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seqlm.errors import SeqlmError
+from seqlm.ngram import NgramModel, count_ngrams, fit
+from seqlm.vocab import BOS_ID, EOS_ID, UNK_ID, build_vocabulary
+from tests.test_ngram_support import BruteKneserNey, corpus, random_lines
+
+
+def every_next_word(vocab_size: int, history: list[int]) -> np.ndarray:
+    """Lines ``history w`` for every predictable w (w is scored after ``<s> history``)."""
+    words = [w for w in range(vocab_size) if w != BOS_ID]
+    return np.array([i for w in words for i in (*history, w, EOS_ID)]), len(history)
+
+
+def next_word_mass(model: NgramModel, history: list[int]) -> float:
+    stream, at = every_next_word(model.vocab.size, history)
+    logp = model.score_tokens(stream).log10_prob.reshape(-1, at + 2)[:, at]
+    return float((10.0**logp).sum())
+
+
+def test_kneser_ney_equals_the_definition_on_held_out_text():
+    vocab, train = corpus(n_lines=600, seed=1)
+    held_out = vocab.stream(random_lines(60, 150, seed=2))  # unseen n-grams and words
+    assert (held_out == UNK_ID).any()
+    model = fit(count_ngrams(train, 3, vocab.size), vocab, "kn")
+    brute = BruteKneserNey(train, 3, vocab.size)
+    np.testing.assert_allclose(model.info["discounts"], [d[1:] for d in brute.discounts])
+    got = model.score_tokens(held_out).log10_prob
+    np.testing.assert_allclose(got, brute.log10_probs(held_out), rtol=1e-10)
+
+
+@pytest.mark.parametrize("smoothing", ["kn", "addk", "mle"])
+def test_next_word_distributions_sum_to_one(smoothing):
+    # Without a literal <unk>: lmplz's uniform floor reserves a slot for it beside a spelled one.
+    vocab, train = corpus(n_lines=600, seed=3, unk=False)
+    model = fit(count_ngrams(train, 3, vocab.size), vocab, smoothing, add_k=0.5)
+    first, second = int(train[0]), int(train[1])
+    for history in ([], [first], [first, second]):
+        assert next_word_mass(model, history) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_add_k_unigram_and_mle_bigram_are_the_textbook_formulas():
+    vocab, train = corpus(n_lines=300, seed=4)
+    tables = count_ngrams(train, 2, vocab.size)
+    addk = fit(tables[:1], vocab, "addk", add_k=0.5)
+    counts = np.bincount(train, minlength=vocab.size).astype(float)
+    expected = (counts + 0.5) / (counts.sum() + 0.5 * (vocab.size - 1))
+    np.testing.assert_allclose(addk.score_stream(train), np.log(expected[train]))
+    mle = fit(tables, vocab, "mle")
+    first = int(train[0])
+    after_bos = (tables[1]["w1"] == BOS_ID) & (tables[1]["w2"] == first)
+    p = tables[1].filter(after_bos)["count"].item() / (train == EOS_ID).sum()
+    assert mle.score_tokens(train).log10_prob[0] == pytest.approx(np.log10(p))
+
+
+def test_invalid_discounts_name_the_order_and_the_fallback(caplog):
+    lines = pl.DataFrame({"tokens": [["a", "b"], ["a", "b", "c"]]})
+    vocab = build_vocabulary(lines)
+    train = vocab.stream(lines)
+    tables = count_ngrams(train, 3, vocab.size)
+    with pytest.raises(SeqlmError, match=r"order \d.*--discount-fallback"):
+        fit(tables, vocab, "kn")
+    with caplog.at_level(logging.WARNING):
+        model = fit(tables, vocab, "kn", discount_fallback=True)
+    assert "fallback discounts D1=0.5 D2=1 D3+=1.5" in caplog.text
+    assert [0.5, 1.0, 1.5] in model.info["discounts"]
+    assert np.isfinite(model.score_stream(train)).all()
+
+
+def test_saved_model_scores_identically(tmp_path):
+    vocab, train = corpus(n_lines=300, seed=6)
+    model = fit(count_ngrams(train, 4, vocab.size), vocab, "kn")
+    model.save(tmp_path / "kn")
+    loaded = NgramModel.load(tmp_path / "kn")
+    np.testing.assert_array_equal(loaded.score_stream(train), model.score_stream(train))
+    assert loaded.info["discounts"] == model.info["discounts"]
+
+
+def test_per_sentence_scores_sum_the_tokens():
+    vocab, train = corpus(n_lines=50, seed=7)
+    scores = fit(count_ngrams(train, 2, vocab.size), vocab, "addk").score_tokens(train)
+    lines = np.split(scores.log10_prob, np.flatnonzero(train == EOS_ID)[:-1] + 1)
+    np.testing.assert_allclose(scores.sentence_log10(), [line.sum() for line in lines])
+
+
+def test_unknown_smoothing_and_bad_ids_are_refused():
+    vocab, train = corpus(n_lines=50, seed=8)
+    tables = count_ngrams(train, 2, vocab.size)
+    with pytest.raises(SeqlmError, match="unknown smoothing"):
+        fit(tables, vocab, "witten-bell")
+    with pytest.raises(SeqlmError, match="outside"):
+        fit(tables, vocab, "kn", discount_fallback=True).score_stream(np.array([999, EOS_ID]))
