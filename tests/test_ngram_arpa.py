@@ -1,0 +1,90 @@
+import json
+
+import numpy as np
+import pytest
+
+from seqlm.cli import main
+from seqlm.corpus import read_lines, tokenize
+from seqlm.errors import SeqlmError
+from seqlm.evaluate import perplexity
+from seqlm.ngram import count_ngrams, fit, read_arpa, write_arpa
+from tests.helpers import write_lines
+from tests.test_ngram_support import corpus, random_lines
+
+
+def test_arpa_round_trip_scores_the_same(tmp_path):
+    vocab, train = corpus(n_lines=400, seed=11)
+    model = fit(count_ngrams(train, 3, vocab.size), vocab, "kn")
+    write_arpa(model, tmp_path / "m.arpa")
+    loaded = read_arpa(tmp_path / "m.arpa")
+    assert loaded.sizes == model.sizes
+    lines = random_lines(50, 150, seed=12)
+    ours, theirs = vocab.stream(lines), loaded.vocab.stream(lines)
+    np.testing.assert_allclose(loaded.score_stream(theirs), model.score_stream(ours), atol=1e-6)
+
+
+def test_kenlm_agrees_with_our_scorer(tmp_path):
+    kenlm = pytest.importorskip("kenlm")
+    vocab, train = corpus(n_lines=400, seed=13)
+    model = fit(count_ngrams(train, 4, vocab.size), vocab, "kn")
+    write_arpa(model, tmp_path / "m.arpa")
+    lines = random_lines(80, 150, seed=14)
+    ours = perplexity(model.score_stream(vocab.stream(lines)), vocab.stream(lines)).ppl
+    peer = kenlm.Model(str(tmp_path / "m.arpa"))
+    total = sum(peer.score(" ".join(t), bos=True, eos=True) for t in lines["tokens"].to_list())
+    targets = lines["tokens"].list.len().sum() + lines.height
+    assert 10 ** (-total / targets) == pytest.approx(ours, rel=5e-5)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("\\data\\", "data"), "no \\\\data\\\\ header"),
+        (lambda t: t.replace("ngram 2=", "ngram 2=x"), r"m.arpa:4: expected 'ngram N=COUNT'"),
+        (lambda t: t.replace("\t</s>\t", "\t</s> extra\t", 1), r"m.arpa:\d+: a 1-gram entry needs"),
+        (lambda t: t.replace("\n-", "\nx-", 1), r"m.arpa:\d+: not a number"),
+        (lambda t: t.replace("\\end\\", ""), "expected section"),
+    ],
+)
+def test_malformed_arpa_names_the_line_and_the_problem(tmp_path, edit, message):
+    vocab, train = corpus(n_lines=100, seed=15)
+    write_arpa(fit(count_ngrams(train, 2, vocab.size), vocab, "addk"), tmp_path / "m.arpa")
+    path = tmp_path / "m.arpa"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(SeqlmError, match=message):
+        read_arpa(path)
+
+
+def test_cli_count_estimate_score(tmp_path, capsys):
+    train = write_lines(tmp_path / "corpus" / "train.txt", ["a b c", "a b", "b c a", "c a b"] * 20)
+    write_lines(tmp_path / "corpus" / "valid.txt", ["a b"])
+    test = write_lines(tmp_path / "corpus" / "test.txt", ["a b zzz", "c a"])
+    assert (
+        main(["ngram", "count", str(train.parent), "--order", "3", "--out", str(tmp_path / "t")])
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "t").iterdir())[:3] == [
+        "order1.parquet",
+        "order2.parquet",
+        "order3.parquet",
+    ]
+    arpa = tmp_path / "m.arpa"
+    args = ["ngram", "estimate", str(train), "-o", "2", "--arpa", str(arpa)]
+    assert main(args) == 1
+    assert "--discount-fallback" in capsys.readouterr().err
+    assert main([*args, "--discount-fallback"]) == 0
+    assert main(["ngram", "score", str(arpa), str(test), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["oov"], result["targets"]) == (1, 7)
+    model = read_arpa(arpa)
+    stream = model.vocab.stream(tokenize(read_lines(test), "whitespace"))
+    assert result["perplexity"] == pytest.approx(perplexity(model.score_stream(stream), stream).ppl)
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    empty = write_lines(tmp_path / "empty.txt", ["", "  "])
+    assert main(["ngram", "estimate", str(empty), "-o", "3", "--arpa", str(tmp_path / "x")]) == 1
+    assert "empty" in capsys.readouterr().err
+    assert main(["ngram", "count", str(empty), "-o", "0", "--out", str(tmp_path / "t")]) == 1
+    assert main(["ngram", "score", str(tmp_path / "missing.arpa"), str(empty)]) == 1
+    assert "missing.arpa" in capsys.readouterr().err
