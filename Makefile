@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format server serve ui clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+server: $(INSTALLED)  ## a Prefect server for deployments and schedules (UI: http://127.0.0.1:4200)
+	$(BIN)/prefect server start --host 127.0.0.1
+
+serve: $(INSTALLED)  ## serve corpus-to-model/on-demand and /nightly to that server
+	$(BIN)/seqlm serve
+
+ui: $(INSTALLED)  ## the MLflow UI on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 clean:  ## the artifact store, MLflow runs and Prefect's local database (not .venv)
 	rm -rf data/store .prefect mlruns/mlflow.db mlruns/[0-9]* mlartifacts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from seqlm.cli import build_parser, run_command
 from seqlm.config import load_config
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.report import to_markdown
+
+LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
 
 
 def add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -60,7 +63,35 @@ def run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the corpus-to-model deployments (on-demand and nightly) to a Prefect server",
+        description="Register and serve the deployments 'corpus-to-model/on-demand' and "
+        "'corpus-to-model/nightly' until interrupted; start runs with `prefect deployment run`. "
+        "Needs a Prefect server: PREFECT_API_URL, or http://127.0.0.1:4200/api by default.",
+    )
+    serve.add_argument(
+        "--corpus", default=DEFAULT_CORPUS, help="the deployments' default corpus parameter"
+    )
+    serve.add_argument(
+        "--cron",
+        help="the nightly deployment's schedule, a cron expression (default: 03:00 every day)",
+    )
+    serve.set_defaults(func=serve_deployments)
+
+
+def serve_deployments(args: argparse.Namespace) -> int:
+    # Prefect reads its API URL once, when imported: the default goes in before that.
+    os.environ.setdefault("PREFECT_API_URL", LOCAL_PREFECT_API)
+    from flows.serve import NIGHTLY, serve_deployments
+
+    serve_deployments(args.corpus, args.cron or NIGHTLY)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = build_parser()
     add_run_command(commands)
+    add_serve_command(commands)
     return run_command(parser, argv)

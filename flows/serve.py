@@ -1,0 +1,54 @@
+"""Deployments of ``corpus-to-model``, served by ``seqlm serve``.
+
+Two deployments: ``on-demand`` (no schedule; started with ``prefect deployment run``) and
+``nightly`` (retrains on a cron schedule). Both need a Prefect server at ``PREFECT_API_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+from prefect import serve
+
+from flows.corpus_to_model import corpus_to_model
+from seqlm.corpus import DEFAULT_CORPUS
+from seqlm.errors import SeqlmError
+
+NIGHTLY = "0 3 * * *"
+
+
+def deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> list[Any]:
+    parameters = {"corpus": corpus}
+    return [
+        corpus_to_model.to_deployment(
+            name="on-demand",
+            parameters=parameters,
+            description="Run the whole pipeline once, with the parameters given at run time.",
+        ),
+        corpus_to_model.to_deployment(
+            name="nightly",
+            cron=cron,
+            parameters=parameters,
+            description=f"Retrain on the corpus on the schedule {cron!r}.",
+        ),
+    ]
+
+
+def check_server() -> str:
+    """The Prefect API URL, once it answers; a clear error naming it otherwise."""
+    url = os.environ.get("PREFECT_API_URL", "")
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as e:
+        raise SeqlmError(
+            f"the Prefect server at {url} is not answering ({type(e).__name__}); start one with "
+            "`prefect server start --host 127.0.0.1` or set PREFECT_API_URL"
+        ) from None
+    return url
+
+
+def serve_deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> None:
+    check_server()
+    serve(*deployments(corpus, cron))

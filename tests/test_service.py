@@ -1,0 +1,139 @@
+"""The pipeline as a service: a real Prefect server, `seqlm serve`, `prefect deployment run`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import BUNDLED
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        env=env,
+        cwd=cwd,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[dict]:
+    """A Prefect server on a free loopback port and `seqlm serve` against it."""
+    root = tmp_path_factory.mktemp("service")
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = os.environ | {
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlruns/mlflow.db",
+    }
+    port = api.split(":")[2].split("/")[0]
+    server = start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+        env,
+        root,
+        root / "server.log",
+    )
+    try:
+        wait_until(lambda: healthy(api), 120, (root / "server.log").read_text)
+        corpus = root / "corpus" / "input.txt"
+        corpus.parent.mkdir()
+        corpus.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:2000]))
+        served = start(
+            [str(BIN / "seqlm"), "serve", "--corpus", str(corpus)], env, root, root / "serve.log"
+        )
+        try:
+            yield {"env": env, "root": root, "corpus": corpus}
+        finally:
+            stop(served)
+    finally:
+        stop(server)
+
+
+def deployment_run(service: dict, *params: str) -> subprocess.CompletedProcess:
+    args = [str(BIN / "prefect"), "deployment", "run", "corpus-to-model/on-demand", "--watch"]
+    for param in params:
+        args += ["--param", param]
+    # The deployment appears once `seqlm serve` has registered it.
+    deadline = time.monotonic() + 90
+    while True:
+        done = subprocess.run(
+            args,
+            env=service["env"],
+            cwd=service["root"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if "not found" not in done.stdout + done.stderr or time.monotonic() > deadline:
+            return done
+        time.sleep(1)
+
+
+def test_deployment_run_completes_and_is_tracked(service):
+    done = deployment_run(service, f"corpus={service['corpus']}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Completed" in done.stdout
+    client = MlflowClient(service["env"]["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("seqlm")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.tags.get("family") for r in runs} >= {None, "unigram"}
+    assert (service["root"] / "data" / "store" / "vocab").is_dir()
+
+
+def test_a_missing_corpus_fails_that_run_only(service):
+    done = deployment_run(service, f"corpus={service['root'] / 'nowhere'}")
+    assert done.returncode != 0
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+    api = service["env"]["PREFECT_API_URL"]
+    state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+    assert state["type"] == "FAILED"
+    assert "nowhere: no such file or directory" in state["message"]
+    again = deployment_run(service, f"corpus={service['corpus']}")
+    assert again.returncode == 0, again.stdout + again.stderr
