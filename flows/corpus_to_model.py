@@ -7,6 +7,7 @@ what exists. MLflow gets one parent run per pipeline run and one child run per m
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.store import Artifact, stage_key
 from tasks.report import publish_comparison, track_model
-from tasks.stages import build_vocabulary, evaluate_model, fit_unigram, ingest_source
+from tasks.stages import (
+    build_vocabulary,
+    count_shard,
+    evaluate_model,
+    fit_ngram,
+    fit_unigram,
+    ingest_source,
+    merge_counts,
+)
 from tasks.tracking import Tracker
 
 
@@ -37,7 +46,10 @@ def corpus_to_model(
     tracker = Tracker(experiment)  # fails here, before any work, if MLflow cannot be written
 
     shards: list[Artifact] = ingest_source.map(store, sources, unmapped(cfg.corpus)).result()
-    vocab = build_vocabulary(store, shards, cfg.vocab)
+    train_shards = [s for s in shards if "train" in s.manifest["rows"]]
+    max_order = max(cfg.ngram.orders, default=1)
+    counts: list[Artifact] = count_shard.map(store, train_shards, unmapped(max_order)).result()
+    vocab = build_vocabulary(store, counts, cfg.vocab)
     keys = {"corpus_key": stage_key("corpus", 1, {}, {"shards": [s.key for s in shards]})}
     keys["vocab_key"] = vocab.key
     parent = tracker.start_run(
@@ -52,13 +64,15 @@ def corpus_to_model(
         tags=keys,
     )
     try:
-        models = {
-            "unigram": (
-                "unigram",
-                fit_unigram(store, vocab, cfg.unigram),
-                {"add_k": cfg.unigram.add_k},
-            )
-        }
+        unigram = fit_unigram(store, vocab, cfg.unigram)
+        models = {"unigram": ("unigram", unigram, asdict(cfg.unigram))}
+        if cfg.ngram.orders:
+            tables = merge_counts(store, counts, vocab)
+            ngram_params = asdict(cfg.ngram) | {"tables_key": tables.key}
+            for order in cfg.ngram.orders:
+                model = fit_ngram(store, tables, order, cfg.ngram)
+                name = f"{cfg.ngram.smoothing}{order}"
+                models[name] = ("ngram", model, ngram_params | {"order": order})
         results = []
         for name, (family, model, params) in models.items():
             evaluation = evaluate_model(store, model, vocab, shards)

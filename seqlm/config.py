@@ -18,6 +18,8 @@ from typing import Any
 
 from seqlm.corpus import TOKENIZERS
 from seqlm.errors import SeqlmError
+from seqlm.ngram.estimate import SMOOTHINGS
+from seqlm.ngram.lines import MAX_ORDER
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,24 @@ class UnigramConfig:
 
 
 @dataclass(frozen=True)
+class NgramConfig:
+    orders: list[int] = field(default_factory=lambda: [2, 3, 5])  # one model per order
+    smoothing: str = "kn"  # kn (interpolated modified Kneser-Ney), addk or mle
+    add_k: float = 1.0  # for smoothing = "addk"
+    discount_fallback: bool = False  # lmplz's fallback discounts when counts-of-counts fail
+    arpa: bool = False  # also write each model as an ARPA file in the store
+
+    def __post_init__(self) -> None:
+        if any(not 1 <= n <= MAX_ORDER for n in self.orders):
+            raise SeqlmError(f"ngram.orders must lie between 1 and {MAX_ORDER}, not {self.orders}")
+        if self.smoothing not in SMOOTHINGS:
+            raise SeqlmError(
+                f"ngram.smoothing: unknown smoothing {self.smoothing!r} "
+                f"(choose from {', '.join(SMOOTHINGS)})"
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     store: str = "data/store"  # the artifact store's root
     experiment: str = "seqlm"  # the MLflow experiment
@@ -80,6 +100,7 @@ class PipelineConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)
     unigram: UnigramConfig = field(default_factory=UnigramConfig)
+    ngram: NgramConfig = field(default_factory=NgramConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -17,20 +17,33 @@ import numpy as np
 import polars as pl
 
 from seqlm import corpus
-from seqlm.config import CorpusConfig, UnigramConfig, VocabConfig
+from seqlm.config import CorpusConfig, NgramConfig, UnigramConfig, VocabConfig
+from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
+from seqlm.ngram import (
+    NgramModel,
+    count_ngrams,
+    fit,
+    merge_tables,
+    read_tables,
+    write_arpa,
+    write_tables,
+)
+from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
+from seqlm.ngram.counts import id_dtype, word_columns
 from seqlm.store import Artifact, Plan, Store, file_digest
 from seqlm.unigram import UnigramModel
-from seqlm.vocab import Vocabulary, build_vocabulary
+from seqlm.vocab import Vocabulary, build_vocabulary, merge_vocabularies
 
 VOCAB_FILE = "vocab.parquet"
 METRICS_FILE = "metrics.json"
+TABLES = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
+MODEL = "model"
 EVAL_SPLITS = ("valid", "test")
+STAGES = ("ingest", "counts", "vocab", "tables", "unigram", "ngram", "evaluate")
 
 
 class LanguageModel(Protocol):
-    num_parameters: int
-
     def score_stream(self, stream: np.ndarray) -> np.ndarray: ...
 
 
@@ -51,20 +64,38 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
     )
 
 
-def plan_vocabulary(shards: Sequence[Artifact], config: VocabConfig) -> Plan:
-    return Plan("vocab", 1, asdict(config), {"shards": [s.key for s in shards]})
+def plan_shard_counts(shard: Artifact, order: int) -> Plan:
+    return Plan("counts", 1, {"order": order}, {"shard": shard.key})
 
 
-def vocabulary(store: Store, shards: Sequence[Artifact], config: VocabConfig) -> Artifact:
-    """The vocabulary of the shards' train split."""
+def shard_counts(store: Store, shard: Artifact, order: int) -> Artifact:
+    """N-gram count tables of one shard's train split, orders 1..``order``, over the shard's own
+    type table (ids independent of every other shard, so a new shard is counted alone)."""
 
     def produce(out: Path) -> dict[str, int]:
-        train = corpus.load_split([s.path for s in shards], "train")
-        vocab = build_vocabulary(train, config.min_count, config.max_size)
-        vocab.save(out / VOCAB_FILE)
-        return {"types": vocab.size, "train_lines": train.height}
+        train = corpus.load_split([shard.path], "train")
+        types = build_vocabulary(train)
+        tables = count_ngrams(types.stream(train), order, types.size)
+        write_tables(tables, out / TABLES, types)
+        return {"types": types.size} | {f"order{n}": t.height for n, t in enumerate(tables, 1)}
 
-    return store.build(plan_vocabulary(shards, config), produce)
+    return store.build(plan_shard_counts(shard, order), produce)
+
+
+def plan_vocabulary(counts: Sequence[Artifact], config: VocabConfig) -> Plan:
+    return Plan("vocab", 2, asdict(config), {"counts": [c.key for c in counts]})
+
+
+def vocabulary(store: Store, counts: Sequence[Artifact], config: VocabConfig) -> Artifact:
+    """The vocabulary of the train split, from the shards' merged unigram counts."""
+
+    def produce(out: Path) -> dict[str, int]:
+        types = [Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE) for c in counts]
+        vocab = merge_vocabularies(types, config.min_count, config.max_size)
+        vocab.save(out / VOCAB_FILE)
+        return {"types": vocab.size, "train_lines": int(vocab.counts[2])}
+
+    return store.build(plan_vocabulary(counts, config), produce)
 
 
 def load_vocabulary(vocab: Artifact) -> Vocabulary:
@@ -81,13 +112,79 @@ def unigram(store: Store, vocab: Artifact, config: UnigramConfig) -> Artifact:
     def produce(out: Path) -> dict[str, int]:
         v = load_vocabulary(vocab)
         UnigramModel.fit(v, config.add_k).save(out, v)
-        return {"types": v.size}
+        return {"parameters": v.size - 1}
 
     return store.build(plan_unigram(vocab, config), produce)
 
 
+def plan_count_tables(counts: Sequence[Artifact], vocab: Artifact) -> Plan:
+    return Plan("tables", 1, {}, {"counts": [c.key for c in counts], "vocab": vocab.key})
+
+
+def count_tables(store: Store, counts: Sequence[Artifact], vocab: Artifact) -> Artifact:
+    """The shards' count tables merged over the vocabulary's ids (cut-off types become
+    ``<unk>``, and their n-grams are summed with it)."""
+
+    def produce(out: Path) -> dict[str, int]:
+        v = load_vocabulary(vocab)
+        dtype = id_dtype(v.size)
+        remapped = []
+        for c in counts:
+            mapping = v.id_map(Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE))
+            remapped.append(
+                [
+                    t.with_columns(
+                        pl.Series(w, mapping[t[w].to_numpy()], dtype=dtype) for w in word_columns(n)
+                    )
+                    for n, t in enumerate(read_tables(c.path / TABLES), start=1)
+                ]
+            )
+        tables = merge_tables(remapped)
+        write_tables(tables, out / TABLES, v)
+        return {f"order{n}": t.height for n, t in enumerate(tables, start=1)}
+
+    return store.build(plan_count_tables(counts, vocab), produce)
+
+
+def plan_ngram(tables: Artifact, order: int, config: NgramConfig) -> Plan:
+    settings = {"order": order, "smoothing": config.smoothing, "arpa": config.arpa}
+    if config.smoothing == "addk":
+        settings["add_k"] = config.add_k
+    if config.smoothing == "kn":
+        settings["discount_fallback"] = config.discount_fallback
+    return Plan("ngram", 1, settings, {"tables": tables.key})
+
+
+def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Artifact:
+    """An n-gram model of one order from the merged count tables (and its ARPA file if asked)."""
+
+    def produce(out: Path) -> dict[str, int]:
+        counted = read_tables(tables.path / TABLES)
+        if order > len(counted):
+            raise SeqlmError(f"{tables.path}: counted up to order {len(counted)}, not {order}")
+        v = Vocabulary.load(tables.path / TABLES / TABLES_VOCAB_FILE)
+        model = fit(
+            counted[:order],
+            v,
+            config.smoothing,
+            add_k=config.add_k,
+            discount_fallback=config.discount_fallback,
+        )
+        model.save(out / MODEL)
+        if config.arpa:
+            write_arpa(model, out / "model.arpa")
+        # A probability per n-gram, and a back-off weight per n-gram below the top order.
+        parameters = 2 * sum(model.sizes) - model.sizes[-1]
+        return {"parameters": parameters} | {f"order{n}": k for n, k in enumerate(model.sizes, 1)}
+
+    return store.build(plan_ngram(tables, order, config), produce)
+
+
 # How to load each model stage's artifact for scoring.
-LOADERS: dict[str, Callable[[Path], LanguageModel]] = {"unigram": UnigramModel.load}
+LOADERS: dict[str, Callable[[Path], LanguageModel]] = {
+    "unigram": UnigramModel.load,
+    "ngram": lambda path: NgramModel.load(path / MODEL),
+}
 
 
 def plan_evaluation(model: Artifact, vocab: Artifact, shards: Sequence[Artifact]) -> Plan:
@@ -104,7 +201,7 @@ def evaluation(
     def produce(out: Path) -> dict[str, int]:
         v = load_vocabulary(vocab)
         lm = LOADERS[model.stage](model.path)
-        metrics: dict[str, Any] = {"num_parameters": lm.num_parameters}
+        metrics: dict[str, Any] = {"num_parameters": model.manifest["rows"]["parameters"]}
         for split in EVAL_SPLITS:
             targets = v.stream(corpus.load_split([s.path for s in shards], split))
             start = time.perf_counter()

@@ -12,6 +12,7 @@ exactly the list of prediction targets every model is scored on; its ``</s>`` id
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class Vocabulary:
         out[is_token] = self.ids(lines["tokens"].explode()).to_numpy()
         return out
 
+    def id_map(self, other: Vocabulary) -> np.ndarray:
+        """``other``'s ids → this vocabulary's ids (types it lacks → ``<unk>``; specials stay)."""
+        mapping = self.ids(other.tokens).to_numpy().astype(np.int64)
+        mapping[: len(SPECIALS)] = np.arange(len(SPECIALS))
+        return mapping
+
     def decode(self, ids: np.ndarray) -> list[str]:
         return self.tokens.gather(np.asarray(ids, dtype=np.int64)).to_list()
 
@@ -77,16 +84,39 @@ class Vocabulary:
 def build_vocabulary(train: pl.DataFrame, min_count: int = 1, max_size: int = 0) -> Vocabulary:
     """The vocabulary of the training lines: types seen ``min_count`` times, at most ``max_size``
     entries in all (0: no limit), specials included."""
+    counts = (
+        train.select(pl.col("tokens").explode().alias("token"))
+        .drop_nulls()
+        .group_by("token")
+        .agg(pl.len().cast(pl.UInt64).alias("count"))
+    )
+    return _from_counts(counts, train.height, min_count, max_size)
+
+
+def merge_vocabularies(
+    parts: Sequence[Vocabulary], min_count: int = 1, max_size: int = 0
+) -> Vocabulary:
+    """The vocabulary of several shards' training text, from their vocabularies' counts alone
+    (exact when the parts kept every type, ``min_count`` 1)."""
+    tables = pl.concat([part.table for part in parts])
+    words = (
+        tables.filter(pl.col("id") >= len(SPECIALS)).group_by("token").agg(pl.col("count").sum())
+    )
+    unk = pl.DataFrame(
+        {"token": [UNK], "count": [tables.filter(pl.col("id") == UNK_ID)["count"].sum()]},
+        schema=words.schema,
+    )
+    n_lines = int(tables.filter(pl.col("id") == EOS_ID)["count"].sum())
+    return _from_counts(pl.concat([words, unk]), n_lines, min_count, max_size)
+
+
+def _from_counts(counts: pl.DataFrame, n_lines: int, min_count: int, max_size: int) -> Vocabulary:
+    """The vocabulary from ``token, count`` (the specials' own rows count as ``<unk>``)."""
     if min_count < 1:
         raise SeqlmError(f"vocabulary min_count must be at least 1, not {min_count}")
     if max_size and max_size <= len(SPECIALS):
         raise SeqlmError(f"vocabulary max_size must exceed {len(SPECIALS)}, not {max_size}")
-    counts = (
-        train.select(pl.col("tokens").explode().alias("token"))
-        .group_by("token")
-        .agg(pl.len().cast(pl.UInt64).alias("count"))
-    )
-    if counts.height == 0:
+    if n_lines == 0:
         raise SeqlmError("the train split is empty: no vocabulary to build")
     words = counts.filter(~pl.col("token").is_in(SPECIALS)).sort(
         ["count", "token"], descending=[True, False]
@@ -94,11 +124,10 @@ def build_vocabulary(train: pl.DataFrame, min_count: int = 1, max_size: int = 0)
     kept = words.filter(pl.col("count") >= min_count)
     if max_size:
         kept = kept.head(max_size - len(SPECIALS))
-    n_tokens = int(counts["count"].sum())
-    unk_count = n_tokens - int(kept["count"].sum())
+    unk_count = int(counts["count"].sum()) - int(kept["count"].sum())
     specials = pl.DataFrame(
-        {"token": list(SPECIALS), "count": [unk_count, 0, train.height]},
+        {"token": list(SPECIALS), "count": [unk_count, 0, n_lines]},
         schema={"token": pl.String, "count": pl.UInt64},
     )
-    table = pl.concat([specials, kept]).with_row_index("id").select("token", "id", "count")
-    return Vocabulary(table)
+    table = pl.concat([specials, kept.cast({"count": pl.UInt64})]).with_row_index("id")
+    return Vocabulary(table.select("token", "id", "count"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 
 from seqlm import stages
-from seqlm.config import CorpusConfig, UnigramConfig, VocabConfig
+from seqlm.config import CorpusConfig, NgramConfig, UnigramConfig, VocabConfig
 from seqlm.corpus import Source
 from seqlm.store import Artifact, Store
 from tasks.cache import store_cache_key
@@ -19,9 +19,26 @@ def ingest_source(store: Path, source: Source, config: CorpusConfig) -> Artifact
     return stages.ingest(Store(store), source, config)
 
 
+@task(name="count", cache_key_fn=store_cache_key(stages.plan_shard_counts), persist_result=True)
+def count_shard(store: Path, shard: Artifact, order: int) -> Artifact:
+    return stages.shard_counts(Store(store), shard, order)
+
+
 @task(name="vocabulary", cache_key_fn=store_cache_key(stages.plan_vocabulary), persist_result=True)
-def build_vocabulary(store: Path, shards: Sequence[Artifact], config: VocabConfig) -> Artifact:
-    return stages.vocabulary(Store(store), shards, config)
+def build_vocabulary(store: Path, counts: Sequence[Artifact], config: VocabConfig) -> Artifact:
+    return stages.vocabulary(Store(store), counts, config)
+
+
+@task(
+    name="merge-counts", cache_key_fn=store_cache_key(stages.plan_count_tables), persist_result=True
+)
+def merge_counts(store: Path, counts: Sequence[Artifact], vocab: Artifact) -> Artifact:
+    return stages.count_tables(Store(store), counts, vocab)
+
+
+@task(name="ngram", cache_key_fn=store_cache_key(stages.plan_ngram), persist_result=True)
+def fit_ngram(store: Path, tables: Artifact, order: int, config: NgramConfig) -> Artifact:
+    return stages.ngram(Store(store), tables, order, config)
 
 
 @task(name="unigram", cache_key_fn=store_cache_key(stages.plan_unigram), persist_result=True)

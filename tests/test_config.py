@@ -10,10 +10,12 @@ def test_defaults_file_and_overrides(tmp_path):
     assert load_config().corpus.tokenizer == "punct"
     path = tmp_path / "c.toml"
     path.write_text('[vocab]\nmin_count = 3\n[corpus]\ntokenizer = "whitespace"\n')
-    config = load_config(path, ["vocab.max_size=100", "add_k=1", "test_fraction=0.1"])
+    overrides = ["vocab.max_size=100", "unigram.add_k=1", "test_fraction=0.1", "orders=[3]"]
+    config = load_config(path, overrides)
     assert config.vocab.min_count == 3 and config.vocab.max_size == 100
     assert config.corpus.tokenizer == "whitespace"
     assert config.unigram.add_k == 1.0 and isinstance(config.unigram.add_k, float)
+    assert config.ngram.orders == [3]
     assert config.corpus.fractions == pytest.approx((0.85, 0.05, 0.1))
     assert PipelineConfig.from_dict(config.to_dict()) == config
     assert config.flat()["vocab.min_count"] == 3
@@ -29,6 +31,10 @@ def test_defaults_file_and_overrides(tmp_path):
         ("tokenizer=bpe", "unknown tokenizer 'bpe'"),
         ("min_count", "not key=value"),
         ("valid_fraction=0.99", "sum below 1"),
+        ("add_k=1", "ambiguous: say unigram.add_k or ngram.add_k"),
+        ("orders=[2, 11]", "between 1 and 10"),
+        ("orders=3", "needs a list"),
+        ("smoothing=wb", "unknown smoothing 'wb'"),
     ],
 )
 def test_bad_overrides(override, message):

@@ -22,27 +22,34 @@ def corpus(tmp_path):
 
 
 def config(tmp_path, experiment: str) -> dict:
-    return {"run": {"store": str(tmp_path / "store"), "experiment": experiment}}
+    return {
+        "run": {"store": str(tmp_path / "store"), "experiment": experiment},
+        "ngram": {"orders": [2, 3]},
+    }
 
 
 def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_path):
     rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
-    assert [r["model"] for r in rows] == ["unigram"]
-    assert rows[0]["targets"] > 0 and rows[0]["test_ppl"] > 1
+    assert [r["model"] for r in rows] == ["unigram", "kn2", "kn3"]
+    assert len({r["targets"] for r in rows}) == 1 and rows[0]["targets"] > 0
+    # Context helps: each rung of the ladder beats the one below it.
+    assert rows[0]["test_ppl"] > rows[1]["test_ppl"] > rows[2]["test_ppl"] > 1
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name("flow")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 1
-    parent, child = parents[0], children[0]
-    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert child.data.tags["family"] == "unigram"
-    assert set(child.data.metrics) >= METRICS
-    assert child.data.metrics["test_ppl"] == pytest.approx(rows[0]["test_ppl"])
+    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(parents) == 1 and sorted(children) == ["kn2", "kn3", "unigram"]
+    parent = parents[0]
+    for row in rows:
+        child = children[row["model"]]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["family"] == row["family"]
+        assert child.data.tags["vocab_key"] == parent.data.params["vocab_key"]
+        assert set(child.data.metrics) >= METRICS
+        assert child.data.metrics["test_ppl"] == pytest.approx(row["test_ppl"])
     assert parent.data.params["corpus"] == str(corpus)
-    assert parent.data.params["vocab_key"] == child.data.tags["vocab_key"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison.parquet", "comparison.md"} <= artifacts
 
@@ -52,7 +59,7 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
     assert again == rows
     assert {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")} == built
-    assert len(client.search_runs([experiment.experiment_id])) == 4
+    assert len(client.search_runs([experiment.experiment_id])) == 2 * (1 + len(rows))
 
 
 def test_cli_run_writes_the_report(prefect_server, corpus, tmp_path, capsys):

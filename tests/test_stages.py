@@ -1,40 +1,90 @@
 from __future__ import annotations
 
-from seqlm import stages
+import pytest
+
+from seqlm import corpus, stages
 from seqlm.config import load_config
-from seqlm.corpus import discover
+from seqlm.ngram import count_ngrams, read_tables
 from seqlm.store import Store
+from seqlm.vocab import Vocabulary, build_vocabulary
+from tests.helpers import write_lines
 
 
-def run_unigram(store: Store, corpus, overrides):
-    config = load_config(None, overrides)
-    shards = [stages.ingest(store, s, config.corpus) for s in discover(corpus)]
-    vocab = stages.vocabulary(store, shards, config.vocab)
-    model = stages.unigram(store, vocab, config.unigram)
-    return stages.load_metrics(stages.evaluation(store, model, vocab, shards))
+def run(store: Store, path, overrides, orders=(2,)):
+    config = load_config(None, [*overrides, f"orders={list(orders)}"])
+    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(path)]
+    train = [s for s in shards if "train" in s.manifest["rows"]]
+    counts = [stages.shard_counts(store, s, max(orders)) for s in train]
+    vocab = stages.vocabulary(store, counts, config.vocab)
+    tables = stages.count_tables(store, counts, vocab)
+    models = {"unigram": stages.unigram(store, vocab, config.unigram)}
+    for order in orders:
+        models[f"kn{order}"] = stages.ngram(store, tables, order, config.ngram)
+    metrics = {
+        name: stages.load_metrics(stages.evaluation(store, model, vocab, shards))
+        for name, model in models.items()
+    }
+    return metrics, tables
 
 
-def test_ptb_targets_follow_the_convention(ptb, tmp_path):
-    metrics = run_unigram(Store(tmp_path), ptb, ["tokenizer=whitespace", "min_count=1"])
-    # Each token of each line plus one </s> per line; <unk> is PTB's own literal word.
-    assert metrics["test"]["targets"] == 78669 + 3761
-    assert metrics["test"]["oov"] == 4794
-    assert metrics["valid"]["targets"] == 73760
-    assert metrics["num_parameters"] == 10000  # 9,999 PTB types + </s>
-    assert 1 < metrics["test"]["ppl"] < metrics["test"]["ppl_no_unk"]
+def test_ptb_matches_the_convention_and_kenlm(ptb, tmp_path):
+    metrics, tables = run(Store(tmp_path), ptb, ["tokenizer=whitespace", "min_count=1"], (3,))
+    for name in ("unigram", "kn3"):
+        # Each token of each line plus one </s> per line; <unk> is PTB's own literal word.
+        assert metrics[name]["test"]["targets"] == 78669 + 3761
+        assert metrics[name]["test"]["oov"] == 4794
+        assert metrics[name]["valid"]["targets"] == 73760
+    assert metrics["unigram"]["num_parameters"] == 10000  # 9,999 PTB types + </s>
+    # Through the store's per-shard tables, the same figure as KenLM's lmplz -o 3.
+    assert metrics["kn3"]["test"]["ppl"] == pytest.approx(148.281, rel=5e-4)
+    assert [t.height for t in read_tables(tables.path / stages.TABLES)][1:] == [264990, 586558]
+
+
+def lines(n: int, offset: int = 0) -> list[str]:
+    return [f"w{(i * 7) % 11} w{(i * 3) % 5} w{i % 13} w{(i + offset) % 4}" for i in range(n)]
 
 
 def test_stages_are_reused_by_key(tmp_path):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("".join(f"w{i % 7} w{i % 5} w{i % 3}\n" for i in range(100)))
+    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
     store = Store(tmp_path / "store")
-    first = run_unigram(store, corpus, [])
-    built = sorted(p.relative_to(store.root) for p in store.root.glob("*/*"))
-    assert run_unigram(store, corpus, []) == first
-    assert sorted(p.relative_to(store.root) for p in store.root.glob("*/*")) == built
+    first, _ = run(store, corpus_file, ["discount_fallback=true"])
+    built = sorted(store.root.glob("*/*"))
+    assert run(store, corpus_file, ["discount_fallback=true"])[0] == first
+    assert sorted(store.root.glob("*/*")) == built
     # A config change reaches exactly the stages downstream of it.
-    run_unigram(store, corpus, ["add_k=0.5"])
-    assert len(list(store.root.glob("ingest/*"))) == 1
-    assert len(list(store.root.glob("vocab/*"))) == 1
-    assert len(list(store.root.glob("unigram/*"))) == 2
-    assert len(list(store.root.glob("evaluate/*"))) == 2
+    run(store, corpus_file, ["discount_fallback=true", "unigram.add_k=0.5"])
+    assert {stage: len(list(store.root.glob(f"{stage}/*"))) for stage in stages.STAGES} == {
+        "ingest": 1,
+        "counts": 1,
+        "vocab": 1,
+        "tables": 1,
+        "unigram": 2,
+        "ngram": 1,
+        "evaluate": 3,
+    }
+
+
+def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(tmp_path):
+    folder = tmp_path / "corpus"
+    write_lines(folder / "a.txt", lines(300))
+    write_lines(folder / "b.txt", lines(200, offset=1))
+    store = Store(tmp_path / "store")
+    overrides = ["discount_fallback=true", "min_count=2"]
+    run(store, folder, overrides, (3,))
+    counted = set(store.root.glob("counts/*"))
+    write_lines(folder / "c.txt", [*lines(50, offset=2), "a brand new line"])
+    grown, tables = run(store, folder, overrides, (3,))
+    assert len(set(store.root.glob("counts/*")) - counted) == 1
+
+    # A full recount: all train text at once, over the merged vocabulary.
+    shards = sorted(store.root.glob("ingest/*"))
+    assert len(list(store.root.glob("vocab/*"))) == 2
+    vocab = Vocabulary.load(tables.path / stages.TABLES / "vocab.parquet")
+    train = corpus.load_split(shards, "train")
+    assert vocab.table.equals(build_vocabulary(train, min_count=2).table)
+    recount = count_ngrams(vocab.stream(train), 3, vocab.size)
+    merged = read_tables(tables.path / stages.TABLES)
+    for n, (got, want) in enumerate(zip(merged, recount, strict=True), start=1):
+        columns = [f"w{i}" for i in range(1, n + 1)]
+        assert got.sort(columns).equals(want.sort(columns))
+    assert grown["kn3"]["test"]["targets"] > 0

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from seqlm.errors import SeqlmError
-from seqlm.vocab import EOS_ID, UNK_ID, Vocabulary, build_vocabulary
+from seqlm.vocab import EOS_ID, UNK_ID, Vocabulary, build_vocabulary, merge_vocabularies
 
 
 def lines(*texts: str) -> pl.DataFrame:
@@ -53,3 +53,21 @@ def test_round_trip(tmp_path):
     vocab = build_vocabulary(TRAIN)
     vocab.save(tmp_path / "v.parquet")
     assert Vocabulary.load(tmp_path / "v.parquet").table.equals(vocab.table)
+
+
+def test_merged_shard_vocabularies_equal_the_whole():
+    shards = [lines("a b a c", "a b <unk> d"), lines("b a", "e e c"), lines("<s> f")]
+    whole = pl.concat(shards)
+    parts = [build_vocabulary(shard) for shard in shards]
+    for min_count, max_size in [(1, 0), (2, 0), (1, 5)]:
+        merged = merge_vocabularies(parts, min_count, max_size)
+        assert merged.table.equals(build_vocabulary(whole, min_count, max_size).table)
+
+
+def test_id_map_between_vocabularies():
+    small = build_vocabulary(TRAIN, min_count=2)
+    full = build_vocabulary(TRAIN)
+    mapping = small.id_map(full)
+    assert small.decode(mapping) == ["<unk>", "<s>", "</s>", "a", "b", "<unk>", "<unk>"]
+    stream = full.stream(TRAIN)
+    assert np.array_equal(mapping[stream], small.stream(TRAIN))
