@@ -1,0 +1,49 @@
+"""The pipeline's stages over the artifact store, callable by hand without Prefect or MLflow.
+
+Each stage has a ``plan_*`` function (what its key is made of: no work done) and a function that
+builds the artifact, or finds it when its key already exists.
+"""
+
+from seqlm.stages.data import (
+    TABLES,
+    VOCAB_FILE,
+    count_tables,
+    ingest,
+    load_vocabulary,
+    plan_count_tables,
+    plan_ingest,
+    plan_shard_counts,
+    plan_vocabulary,
+    shard_counts,
+    vocabulary,
+)
+from seqlm.stages.evaluation import EVAL_SPLITS, evaluation, load_metrics, plan_evaluation
+from seqlm.stages.models import LOADERS, MODEL, ngram, plan_ngram, plan_unigram, unigram
+
+# Every stage's folder name in the store, in pipeline order.
+STAGES = ("ingest", "counts", "vocab", "tables", "unigram", "ngram", "evaluate")
+
+__all__ = [
+    "EVAL_SPLITS",
+    "LOADERS",
+    "MODEL",
+    "STAGES",
+    "TABLES",
+    "VOCAB_FILE",
+    "count_tables",
+    "evaluation",
+    "ingest",
+    "load_metrics",
+    "load_vocabulary",
+    "ngram",
+    "plan_count_tables",
+    "plan_evaluation",
+    "plan_ingest",
+    "plan_ngram",
+    "plan_shard_counts",
+    "plan_unigram",
+    "plan_vocabulary",
+    "shard_counts",
+    "unigram",
+    "vocabulary",
+]

@@ -1,0 +1,104 @@
+"""Data stages: ingestion, per-shard count tables, the vocabulary, merged count tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+
+from seqlm import corpus
+from seqlm.config import CorpusConfig, VocabConfig
+from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
+from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
+from seqlm.ngram.counts import id_dtype, word_columns
+from seqlm.store import Artifact, Plan, Store, file_digest
+from seqlm.vocab import Vocabulary, build_vocabulary, merge_vocabularies
+
+VOCAB_FILE = "vocab.parquet"
+TABLES = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
+
+
+def plan_ingest(source: corpus.Source, config: CorpusConfig) -> Plan:
+    settings = {"tokenizer": config.tokenizer, "text_field": config.text_field}
+    if source.split is None:
+        settings["fractions"] = config.fractions
+    return Plan("ingest", 1, settings, {"file": file_digest(source.path), "split": source.split})
+
+
+def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifact:
+    """One source file → Parquet token shards per split."""
+    return store.build(
+        plan_ingest(source, config),
+        lambda out: corpus.ingest(
+            source, out, config.tokenizer, config.text_field, config.fractions
+        ),
+    )
+
+
+def plan_shard_counts(shard: Artifact, order: int) -> Plan:
+    return Plan("counts", 1, {"order": order}, {"shard": shard.key})
+
+
+def shard_counts(store: Store, shard: Artifact, order: int) -> Artifact:
+    """N-gram count tables of one shard's train split, orders 1..``order``, over the shard's own
+    type table (ids independent of every other shard, so a new shard is counted alone)."""
+
+    def produce(out: Path) -> dict[str, int]:
+        train = corpus.load_split([shard.path], "train")
+        types = build_vocabulary(train)
+        tables = count_ngrams(types.stream(train), order, types.size)
+        write_tables(tables, out / TABLES, types)
+        return {"types": types.size} | {f"order{n}": t.height for n, t in enumerate(tables, 1)}
+
+    return store.build(plan_shard_counts(shard, order), produce)
+
+
+def plan_vocabulary(counts: Sequence[Artifact], config: VocabConfig) -> Plan:
+    return Plan("vocab", 2, asdict(config), {"counts": [c.key for c in counts]})
+
+
+def vocabulary(store: Store, counts: Sequence[Artifact], config: VocabConfig) -> Artifact:
+    """The vocabulary of the train split, from the shards' merged unigram counts."""
+
+    def produce(out: Path) -> dict[str, int]:
+        types = [Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE) for c in counts]
+        vocab = merge_vocabularies(types, config.min_count, config.max_size)
+        vocab.save(out / VOCAB_FILE)
+        return {"types": vocab.size, "train_lines": int(vocab.counts[2])}
+
+    return store.build(plan_vocabulary(counts, config), produce)
+
+
+def load_vocabulary(vocab: Artifact) -> Vocabulary:
+    return Vocabulary.load(vocab.path / VOCAB_FILE)
+
+
+def plan_count_tables(counts: Sequence[Artifact], vocab: Artifact) -> Plan:
+    return Plan("tables", 1, {}, {"counts": [c.key for c in counts], "vocab": vocab.key})
+
+
+def count_tables(store: Store, counts: Sequence[Artifact], vocab: Artifact) -> Artifact:
+    """The shards' count tables merged over the vocabulary's ids (cut-off types become
+    ``<unk>``, and their n-grams are summed with it)."""
+
+    def produce(out: Path) -> dict[str, int]:
+        v = load_vocabulary(vocab)
+        dtype = id_dtype(v.size)
+        remapped = []
+        for c in counts:
+            mapping = v.id_map(Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE))
+            remapped.append(
+                [
+                    t.with_columns(
+                        pl.Series(w, mapping[t[w].to_numpy()], dtype=dtype) for w in word_columns(n)
+                    )
+                    for n, t in enumerate(read_tables(c.path / TABLES), start=1)
+                ]
+            )
+        tables = merge_tables(remapped)
+        write_tables(tables, out / TABLES, v)
+        return {f"order{n}": t.height for n, t in enumerate(tables, start=1)}
+
+    return store.build(plan_count_tables(counts, vocab), produce)
