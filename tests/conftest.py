@@ -13,6 +13,7 @@ from tests.helpers import PTB
 _HOME = Path(tempfile.mkdtemp(prefix="seqlm-tests-"))
 os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_HOME}/mlruns/mlflow.db"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"

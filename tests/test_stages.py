@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from seqlm import corpus, stages
 from seqlm.config import load_config
+from seqlm.errors import SeqlmError
 from seqlm.ngram import count_ngrams, read_tables
 from seqlm.store import Store
 from seqlm.vocab import Vocabulary, build_vocabulary
@@ -61,6 +63,8 @@ def test_stages_are_reused_by_key(tmp_path):
         "unigram": 2,
         "ngram": 1,
         "evaluate": 3,
+        "interpolate": 0,
+        "compare": 0,
     }
 
 
@@ -88,3 +92,44 @@ def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(tmp_path):
         columns = [f"w{i}" for i in range(1, n + 1)]
         assert got.sort(columns).equals(want.sort(columns))
     assert grown["kn3"]["test"]["targets"] > 0
+
+
+def test_interpolation_and_comparison(tmp_path):
+    corpus_file = write_lines(tmp_path / "c.txt", lines(300))
+    store = Store(tmp_path / "store")
+    config = load_config(None, ["discount_fallback=true", "orders=[2]"])
+    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
+    counts = [stages.shard_counts(store, s, 2) for s in shards]
+    vocab = stages.vocabulary(store, counts, config.vocab)
+    tables = stages.count_tables(store, counts, vocab)
+    evaluations = {
+        "unigram": stages.evaluation(
+            store, stages.unigram(store, vocab, config.unigram), vocab, shards
+        ),
+        "kn2": stages.evaluation(
+            store, stages.ngram(store, tables, 2, config.ngram), vocab, shards
+        ),
+    }
+    mixed = stages.interpolation(store, evaluations["kn2"], evaluations["unigram"])
+    metrics = stages.load_metrics(mixed)
+    parts = [stages.load_metrics(e) for e in evaluations.values()]
+    assert 0 <= metrics["weight"] <= 1
+    # λ maximises the valid likelihood, and λ = 0 or 1 would give back either part.
+    assert metrics["valid"]["ppl"] <= min(p["valid"]["ppl"] for p in parts) + 1e-9
+    assert metrics["num_parameters"] == sum(p["num_parameters"] for p in parts)
+
+    compared = stages.comparison(store, evaluations | {"mixed": mixed})
+    tokens = pl.read_parquet(compared.path / stages.TOKENS_FILE)
+    assert tokens.columns == ["position", "target", "is_unk", "unigram", "kn2", "mixed"]
+    assert tokens.height == metrics["test"]["targets"]
+    assert tokens["kn2"].sum() == pytest.approx(parts[1]["test"]["logprob"])
+    assert (compared.path / stages.CHART_FILE).stat().st_size > 0
+
+    # A model scored with another vocabulary (other <unk> positions) is refused.
+    other_vocab = stages.vocabulary(store, counts, load_config(None, ["max_size=6"]).vocab)
+    other = stages.evaluation(
+        store, stages.unigram(store, other_vocab, config.unigram), other_vocab, shards
+    )
+    with pytest.raises(SeqlmError, match="different valid targets"):
+        stages.comparison(store, evaluations | {"other": other})
+    assert not list(store.root.glob("compare/.tmp-*"))

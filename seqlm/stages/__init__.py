@@ -17,28 +17,55 @@ from seqlm.stages.data import (
     shard_counts,
     vocabulary,
 )
-from seqlm.stages.evaluation import EVAL_SPLITS, evaluation, load_metrics, plan_evaluation
+from seqlm.stages.evaluation import (
+    CHART_FILE,
+    EVAL_SPLITS,
+    TOKENS_FILE,
+    comparison,
+    evaluation,
+    interpolation,
+    load_metrics,
+    plan_comparison,
+    plan_evaluation,
+    plan_interpolation,
+)
 from seqlm.stages.models import LOADERS, MODEL, ngram, plan_ngram, plan_unigram, unigram
 
 # Every stage's folder name in the store, in pipeline order.
-STAGES = ("ingest", "counts", "vocab", "tables", "unigram", "ngram", "evaluate")
+STAGES = (
+    "ingest",
+    "counts",
+    "vocab",
+    "tables",
+    "unigram",
+    "ngram",
+    "evaluate",
+    "interpolate",
+    "compare",
+)
 
 __all__ = [
+    "CHART_FILE",
     "EVAL_SPLITS",
     "LOADERS",
     "MODEL",
     "STAGES",
     "TABLES",
+    "TOKENS_FILE",
     "VOCAB_FILE",
+    "comparison",
     "count_tables",
     "evaluation",
     "ingest",
+    "interpolation",
     "load_metrics",
     "load_vocabulary",
     "ngram",
+    "plan_comparison",
     "plan_count_tables",
     "plan_evaluation",
     "plan_ingest",
+    "plan_interpolation",
     "plan_ngram",
     "plan_shard_counts",
     "plan_unigram",
