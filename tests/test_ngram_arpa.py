@@ -88,3 +88,80 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["ngram", "count", str(empty), "-o", "0", "--out", str(tmp_path / "t")]) == 1
     assert main(["ngram", "score", str(tmp_path / "missing.arpa"), str(empty)]) == 1
     assert "missing.arpa" in capsys.readouterr().err
+
+
+def _read_both(path):
+    from seqlm.ngram import arpa
+
+    return read_arpa(path), arpa._read_lines(path, path.read_bytes())
+
+
+def _same_model(a, b):
+    assert a.vocab.table.equals(b.vocab.table)
+    for x, y in zip(
+        [a.context, a.word, a.log10_prob, a.log10_backoff],
+        [b.context, b.word, b.log10_prob, b.log10_backoff],
+        strict=True,
+    ):
+        assert all(np.array_equal(u, v) for u, v in zip(x, y, strict=True))
+
+
+def test_arpa_fast_reader_matches_the_line_reader(tmp_path):
+    vocab, train = corpus(n_lines=400, seed=11)
+    write_arpa(
+        fit(count_ngrams(train, 4, vocab.size), vocab, "kn", discount_fallback=True),
+        tmp_path / "m.arpa",
+    )
+    _same_model(*_read_both(tmp_path / "m.arpa"))
+
+
+def test_arpa_variants_read_alike(tmp_path):
+    """Spaces for tabs, back-offs of 0 left out, n-grams out of order: the same model."""
+    vocab, train = corpus(n_lines=400, seed=13)
+    write_arpa(
+        fit(count_ngrams(train, 3, vocab.size), vocab, "kn", discount_fallback=True),
+        tmp_path / "m.arpa",
+    )
+    reference = read_arpa(tmp_path / "m.arpa")
+    text = (tmp_path / "m.arpa").read_text()
+    head, body = text.split("\\2-grams:\n")
+    bigrams, rest = body.split("\n\n", 1)
+    shuffled = "\n".join(reversed(bigrams.splitlines()))
+    variant = (head + "\\2-grams:\n" + shuffled + "\n\n" + rest).replace("\t0.0000000\n", "\n")
+    (tmp_path / "v.arpa").write_text(variant.replace("\t", " "))
+    fast, slow = _read_both(tmp_path / "v.arpa")
+    _same_model(fast, reference)
+    _same_model(slow, reference)
+
+
+def _first_word(line, word):
+    p, words, *rest = line.split("\t")
+    return "\t".join([p, " ".join([word, *words.split(" ")[1:]]), *rest])
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda lines, i: lines.__setitem__(i + 1, lines[i]),
+            r"m.arpa:(\d+): this 3-gram is listed twice",
+        ),
+        (
+            lambda lines, i: lines.__setitem__(i, _first_word(lines[i], "</s>")),
+            r"m.arpa:\d+: this 3-gram's context is not listed",
+        ),
+    ],
+)
+def test_malformed_higher_orders_name_the_line(tmp_path, edit, message):
+    vocab, train = corpus(n_lines=400, seed=11)
+    write_arpa(
+        fit(count_ngrams(train, 3, vocab.size), vocab, "kn", discount_fallback=True),
+        tmp_path / "m.arpa",
+    )
+    lines = (tmp_path / "m.arpa").read_text().split("\n")
+    at = lines.index("\\3-grams:") + 5
+    edit(lines, at)
+    (tmp_path / "m.arpa").write_text("\n".join(lines))
+    with pytest.raises(SeqlmError, match=message) as caught:
+        read_arpa(tmp_path / "m.arpa")
+    assert f"m.arpa:{at + 2 if 'twice' in message else at + 1}:" in str(caught.value)

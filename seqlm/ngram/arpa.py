@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,201 @@ def write_arpa(model: NgramModel, path: Path) -> None:
 
 
 def read_arpa(path: Path) -> NgramModel:
-    """An ARPA file as a model over its own unigram list (ids: specials first, then file order)."""
+    """An ARPA file as a model over its own unigram list (ids: specials first, then file order).
+
+    A well-formed file is parsed section by section with Polars' CSV reader (words straight into
+    an ``Enum`` of the unigrams); anything that reader does not take cleanly is parsed again line
+    by line, which names the offending line.
+    """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise SeqlmError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        model = _read_fast(path, data)
+    except (_Irregular, _Unlinked, pl.exceptions.PolarsError, ValueError, UnicodeDecodeError):
+        model = None
+    return model if model is not None else _read_lines(path, data)
+
+
+class _Irregular(Exception):
+    """The file is not in the plain layout the fast reader takes (maybe not wrong: re-read)."""
+
+
+_HEADER_ENTRY = re.compile(rb"ngram (\d+)=(\d+)")
+
+
+def _read_fast(path: Path, data: bytes) -> NgramModel:
+    """Sections found by their markers, each body read as CSV: ``log10 p``, the words and the
+    back-off, separated by single tabs or spaces (spaces become tabs first)."""
+    if b"\r" in data:
+        raise _Irregular
+    begin = data.find(b"\\data\\\n")
+    if begin < 0 or data[:begin].strip():
+        raise _Irregular
+    cursor = begin + len(b"\\data\\\n")
+    first = data.find(b"\n\\1-grams:\n", cursor - 1)
+    if first < 0:
+        raise _Irregular
+    sizes = []
+    for line in data[cursor:first].split(b"\n"):
+        match = _HEADER_ENTRY.fullmatch(line.strip())
+        if match is None and line.strip():
+            raise _Irregular
+        if match is not None:
+            if int(match[1]) != len(sizes) + 1:
+                raise _Irregular
+            sizes.append(int(match[2]))
+    if not sizes:
+        raise _Irregular
+    check_order(len(sizes))
+    order = len(sizes)
+    bodies, pos = [], first + 1
+    for n in range(1, order + 1):
+        start = pos + len(f"\\{n}-grams:\n")
+        marker = f"\n\\{n + 1}-grams:\n" if n < order else "\n\\end\\\n"
+        pos = data.find(marker.encode(), start - 1)
+        if pos < 0:
+            raise _Irregular
+        pos += 1
+        bodies.append((start, pos))
+    if data[pos + len(b"\\end\\\n") :].strip():
+        raise _Irregular
+
+    def section(n: int, words: pl.DataType) -> pl.DataFrame:
+        start, end = bodies[n - 1]
+        while end > start and data[end - 1] in b" \t\n":
+            end -= 1
+        schema = {"p": pl.Float64} | {f"w{i}": words for i in range(1, n + 1)}
+        # Lines without a back-off read as null only after a full-width row: lead with one.
+        lead = b"0" + b"\t<s>" * n + b"\t0\n" if n < order else b""
+        body = b"".join((lead, memoryview(data)[start:end])).replace(b" ", b"\t")
+        if n < order:
+            schema["bo"] = pl.Float64
+        frame = pl.read_csv(body, separator="\t", has_header=False, schema=schema, quote_char=None)
+        if n < order:
+            frame = frame.slice(1).with_columns(pl.col("bo").fill_null(0.0))
+        if (
+            frame.height != sizes[n - 1]
+            or frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
+        ):
+            raise _Irregular
+        return frame
+
+    unigrams = section(1, pl.String)
+    if unigrams["w1"].is_duplicated().any() or unigrams["w1"].str.contains(r"\s").any():
+        raise _Irregular
+    unigrams = _with_unk(path, unigrams)
+    vocab = _vocabulary(unigrams)
+    enum = pl.Enum(vocab.tokens)
+    levels = [_unigram_level(vocab, unigrams, enum)]
+    for n in range(2, order + 1):
+        frame = section(n, enum)
+        ids = [frame[f"w{i}"].to_physical().to_numpy() for i in range(1, n + 1)]
+        p = frame["p"].to_numpy()
+        bo = frame["bo"].to_numpy() if n < order else np.zeros(len(p))
+        del frame
+        levels.append(_link(vocab.size, levels, ids, p, bo))  # _Unlinked: re-read, name the line
+    return _model(path, vocab, levels)
+
+
+def _with_unk(path: Path, unigrams: pl.DataFrame) -> pl.DataFrame:
+    for token in SPECIALS[1:]:
+        if token not in unigrams["w1"]:
+            raise SeqlmError(f"{path}: no {token} unigram")
+    if UNK in unigrams["w1"]:
+        return unigrams
+    log.warning("%s: no <unk> unigram; unknown words get log10 p = %g", path, MISSING_UNK_LOG10)
+    unk = {"line": 0, "p": MISSING_UNK_LOG10, "bo": 0.0, "w1": UNK}
+    unk = {k: v for k, v in unk.items() if k in unigrams.columns}
+    return pl.concat([unigrams, pl.DataFrame([unk], schema=unigrams.schema)])
+
+
+def _vocabulary(unigrams: pl.DataFrame) -> Vocabulary:
+    words = unigrams.filter(~pl.col("w1").is_in(SPECIALS))["w1"]
+    return Vocabulary(
+        pl.DataFrame({"token": [*SPECIALS, *words]})
+        .with_row_index("id")
+        .select("token", pl.col("id").cast(pl.UInt32), pl.lit(0, dtype=pl.UInt64).alias("count"))
+    )
+
+
+def _unigram_level(vocab: Vocabulary, unigrams: pl.DataFrame, enum: pl.DataType) -> tuple:
+    ids = unigrams["w1"].cast(enum).to_physical().to_numpy().astype(np.int64)
+    order = np.argsort(ids)
+    p = unigrams["p"].to_numpy()[order]
+    bo = unigrams["bo"].to_numpy()[order] if "bo" in unigrams.columns else np.zeros(len(ids))
+    return np.zeros(vocab.size, dtype=np.int64), ids[order], p, bo, ids[order], ids[order]
+
+
+class _Unlinked(Exception):
+    def __init__(self, row: int, problem: str) -> None:
+        super().__init__(problem)
+        self.row, self.problem = row, problem
+
+
+def _link(size: int, levels: list, ids: list[np.ndarray], p: np.ndarray, bo: np.ndarray) -> tuple:
+    """One order's level ``(context, word, p, bo, key, packed)`` sorted by key, from its word
+    ids and the levels below; ``_Unlinked`` names an entry whose context is unlisted, or a repeat.
+
+    ``packed`` holds the n-gram's ids side by side in one integer where they fit, so that finding
+    a context is one sorted search rather than one per word.
+    """
+    n, bits = len(ids), max(int(size - 1).bit_length(), 1)
+    word = ids[-1].astype(np.int64)
+    if n == 2:
+        rows = ids[0].astype(np.int64)
+    elif levels[-1][5] is not None:
+        prefix = _pack(ids[:-1], bits)
+        rows = lookup(levels[-1][5], prefix)
+    else:
+        rows = ids[0].astype(np.int64)
+        for k in range(2, n):
+            rows = lookup(levels[k - 1][4], rows * size + ids[k - 1])
+            if np.any(rows < 0):
+                break
+    if np.any(rows < 0):
+        raise _Unlinked(int(np.argmax(rows < 0)), "'s context is not listed")
+    key = rows * size + word
+    packed = _pack(ids, bits) if n * bits <= 63 else None
+    if np.all(key[1:] > key[:-1]):
+        return rows, word, p, bo, key, packed
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    if np.any(key[1:] == key[:-1]):
+        raise _Unlinked(int(order[1:][key[1:] == key[:-1]][0]), " is listed twice")
+    packed = packed[order] if packed is not None else None
+    return rows[order], word[order], p[order], bo[order], key, packed
+
+
+def _pack(ids: list[np.ndarray], bits: int) -> np.ndarray:
+    out = ids[0].astype(np.int64)
+    for col in ids[1:]:
+        out <<= bits
+        out |= col
+    return out
+
+
+def _model(path: Path, vocab: Vocabulary, levels: list) -> NgramModel:
+    context, word, prob, backoff, *_ = zip(*levels, strict=True)
+    return NgramModel(
+        vocab,
+        list(context),
+        list(word),
+        list(prob),
+        list(backoff),
+        {"smoothing": "arpa", "source": str(path)},
+    )
+
+
+def _read_lines(path: Path, data: bytes) -> NgramModel:
+    """The line-by-line reader: slower, and names the line of any problem."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SeqlmError(f"{path}: not UTF-8 at byte offset {e.start}") from None
+    del data
     lines = (
         pl.Series("text", text.split("\n"))
         .str.strip_chars()
@@ -150,23 +338,12 @@ def _build(path: Path, grams: list[pl.DataFrame]) -> NgramModel:
     dup = unigrams.filter(pl.col("w1").is_duplicated())
     if dup.height:
         raise SeqlmError(f"{path}:{dup['line'][1]}: unigram {dup['w1'][0]!r} is listed twice")
-    for token in SPECIALS[1:]:
-        if token not in unigrams["w1"]:
-            raise SeqlmError(f"{path}: no {token} unigram")
-    if UNK not in unigrams["w1"]:
-        log.warning("%s: no <unk> unigram; unknown words get log10 p = %g", path, MISSING_UNK_LOG10)
-        unk = {"line": 0, "p": MISSING_UNK_LOG10, "bo": 0.0, "w1": UNK}
-        unigrams = pl.concat([unigrams, pl.DataFrame([unk], schema=unigrams.schema)])
-    words = unigrams.filter(~pl.col("w1").is_in(SPECIALS))["w1"]
-    vocab = Vocabulary(
-        pl.DataFrame({"token": [*SPECIALS, *words]})
-        .with_row_index("id")
-        .select("token", pl.col("id").cast(pl.UInt32), pl.lit(0, dtype=pl.UInt64).alias("count"))
-    )
-    size = vocab.size
-    ids_of_tokens = np.arange(size, dtype=np.int64)
-    context, word, prob, backoff, keys = [], [], [], [], []
-    for n, frame in enumerate([unigrams, *grams[1:]], start=1):
+    unigrams = _with_unk(path, unigrams)
+    vocab = _vocabulary(unigrams)
+    enum = pl.Enum(vocab.tokens)
+    levels = [_unigram_level(vocab, unigrams, enum)]
+    ids_of_tokens = np.arange(vocab.size, dtype=np.int64)
+    for n, frame in enumerate(grams[1:], start=2):
         cols = [
             frame[f"w{i}"].replace_strict(vocab.tokens, ids_of_tokens, default=None)
             for i in range(1, n + 1)
@@ -176,23 +353,10 @@ def _build(path: Path, grams: list[pl.DataFrame]) -> NgramModel:
             line = frame["line"][int(np.argmax(unknown))]
             raise SeqlmError(f"{path}:{line}: a word of this {n}-gram is not listed as a unigram")
         ids = [c.to_numpy().astype(np.int64) for c in cols]
-        rows = np.zeros(frame.height, dtype=np.int64)
-        for k in range(1, n):
-            rows = lookup(keys[k - 1], rows * size + ids[k - 1])
-            if np.any(rows < 0):
-                line = frame["line"][int(np.argmax(rows < 0))]
-                raise SeqlmError(f"{path}:{line}: this {n}-gram's context is not listed")
-        key = rows * size + ids[-1]
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        if np.any(key[1:] == key[:-1]):
-            line = frame["line"][int(order[1:][key[1:] == key[:-1]][0])]
-            raise SeqlmError(f"{path}:{line}: this {n}-gram is listed twice")
-        keys.append(key)
-        context.append(rows[order])
-        word.append(ids[-1][order])
-        prob.append(frame["p"].to_numpy()[order])
-        backoff.append(frame["bo"].to_numpy()[order])
-    return NgramModel(
-        vocab, context, word, prob, backoff, {"smoothing": "arpa", "source": str(path)}
-    )
+        try:
+            levels.append(
+                _link(vocab.size, levels, ids, frame["p"].to_numpy(), frame["bo"].to_numpy())
+            )
+        except _Unlinked as e:
+            raise SeqlmError(f"{path}:{frame['line'][e.row]}: this {n}-gram{e.problem}") from None
+    return _model(path, vocab, levels)
