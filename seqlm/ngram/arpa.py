@@ -35,20 +35,24 @@ def write_arpa(model: NgramModel, path: Path) -> None:
     with tmp.open("wb") as out:
         header = ["", "\\data\\"] + [f"ngram {n}={s}" for n, s in enumerate(model.sizes, 1)]
         out.write(("\n".join(header) + "\n").encode())
+        ngrams = None  # the n-grams of the order below, as text, by row
         for n in range(1, model.order + 1):
             out.write(f"\n\\{n}-grams:\n".encode())
-            words = pl.DataFrame(
-                {f"w{i}": tokens.gather(w) for i, w in enumerate(model.words(n), start=1)}
-            )
-            frame = words.select(
-                pl.Series("p", np.maximum(model.log10_prob[n - 1], LOG_ZERO)),
-                pl.concat_str(pl.all(), separator=" ").alias("ngram"),
+            words = tokens.gather(model.word[n - 1])
+            if ngrams is not None:  # prefix row's text, a space, the last word
+                prefix = ngrams.gather(model.context[n - 1])
+                words = pl.select(pl.concat_str([prefix, words], separator=" ")).to_series()
+                del prefix
+            ngrams = words.alias("ngram") if n < model.order else None
+            frame = pl.DataFrame(
+                [pl.Series("p", np.maximum(model.log10_prob[n - 1], LOG_ZERO)), words]
             )
             if n < model.order:
                 frame = frame.with_columns(bo=np.maximum(model.log10_backoff[n - 1], LOG_ZERO))
             frame.write_csv(
                 out, include_header=False, separator="\t", quote_style="never", float_precision=7
             )
+            del frame, words
         out.write(b"\n\\end\\\n")
     tmp.replace(path)
 
