@@ -13,7 +13,7 @@ import polars as pl
 from seqlm.cli import build_parser, run_command
 from seqlm.config import load_config
 from seqlm.corpus import DEFAULT_CORPUS, discover
-from seqlm.report import to_markdown
+from seqlm.report import LIKE_FOR_LIKE, to_markdown
 
 LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
 
@@ -55,6 +55,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     rows = corpus_to_model(corpus=args.corpus, config=config.to_dict())
     print(to_markdown(pl.DataFrame(rows)))
+    print(LIKE_FOR_LIKE)
     if args.report:
         report = Path(args.report)
         tmp = report.with_name(report.name + ".tmp")

@@ -15,18 +15,72 @@ from prefect import flow, get_run_logger, unmapped
 
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
+from seqlm.report import Fitted
+from seqlm.stages import load_metrics
 from seqlm.store import Artifact, stage_key
 from tasks.report import publish_comparison, track_model
 from tasks.stages import (
     build_vocabulary,
+    compare_models,
     count_shard,
     evaluate_model,
     fit_ngram,
     fit_unigram,
     ingest_source,
+    interpolate_models,
     merge_counts,
 )
 from tasks.tracking import Tracker
+
+
+def fit_models(
+    store: Path, cfg: PipelineConfig, vocab: Artifact, counts: list[Artifact]
+) -> list[Fitted]:
+    """Every configured model, cheapest first: the unigram, one n-gram per order."""
+    fitted = [
+        Fitted(
+            "unigram",
+            "unigram",
+            "1-gram",
+            fit_unigram(store, vocab, cfg.unigram),
+            asdict(cfg.unigram),
+        )
+    ]
+    if cfg.ngram.orders:
+        tables = merge_counts(store, counts, vocab)
+        params = asdict(cfg.ngram) | {"tables_key": tables.key}
+        for order in cfg.ngram.orders:
+            fitted.append(
+                Fitted(
+                    f"{cfg.ngram.smoothing}{order}",
+                    "ngram",
+                    f"{order}-gram",
+                    fit_ngram(store, tables, order, cfg.ngram),
+                    params | {"order": order},
+                )
+            )
+    return fitted
+
+
+def best_mixture(
+    store: Path, fitted: list[Fitted], evaluations: dict[str, Artifact]
+) -> Fitted | None:
+    """The best recurrent model interpolated with the best n-gram model (best on valid)."""
+    best = {}
+    for family in ("rnn", "ngram"):
+        members = [f.name for f in fitted if f.family == family]
+        if not members:
+            return None
+        best[family] = min(members, key=lambda m: load_metrics(evaluations[m])["valid"]["ppl"])
+    mixed = interpolate_models(store, evaluations[best["rnn"]], evaluations[best["ngram"]])
+    weight = load_metrics(mixed)["weight"]
+    return Fitted(
+        f"{best['rnn']}+{best['ngram']}",
+        "interpolated",
+        f"λ={weight:.3f}",
+        mixed,
+        {"rnn": best["rnn"], "ngram": best["ngram"], "weight": weight},
+    )
 
 
 @flow(name="corpus-to-model")
@@ -64,31 +118,15 @@ def corpus_to_model(
         tags=keys,
     )
     try:
-        unigram = fit_unigram(store, vocab, cfg.unigram)
-        models = {"unigram": ("unigram", unigram, asdict(cfg.unigram))}
-        if cfg.ngram.orders:
-            tables = merge_counts(store, counts, vocab)
-            ngram_params = asdict(cfg.ngram) | {"tables_key": tables.key}
-            for order in cfg.ngram.orders:
-                model = fit_ngram(store, tables, order, cfg.ngram)
-                name = f"{cfg.ngram.smoothing}{order}"
-                models[name] = ("ngram", model, ngram_params | {"order": order})
-        results = []
-        for name, (family, model, params) in models.items():
-            evaluation = evaluate_model(store, model, vocab, shards)
-            results.append(
-                track_model(
-                    experiment,
-                    parent,
-                    name,
-                    family,
-                    model,
-                    evaluation,
-                    params,
-                    keys,
-                )
-            )
-        rows = publish_comparison(experiment, parent, results)
+        fitted = fit_models(store, cfg, vocab, counts)
+        evaluations = {f.name: evaluate_model(store, f.model, vocab, shards) for f in fitted}
+        mixture = best_mixture(store, fitted, evaluations)
+        if mixture is not None:
+            fitted.append(mixture)
+            evaluations[mixture.name] = mixture.model
+        compared = compare_models(store, evaluations)  # refuses models scored on other targets
+        results = [track_model(experiment, parent, f, evaluations[f.name], keys) for f in fitted]
+        rows = publish_comparison(experiment, parent, results, compared)
     except BaseException:
         tracker.finish(parent, failed=True)
         raise

@@ -8,11 +8,25 @@ from typing import Any
 
 import polars as pl
 
+from seqlm.store import Artifact
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained model of the pipeline: its name, family, size, artifact and parameters."""
+
+    name: str
+    family: str  # unigram, ngram, rnn or interpolated
+    size: str  # "3-gram", "2x200", ...
+    model: Artifact
+    params: dict[str, Any]
+
 
 @dataclass(frozen=True)
 class ModelResult:
     model: str
     family: str
+    size: str
     parameters: int
     test_ppl: float
     test_ppl_no_unk: float
@@ -25,12 +39,13 @@ class ModelResult:
 
     @classmethod
     def from_metrics(
-        cls, model: str, family: str, metrics: Mapping[str, Any], train_seconds: float
+        cls, fitted: Fitted, metrics: Mapping[str, Any], train_seconds: float
     ) -> ModelResult:
         test, valid = metrics["test"], metrics["valid"]
         return cls(
-            model=model,
-            family=family,
+            model=fitted.name,
+            family=fitted.family,
+            size=fitted.size,
             parameters=int(metrics["num_parameters"]),
             test_ppl=test["ppl"],
             test_ppl_no_unk=test["ppl_no_unk"],
@@ -51,6 +66,13 @@ class ModelResult:
             "oov_rate": self.oov_rate,
             "train_seconds": self.train_seconds,
         }
+
+
+# The one asymmetry of the conventions, stated wherever the table is shown.
+LIKE_FOR_LIKE = (
+    "All models predict the same targets (every token and one </s> per line). N-gram contexts "
+    "restart at every line; recurrent models carry their state across lines."
+)
 
 
 def comparison_frame(results: Sequence[ModelResult]) -> pl.DataFrame:

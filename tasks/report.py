@@ -7,50 +7,53 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from seqlm.report import ModelResult, comparison_frame, to_markdown
-from seqlm.stages import load_metrics
+from seqlm.report import LIKE_FOR_LIKE, Fitted, ModelResult, comparison_frame, to_markdown
+from seqlm.stages import CHART_FILE, TOKENS_FILE, load_metrics
 from seqlm.store import Artifact
 from tasks.tracking import Tracker
+
+# Model files bigger than this (a 5-gram's tables) stay in the store, referenced by key.
+MAX_LOGGED_BYTES = 20 << 20
 
 
 @task(name="track-model", cache_policy=NO_CACHE)
 def track_model(
     experiment: str,
     parent_run: str,
-    name: str,
-    family: str,
-    model: Artifact,
+    fitted: Fitted,
     evaluation: Artifact,
-    params: Mapping[str, Any],
     tags: Mapping[str, str],
 ) -> ModelResult:
     """A child run with the model's params, its metrics and its small model files."""
+    model = fitted.model
     result = ModelResult.from_metrics(
-        name, family, load_metrics(evaluation), train_seconds=model.manifest["seconds"]
+        fitted, load_metrics(evaluation), train_seconds=model.manifest["seconds"]
     )
     tracker = Tracker(experiment)
     run = tracker.start_run(
-        name,
-        {**params, "model_key": model.key, "evaluation_key": evaluation.key},
-        tags={"family": family, **tags},
+        fitted.name,
+        {**fitted.params, "size": fitted.size, "model_key": model.key},
+        tags={"family": fitted.family, **tags},
         parent=parent_run,
     )
     tracker.log_metrics(run, result.metrics())
     tracker.log_metrics(run, {"num_parameters": result.parameters, "oov": result.oov})
     for path in sorted(model.path.iterdir()):
-        tracker.log_path(run, path, "model")
+        if path.stat().st_size <= MAX_LOGGED_BYTES:
+            tracker.log_path(run, path, "model")
     tracker.finish(run)
     return result
 
 
 @task(name="publish-comparison", cache_policy=NO_CACHE)
 def publish_comparison(
-    experiment: str, parent_run: str, results: Sequence[ModelResult]
+    experiment: str, parent_run: str, results: Sequence[ModelResult], compared: Artifact
 ) -> list[dict[str, Any]]:
-    """The comparison table as Parquet and Markdown on the parent run, and as a Prefect table."""
+    """The comparison table as Parquet and Markdown on the parent run with the per-token table
+    and the chart, and as Prefect table and Markdown artifacts."""
     frame = comparison_frame(results)
     markdown = to_markdown(frame)
     tracker = Tracker(experiment)
@@ -59,10 +62,17 @@ def publish_comparison(
     tracker.log_files(
         parent_run, {"comparison.parquet": buffer.getvalue(), "comparison.md": markdown}
     )
+    for name in (TOKENS_FILE, CHART_FILE):
+        tracker.log_path(parent_run, compared.path / name)
     best = min(results, key=lambda r: r.test_ppl)
     tracker.log_metrics(parent_run, {"best_test_ppl": best.test_ppl})
     rows = frame.to_dicts()
     create_table_artifact(
         key="comparison", table=rows, description="Perplexity of every model on the test split."
+    )
+    create_markdown_artifact(
+        key="comparison-report",
+        markdown=f"# Perplexity on the test split\n\n{markdown}\n{LIKE_FOR_LIKE}\n",
+        description="The models side by side, as logged to MLflow.",
     )
     return rows

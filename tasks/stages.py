@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from prefect import task
@@ -51,3 +51,15 @@ def evaluate_model(
     store: Path, model: Artifact, vocab: Artifact, shards: Sequence[Artifact]
 ) -> Artifact:
     return stages.evaluation(Store(store), model, vocab, shards)
+
+
+@task(
+    name="interpolate", cache_key_fn=store_cache_key(stages.plan_interpolation), persist_result=True
+)
+def interpolate_models(store: Path, a: Artifact, b: Artifact) -> Artifact:
+    return stages.interpolation(Store(store), a, b)
+
+
+@task(name="compare", cache_key_fn=store_cache_key(stages.plan_comparison), persist_result=True)
+def compare_models(store: Path, evaluations: Mapping[str, Artifact]) -> Artifact:
+    return stages.comparison(Store(store), evaluations)

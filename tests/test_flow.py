@@ -51,7 +51,7 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
         assert child.data.metrics["test_ppl"] == pytest.approx(row["test_ppl"])
     assert parent.data.params["corpus"] == str(corpus)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"comparison.parquet", "comparison.md"} <= artifacts
+    assert {"comparison.parquet", "comparison.md", "tokens.parquet", "perplexity.png"} <= artifacts
 
     # A second run finds every stage in the store and records a new pipeline run.
     store = tmp_path / "store"
