@@ -25,6 +25,7 @@ from seqlm.vocab import Vocabulary
 
 COUNT = "count"
 ID_TYPES = (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+NUMPY_ID_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
 VOCAB_FILE = "vocab.parquet"
 
 
@@ -40,24 +41,33 @@ def id_dtype(vocab_size: int) -> pl.DataType:
 
 
 def _group_sorted(keys: np.ndarray, where: np.ndarray, n_positions: int):
-    """Distinct ``keys`` ascending, their counts, and the dense rank of each key, by position."""
+    """Distinct ``keys`` ascending, their counts, and the dense rank of each key, by position
+    (−1 at positions not in ``where``). ``keys`` is consumed."""
     pos_bits = max(int(n_positions).bit_length(), 1)
     key_bits = int(keys.max()).bit_length() if len(keys) else 0
     if key_bits + pos_bits <= 64:
-        packed = np.sort((keys.astype(np.uint64) << np.uint64(pos_bits)) | where.astype(np.uint64))
-        sorted_keys = (packed >> np.uint64(pos_bits)).astype(np.int64)
+        packed = keys.view(np.uint64)  # keys are ≥ 0: pack in place, sort in place
+        packed <<= np.uint64(pos_bits)
+        packed |= where.astype(np.uint64)
+        packed.sort()
         sorted_where = (packed & np.uint64((1 << pos_bits) - 1)).astype(np.int64)
+        packed >>= np.uint64(pos_bits)
+        sorted_keys = keys
     else:  # too wide to pack with the position: sort indirectly
         order = np.argsort(keys)
         sorted_keys, sorted_where = keys[order], where[order]
+        del order
     first = np.empty(len(sorted_keys), dtype=bool)
     first[:1] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
     starts = np.flatnonzero(first)
     counts = np.diff(np.append(starts, len(sorted_keys)))
-    rank = np.full(n_positions, -1, dtype=np.int64)
-    rank[sorted_where] = np.cumsum(first) - 1
-    return sorted_keys[starts], counts, rank
+    distinct = sorted_keys[starts]
+    del sorted_keys, keys, starts
+    rank_type = np.int32 if len(distinct) < 1 << 31 else np.int64
+    rank = np.full(n_positions, -1, dtype=rank_type)
+    rank[sorted_where] = np.cumsum(first, dtype=rank_type) - 1
+    return distinct, counts, rank
 
 
 def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.DataFrame]:
@@ -69,32 +79,42 @@ def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.Dat
         raise SeqlmError("no training text to count: the id stream is empty")
     if int(stream.max()) >= vocab_size or int(stream.min()) < 0:
         raise SeqlmError(f"the id stream holds ids outside the vocabulary of {vocab_size} entries")
+    dtype = id_dtype(vocab_size)
+    np_dtype = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
+
+    def table(n: int, cols: list[np.ndarray], counts: np.ndarray) -> pl.DataFrame:
+        return pl.DataFrame(
+            [
+                pl.Series(name, col, dtype=dtype)
+                for name, col in zip(word_columns(n), cols, strict=True)
+            ]
+            + [pl.Series(COUNT, counts, dtype=pl.UInt64)]
+        )
+
     padded, offset = pad_lines(stream)
     unigram_counts = np.bincount(padded, minlength=vocab_size)
     present = np.flatnonzero(unigram_counts)
-    words = [[present]]
-    counts = [unigram_counts[present]]
+    tables = [table(1, [present], unigram_counts[present])]
+    words = [present.astype(np_dtype)]
+    del unigram_counts, present
     rank, bound = padded, vocab_size  # order 1: a word's rank is its id
     for n in range(2, order + 1):
         ends = np.flatnonzero(offset >= n - 1)
-        keys = rank[ends - 1] * vocab_size + padded[ends]
-        distinct, n_counts, rank = _group_sorted(keys, ends, len(padded))
+        keys = rank[ends - 1].astype(np.int64)
+        keys *= vocab_size
+        keys += padded[ends]
+        del rank
+        distinct, n_counts, rank = _group_sorted(keys, ends, len(padded))  # noqa: RUF059
+        del keys, ends
         prefix = distinct // vocab_size
-        below = words[-1] if n > 2 else [np.arange(bound)]
-        words.append([col[prefix] for col in below] + [distinct % vocab_size])
-        counts.append(n_counts)
-        bound = len(distinct)
-    dtype = id_dtype(vocab_size)
-    return [
-        pl.DataFrame(
-            {
-                name: pl.Series(col, dtype=dtype)
-                for name, col in zip(word_columns(n), cols, strict=True)
-            }
-            | {COUNT: pl.Series(c, dtype=pl.UInt64)}
-        )
-        for n, (cols, c) in enumerate(zip(words, counts, strict=True), start=1)
-    ]
+        below = words if n > 2 else [np.arange(bound)]
+        words = [col[prefix].astype(np_dtype, copy=False) for col in below]
+        words.append((distinct % vocab_size).astype(np_dtype))
+        del prefix, distinct, below
+        tables.append(table(n, words, n_counts))
+        bound = len(n_counts)
+        del n_counts
+    return tables
 
 
 def table_file(folder: Path, n: int) -> Path:

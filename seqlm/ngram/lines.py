@@ -30,11 +30,15 @@ def pad_lines(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ends = np.flatnonzero(stream == EOS_ID)
     starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
     bos_at = starts + np.arange(len(starts))
-    padded = np.empty(len(stream) + len(starts), dtype=np.int64)
+    narrow = len(stream) == 0 or (int(stream.max()) < 1 << 31 and int(stream.min()) >= 0)
+    padded = np.empty(len(stream) + len(starts), dtype=np.int32 if narrow else np.int64)
     is_bos = np.zeros(len(padded), dtype=bool)
     is_bos[bos_at] = True
     padded[is_bos] = BOS_ID
     padded[~is_bos] = stream
-    line = np.cumsum(is_bos) - 1
-    offset = np.arange(len(padded)) - bos_at[line]
+    index = np.int32 if len(padded) < 1 << 31 else np.int64
+    line = np.cumsum(is_bos, dtype=index)
+    line -= 1
+    offset = np.arange(len(padded), dtype=index)
+    offset -= bos_at.astype(index)[line]
     return padded, offset
