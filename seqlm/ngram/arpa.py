@@ -154,6 +154,8 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
         bo = frame["bo"].to_numpy() if n < order else np.zeros(len(p))
         del frame
         levels.append(_link(vocab.size, levels, ids, p, bo))  # _Unlinked: re-read, name the line
+        if levels[-1][5] is not None:  # packed ids find the next contexts: drop the older ones
+            levels[-2] = (*levels[-2][:5], None)
     return _model(path, vocab, levels)
 
 

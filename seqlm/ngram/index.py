@@ -27,10 +27,15 @@ def lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.where(keys[rows] == queries, rows, -1)
 
 
+def _columns(table: pl.DataFrame, cols: list[str]) -> list[np.ndarray]:
+    """The word columns as NumPy arrays: the last as int64 (it goes into keys), the rest narrow."""
+    return [table[c].to_numpy() for c in cols[:-1]] + [table[cols[-1]].to_numpy().astype(np.int64)]
+
+
 @dataclass(frozen=True)
 class NgramIndex:
     vocab_size: int
-    words: list[list[np.ndarray]]  # per order, the columns w1..wn (int64)
+    words: list[list[np.ndarray]]  # per order, the columns w1..wn (wn int64, the rest as stored)
     counts: list[np.ndarray]  # per order, raw counts (int64)
     context: list[np.ndarray]  # per order, row of the prefix in the order below (0 for order 1)
     suffix: list[np.ndarray]  # per order, row of the suffix in the order below (0 for order 1)
@@ -60,12 +65,12 @@ class NgramIndex:
 
     def _add_order(self, n: int, table: pl.DataFrame) -> None:
         cols = word_columns(n)
-        words = [table[c].to_numpy().astype(np.int64) for c in cols]
+        words = _columns(table, cols)
         counts = table[COUNT].to_numpy().astype(np.int64)
         context = self._prefix_rows(n, words)
         if context is None:  # not sorted as written: sort once and retry
             table = table.sort(cols)
-            words = [table[c].to_numpy().astype(np.int64) for c in cols]
+            words = _columns(table, cols)
             counts = table[COUNT].to_numpy().astype(np.int64)
             context = self._prefix_rows(n, words)
         if context is None:
