@@ -15,9 +15,10 @@ from prefect import flow, get_run_logger, unmapped
 
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
-from seqlm.report import Fitted
-from seqlm.stages import load_metrics
+from seqlm.report import Fitted, ModelResult
+from seqlm.stages import VOCAB_FILE, load_metrics
 from seqlm.store import Artifact, stage_key
+from tasks.registry import register_champion
 from tasks.report import publish_comparison, track_model
 from tasks.stages import (
     build_vocabulary,
@@ -83,6 +84,30 @@ def best_mixture(
     )
 
 
+def champion(
+    experiment: str,
+    parent: str,
+    corpus: str,
+    cfg: PipelineConfig,
+    vocab: Artifact,
+    fitted: list[Fitted],
+    results: list[ModelResult],
+    keys: dict[str, str],
+) -> str | None:
+    """Offer the best model on valid to the registry (interpolations with their two parts)."""
+    best = min(results, key=lambda r: r.valid_ppl)
+    by_name = {f.name: f for f in fitted}
+    candidate = by_name[best.model]
+    if candidate.family == "interpolated":
+        parts = [by_name[candidate.params["rnn"]], by_name[candidate.params["ngram"]]]
+    else:
+        parts = [candidate]
+    vocab_file = vocab.path / VOCAB_FILE
+    return register_champion(
+        experiment, parent, corpus, cfg.corpus.tokenizer, vocab_file, candidate, parts, best, keys
+    )
+
+
 @flow(name="corpus-to-model")
 def corpus_to_model(
     corpus: str = DEFAULT_CORPUS, config: dict[str, Any] | None = None
@@ -127,6 +152,7 @@ def corpus_to_model(
         compared = compare_models(store, evaluations)  # refuses models scored on other targets
         results = [track_model(experiment, parent, f, evaluations[f.name], keys) for f in fitted]
         rows = publish_comparison(experiment, parent, results, compared)
+        champion(experiment, parent, corpus, cfg, vocab, fitted, results, keys)
     except BaseException:
         tracker.finish(parent, failed=True)
         raise

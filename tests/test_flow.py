@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from flows.corpus_to_model import corpus_to_model
+from tasks.registry import CHAMPION, registered_name
 from tests.helpers import BUNDLED
 
 METRICS = {"test_ppl", "test_ppl_no_unk", "valid_ppl", "oov_rate", "train_seconds"}
@@ -34,13 +39,15 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     assert len({r["targets"] for r in rows}) == 1 and rows[0]["targets"] > 0
     # Context helps: each rung of the ladder beats the one below it.
     assert rows[0]["test_ppl"] > rows[1]["test_ppl"] > rows[2]["test_ppl"] > 1
+    best = min(rows, key=lambda r: r["valid_ppl"])
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name("flow")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert len(parents) == 1 and sorted(children) == ["kn2", "kn3", "unigram"]
+    assert len(parents) == 1
+    assert sorted(children) == ["kn2", "kn3", f"register {best['model']}", "unigram"]
     parent = parents[0]
     for row in rows:
         child = children[row["model"]]
@@ -59,7 +66,29 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
     assert again == rows
     assert {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")} == built
-    assert len(client.search_runs([experiment.experiment_id])) == 2 * (1 + len(rows))
+    # One registration run (the first champion) beside two pipelines of 1 + len(rows) runs.
+    assert len(client.search_runs([experiment.experiment_id])) == 2 * (1 + len(rows)) + 1
+
+
+def test_champion_reloads_from_the_registry(prefect_server, corpus, tmp_path):
+    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry"))
+    name = registered_name(str(corpus))
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(name, CHAMPION)
+    best = min(rows, key=lambda r: r["valid_ppl"])
+    assert champion.tags["model"] == best["model"]
+    assert float(champion.tags["test_ppl"]) == pytest.approx(best["test_ppl"])
+
+    # Loaded back through the registry, it scores the test text to the same perplexity.
+    test_lines = pl.read_parquet(next((tmp_path / "store" / "ingest").glob("*/test.parquet")))
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    scores = model.predict(pd.DataFrame({"text": test_lines["tokens"].list.join(" ")}))
+    assert len(scores) == best["targets"]
+    assert np.exp(-scores["logprob"].mean()) == pytest.approx(best["test_ppl"], rel=1e-9)
+
+    # A run that does not beat it leaves the alias where it was.
+    corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry"))
+    assert client.get_model_version_by_alias(name, CHAMPION).version == champion.version
 
 
 def test_cli_run_writes_the_report(prefect_server, corpus, tmp_path, capsys):
