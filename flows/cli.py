@@ -91,8 +91,34 @@ def serve_deployments(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_compare_command(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="a table of recent pipeline runs and their models' test perplexities, from MLflow",
+        description="Read the MLflow store (sqlite:///mlruns/mlflow.db unless MLFLOW_TRACKING_URI "
+        "is set) and print one row per recent pipeline run, one column per model (test "
+        "perplexity). The MLflow UI shows the same runs in full.",
+    )
+    compare.add_argument(
+        "--experiment", default="seqlm", help="the MLflow experiment (default: seqlm)"
+    )
+    compare.add_argument(
+        "--last", type=int, default=10, help="how many runs, newest first (default: 10)"
+    )
+    compare.set_defaults(func=compare_runs)
+
+
+def compare_runs(args: argparse.Namespace) -> int:
+    from tasks.tracking import recent_pipelines
+
+    table = recent_pipelines(args.experiment, args.last)
+    print(to_markdown(table) if table.height else f"no finished runs in {args.experiment!r}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = build_parser()
     add_run_command(commands)
     add_serve_command(commands)
+    add_compare_command(commands)
     return run_command(parser, argv)

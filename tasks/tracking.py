@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import polars as pl
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -88,3 +90,38 @@ def _check_writable(folder: Path, uri: str) -> None:
             pass
     except OSError as e:
         raise SeqlmError(f"MLflow store {uri}: {folder} is not writable ({e.strerror})") from None
+
+
+def recent_pipelines(experiment: str, last: int) -> pl.DataFrame:
+    """One row per recent pipeline run (newest first): its start, corpus and each model's test
+    perplexity in a column of its own."""
+    uri = tracking_uri()
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SeqlmError(f"MLflow store {uri}: no experiment {experiment!r}")
+    parents = client.search_runs(
+        [found.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    parents = [r for r in parents if MLFLOW_PARENT_RUN_ID not in r.data.tags][:last]
+    rows = []
+    for parent in parents:
+        children = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
+        )
+        row = {
+            "started": time.strftime(
+                "%Y-%m-%d %H:%M", time.localtime(parent.info.start_time / 1000)
+            ),
+            "run": parent.info.run_id[:8],
+            "corpus": parent.data.params.get("corpus", ""),
+        }
+        for child in sorted(children, key=lambda r: r.info.start_time):
+            if "test_ppl" in child.data.metrics:
+                row[child.info.run_name] = child.data.metrics["test_ppl"]
+        rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()

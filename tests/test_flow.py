@@ -116,3 +116,15 @@ def test_cli_bad_input_is_one_clear_line(prefect_server, tmp_path, capsys):
         assert err[-1].startswith("seqlm: error: ") and message in err[-1], err[-1]
     # Nothing half-written is left in the store.
     assert not list(store.glob("*/*"))
+
+
+def test_compare_reads_recent_runs_from_mlflow(prefect_server, corpus, tmp_path, capsys):
+    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "compare"))
+    capsys.readouterr()
+    assert main(["compare", "--experiment", "compare", "--last", "5"]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split(" | ")[3:] == [r["model"] for r in rows[:-1]] + [rows[-1]["model"] + " |"]
+    assert len(table) == 3  # header, rule, the one run
+    assert f"{rows[0]['test_ppl']:,.2f}" in table[2]
+    assert main(["compare", "--experiment", "nowhere"]) == 1
+    assert "no experiment 'nowhere'" in capsys.readouterr().err
