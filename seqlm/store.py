@@ -85,8 +85,16 @@ class Store:
         path = self.path(stage, key)
         return Artifact(stage, key, path) if (path / MANIFEST).is_file() else None
 
-    def build(self, plan: Plan, produce: Callable[[Path], Mapping[str, int]]) -> Artifact:
-        """The planned artifact: found by key, or made by ``produce(tmp_dir) -> row counts``."""
+    def build(
+        self,
+        plan: Plan,
+        produce: Callable[[Path], Mapping[str, int]],
+        note: Mapping[str, Any] | None = None,
+    ) -> Artifact:
+        """The planned artifact: found by key, or made by ``produce(tmp_dir) -> row counts``.
+
+        ``note`` goes into the manifest as information only (a source path): never into the key.
+        """
         stage, key = plan.stage, plan.key
         found = self.get(stage, key)
         if found is not None:
@@ -106,6 +114,7 @@ class Store:
                 "version": plan.version,
                 "config": plan.config,
                 "inputs": plan.inputs,
+                "note": dict(note or {}),
                 "rows": rows,
                 "seconds": round(time.perf_counter() - start, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
@@ -133,3 +135,29 @@ def test_interpolation_and_comparison(tmp_path):
     with pytest.raises(SeqlmError, match="different valid targets"):
         stages.comparison(store, evaluations | {"other": other})
     assert not list(store.root.glob("compare/.tmp-*"))
+
+
+def test_count_tables_are_listed_and_plain_parquet(tmp_path, capsys):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from seqlm.cli import main
+
+    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
+    store = Store(tmp_path / "store")
+    run(store, corpus_file, ["discount_fallback=true"], (2,))
+    listing = stages.list_count_tables(store)
+    assert listing.select("kind", "order").rows() == [
+        ("shard", 1),
+        ("shard", 2),
+        ("merged", 1),
+        ("merged", 2),
+    ]
+    assert set(listing["corpus"]) == {str(corpus_file)}
+    for row in listing.iter_rows(named=True):
+        columns = [f"w{i}" for i in range(1, row["order"] + 1)] + ["count"]
+        assert pq.read_table(row["path"]).num_rows == row["rows"]
+        assert pl.read_parquet(row["path"]).columns == columns
+        assert duckdb.sql(f"select count(*) from '{row['path']}'").fetchone()[0] == row["rows"]
+    assert main(["ngram", "tables", "--store", str(store.root), "--json"]) == 0
+    assert [r["path"] for r in json.loads(capsys.readouterr().out)] == listing["path"].to_list()

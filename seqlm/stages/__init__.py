@@ -9,6 +9,7 @@ from seqlm.stages.data import (
     VOCAB_FILE,
     count_tables,
     ingest,
+    list_count_tables,
     load_vocabulary,
     plan_count_tables,
     plan_ingest,

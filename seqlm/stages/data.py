@@ -34,6 +34,7 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
         lambda out: corpus.ingest(
             source, out, config.tokenizer, config.text_field, config.fractions
         ),
+        note={"source": str(source.path)},
     )
 
 
@@ -52,7 +53,7 @@ def shard_counts(store: Store, shard: Artifact, order: int) -> Artifact:
         write_tables(tables, out / TABLES, types)
         return {"types": types.size} | {f"order{n}": t.height for n, t in enumerate(tables, 1)}
 
-    return store.build(plan_shard_counts(shard, order), produce)
+    return store.build(plan_shard_counts(shard, order), produce, note=shard.manifest["note"])
 
 
 def plan_vocabulary(counts: Sequence[Artifact], config: VocabConfig) -> Plan:
@@ -101,4 +102,46 @@ def count_tables(store: Store, counts: Sequence[Artifact], vocab: Artifact) -> A
         write_tables(tables, out / TABLES, v)
         return {f"order{n}": t.height for n, t in enumerate(tables, start=1)}
 
-    return store.build(plan_count_tables(counts, vocab), produce)
+    sources = [c.manifest["note"].get("source", "") for c in counts]
+    return store.build(plan_count_tables(counts, vocab), produce, note={"sources": sources})
+
+
+def list_count_tables(store: Store) -> pl.DataFrame:
+    """Every count table in the store: per shard (over the shard's own type ids) and merged
+    (over a vocabulary's ids), one row per order."""
+    rows = []
+    for kind, stage in (("shard", "counts"), ("merged", "tables")):
+        for folder in sorted((store.root / stage).glob("*/")):
+            artifact = store.get(stage, folder.name)
+            if artifact is None:
+                continue
+            note = artifact.manifest.get("note", {})
+            corpus_name = note.get("source") or ", ".join(note.get("sources", []))
+            for path in sorted((folder / TABLES).glob("order*.parquet"), key=_order_of):
+                rows.append(
+                    {
+                        "key": folder.name,
+                        "kind": kind,
+                        "corpus": corpus_name,
+                        "order": _order_of(path),
+                        "rows": artifact.manifest["rows"].get(path.stem, 0),
+                        "bytes": path.stat().st_size,
+                        "path": str(path),
+                    }
+                )
+    return pl.DataFrame(rows, schema=TABLE_LISTING)
+
+
+TABLE_LISTING = {
+    "key": pl.String,
+    "kind": pl.String,
+    "corpus": pl.String,
+    "order": pl.Int64,
+    "rows": pl.Int64,
+    "bytes": pl.Int64,
+    "path": pl.String,
+}
+
+
+def _order_of(path: Path) -> int:
+    return int(path.stem.removeprefix("order"))
