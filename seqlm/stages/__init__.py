@@ -59,6 +59,7 @@ __all__ = [
     "evaluation",
     "ingest",
     "interpolation",
+    "list_count_tables",
     "load_metrics",
     "load_vocabulary",
     "ngram",
