@@ -53,7 +53,11 @@ def run_pipeline(args: argparse.Namespace) -> int:
     discover(args.corpus)
     from flows.corpus_to_model import corpus_to_model
 
-    rows = corpus_to_model(corpus=args.corpus, config=config.to_dict())
+    result = corpus_to_model(corpus=args.corpus, config=config.to_dict())
+    rows = result["comparison"]
+    for name, lines in result["samples"].items():
+        print(f"{name}:", *(f"  {line}" for line in lines), sep="\n")
+    print()
     print(to_markdown(pl.DataFrame(rows)))
     print(LIKE_FOR_LIKE)
     if args.report:

@@ -19,7 +19,7 @@ from seqlm.report import Fitted, ModelResult
 from seqlm.stages import VOCAB_FILE, load_metrics
 from seqlm.store import Artifact, stage_key
 from tasks.registry import register_champion
-from tasks.report import publish_comparison, track_model
+from tasks.report import publish_comparison, sample_models, track_model
 from tasks.stages import (
     build_vocabulary,
     compare_models,
@@ -111,11 +111,12 @@ def champion(
 @flow(name="corpus-to-model")
 def corpus_to_model(
     corpus: str = DEFAULT_CORPUS, config: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
     """Train every model of the ladder on ``corpus`` and compare their perplexities.
 
     ``config`` holds the sections of a seqlm TOML config (``{"vocab": {"min_count": 1}}``);
-    anything left out keeps its default.
+    anything left out keeps its default. Returns the comparison (one row per model), a few
+    sampled lines per model and the MLflow parent run's id.
     """
     logger = get_run_logger()
     cfg = PipelineConfig.from_dict(config or {})
@@ -153,9 +154,10 @@ def corpus_to_model(
         results = [track_model(experiment, parent, f, evaluations[f.name], keys) for f in fitted]
         rows = publish_comparison(experiment, parent, results, compared)
         champion(experiment, parent, corpus, cfg, vocab, fitted, results, keys)
+        samples = sample_models(experiment, parent, fitted, vocab)
     except BaseException:
         tracker.finish(parent, failed=True)
         raise
     tracker.finish(parent)
     logger.info("compared %d models; MLflow run %s", len(rows), parent)
-    return rows
+    return {"comparison": rows, "samples": samples, "mlflow_run": parent}

@@ -36,8 +36,10 @@ class UnigramModel:
         """Natural-log probability of each target."""
         return self.logprob[stream]
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return rng.choice(len(self.logprob), size=n, p=np.exp(self.logprob))
+    def sample(self, n_words: int, seed: int = 0) -> np.ndarray:
+        """``n_words`` ids drawn independently: no context, so nothing stops "the the the"."""
+        p = np.exp(self.logprob)
+        return np.random.default_rng(seed).choice(len(p), size=n_words, p=p / p.sum())
 
     def save(self, folder: Path, vocab: Vocabulary) -> None:
         vocab.table.select("token", "id").with_columns(logprob=self.logprob).write_parquet(

@@ -11,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from seqlm.report import LIKE_FOR_LIKE, Fitted, ModelResult, comparison_frame, to_markdown
-from seqlm.stages import CHART_FILE, TOKENS_FILE, load_metrics
+from seqlm.samples import sample_lines
+from seqlm.stages import CHART_FILE, LOADERS, TOKENS_FILE, load_metrics, load_vocabulary
 from seqlm.store import Artifact
 from tasks.tracking import Tracker
 
@@ -76,3 +77,22 @@ def publish_comparison(
         description="The models side by side, as logged to MLflow.",
     )
     return rows
+
+
+@task(name="sample", cache_policy=NO_CACHE)
+def sample_models(
+    experiment: str, parent_run: str, fitted: Sequence[Fitted], vocab: Artifact, seed: int = 0
+) -> dict[str, list[str]]:
+    """A few lines from every model, logged as ``samples.md`` on the parent run."""
+    v = load_vocabulary(vocab)
+    samples = {
+        f.name: sample_lines(LOADERS[f.model.stage](f.model.path), v, seed=seed)
+        for f in fitted
+        if f.model.stage in LOADERS
+    }
+    text = "".join(
+        f"## {name}\n\n" + "".join(f"- {line}\n" for line in lines) + "\n"
+        for name, lines in samples.items()
+    )
+    Tracker(experiment).log_files(parent_run, {"samples.md": text})
+    return samples

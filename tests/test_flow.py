@@ -34,7 +34,8 @@ def config(tmp_path, experiment: str) -> dict:
 
 
 def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_path):
-    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
+    result = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
+    rows = result["comparison"]
     assert [r["model"] for r in rows] == ["unigram", "kn2", "kn3"]
     assert len({r["targets"] for r in rows}) == 1 and rows[0]["targets"] > 0
     # Context helps: each rung of the ladder beats the one below it.
@@ -58,20 +59,30 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
         assert child.data.metrics["test_ppl"] == pytest.approx(row["test_ppl"])
     assert parent.data.params["corpus"] == str(corpus)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"comparison.parquet", "comparison.md", "tokens.parquet", "perplexity.png"} <= artifacts
+    logged = {
+        "comparison.parquet",
+        "comparison.md",
+        "tokens.parquet",
+        "perplexity.png",
+        "samples.md",
+    }
+    assert logged <= artifacts
+    # Every model writes lines of its own; the unigram's ignore their context.
+    assert sorted(result["samples"]) == ["kn2", "kn3", "unigram"]
+    assert all(len(lines) == 3 and all(lines) for lines in result["samples"].values())
 
     # A second run finds every stage in the store and records a new pipeline run.
     store = tmp_path / "store"
     built = {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")}
     again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
-    assert again == rows
+    assert again["comparison"] == rows
     assert {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")} == built
     # One registration run (the first champion) beside two pipelines of 1 + len(rows) runs.
     assert len(client.search_runs([experiment.experiment_id])) == 2 * (1 + len(rows)) + 1
 
 
 def test_champion_reloads_from_the_registry(prefect_server, corpus, tmp_path):
-    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry"))
+    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry"))["comparison"]
     name = registered_name(str(corpus))
     client = MlflowClient()
     champion = client.get_model_version_by_alias(name, CHAMPION)
@@ -119,7 +130,7 @@ def test_cli_bad_input_is_one_clear_line(prefect_server, tmp_path, capsys):
 
 
 def test_compare_reads_recent_runs_from_mlflow(prefect_server, corpus, tmp_path, capsys):
-    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "compare"))
+    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "compare"))["comparison"]
     capsys.readouterr()
     assert main(["compare", "--experiment", "compare", "--last", "5"]) == 0
     table = capsys.readouterr().out.strip().splitlines()

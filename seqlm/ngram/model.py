@@ -24,7 +24,7 @@ from seqlm.errors import SeqlmError
 from seqlm.ngram.files import atomic_dir
 from seqlm.ngram.index import lookup
 from seqlm.ngram.lines import pad_lines
-from seqlm.vocab import EOS_ID, Vocabulary
+from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
 
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
@@ -111,6 +111,44 @@ class NgramModel:
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         """Natural-log probability of each target (the interface every seqlm model shares)."""
         return self.score_tokens(stream).log10_prob * LN10
+
+    def next_log10(self, history: np.ndarray) -> np.ndarray:
+        """log10 p(w | history) for every word w: the listed n-gram of the longest context if
+        there is one, else the context's back-off plus the next shorter context's estimate."""
+        size = self.vocab.size
+        rows = lookup(self._keys[0], np.arange(size))
+        dist = np.where(rows >= 0, self.log10_prob[0][np.maximum(rows, 0)], -np.inf)
+        history = np.asarray(history)[len(history) - (self.order - 1) :]
+        for k in range(1, len(history) + 1):
+            row = self._context_row(history[-k:])
+            if row < 0:  # an unlisted context adds nothing, nor do longer ones
+                break
+            dist += self.log10_backoff[k - 1][row]
+            keys = self._keys[k]
+            lo, hi = np.searchsorted(keys, [row * size, (row + 1) * size])
+            dist[self.word[k][lo:hi]] = self.log10_prob[k][lo:hi]
+        return dist
+
+    def _context_row(self, words: np.ndarray) -> int:
+        """Row of the n-gram ``words`` in its order, −1 if unlisted."""
+        row = 0
+        for n, w in enumerate(words):
+            row = int(lookup(self._keys[n], np.array([row * self.vocab.size + int(w)]))[0])
+            if row < 0:
+                break
+        return row
+
+    def sample(self, n_words: int, seed: int = 0) -> np.ndarray:
+        """``n_words`` ids drawn one at a time; each line starts from ``<s>``, ends at ``</s>``."""
+        rng = np.random.default_rng(seed)
+        out = np.empty(n_words, dtype=np.int64)
+        history = [BOS_ID]
+        for i in range(n_words):
+            p = 10.0 ** self.next_log10(np.array(history))
+            p[BOS_ID] = 0.0
+            out[i] = rng.choice(len(p), p=p / p.sum())
+            history = [BOS_ID] if out[i] == EOS_ID else [*history, int(out[i])]
+        return out
 
     def save(self, folder: Path) -> None:
         """Arrow IPC per order plus the vocabulary: loads in milliseconds, unlike ARPA text."""
