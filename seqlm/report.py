@@ -84,6 +84,8 @@ def to_markdown(frame: pl.DataFrame) -> str:
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
+            if value >= 1000:
+                return f"{value:,.0f}"
             return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.2e}"
         if isinstance(value, int):
             return f"{value:,}"

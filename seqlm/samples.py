@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from seqlm.vocab import EOS_ID, Vocabulary
+from seqlm.vocab import EOS, EOS_ID, Vocabulary
 
 
 class Sampler(Protocol):
@@ -16,8 +16,9 @@ class Sampler(Protocol):
 def sample_lines(
     model: Sampler, vocab: Vocabulary, n_lines: int = 3, seed: int = 0, max_words: int = 400
 ) -> list[str]:
-    """Up to ``n_lines`` complete lines (ids drawn until ``</s>``), tokens joined by spaces."""
+    """Up to ``n_lines`` complete lines (ids drawn until ``</s>``), tokens joined by spaces; a
+    line the model ended at once shows as its ``</s>``."""
     ids = model.sample(max_words, seed)
     ends = np.flatnonzero(ids == EOS_ID)[:n_lines]
     starts = np.concatenate(([0], ends[:-1] + 1))
-    return [" ".join(vocab.decode(ids[a:b])) for a, b in zip(starts, ends, strict=True)]
+    return [" ".join(vocab.decode(ids[a:b])) or EOS for a, b in zip(starts, ends, strict=True)]
