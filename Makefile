@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint format server serve ui clean
+.PHONY: run test lint format kenlm server serve ui clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ run: $(INSTALLED)  ## the whole pipeline on the bundled corpus; prints the compa
 
 test: $(INSTALLED) lint  ## lint, format check, then the test suite
 	$(BIN)/pytest
+
+kenlm: $(INSTALLED)  ## the kenlm package (built from source), for the ARPA agreement test
+	$(BIN)/python -c "import kenlm" 2>/dev/null || $(BIN)/pip install --quiet kenlm
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
