@@ -90,10 +90,13 @@ class Store:
         plan: Plan,
         produce: Callable[[Path], Mapping[str, int]],
         note: Mapping[str, Any] | None = None,
+        resumable: bool = False,
     ) -> Artifact:
         """The planned artifact: found by key, or made by ``produce(tmp_dir) -> row counts``.
 
         ``note`` goes into the manifest as information only (a source path): never into the key.
+        ``resumable``: the work folder is ``.work-<key>`` and survives a failure, so a re-run
+        hands ``produce`` what the failed run left there (a training checkpoint) to go on from.
         """
         stage, key = plan.stage, plan.key
         found = self.get(stage, key)
@@ -103,23 +106,33 @@ class Store:
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         self._clear_stale(final.parent)
-        tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        if resumable:
+            tmp = final.parent / f".work-{key}"
+            tmp.mkdir(exist_ok=True)
+        else:
+            tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
         start = time.perf_counter()
         try:
             rows = dict(produce(tmp))
-            manifest = {
-                "stage": stage,
-                "key": key,
-                "version": plan.version,
-                "config": plan.config,
-                "inputs": plan.inputs,
-                "note": dict(note or {}),
-                "rows": rows,
-                "seconds": round(time.perf_counter() - start, 3),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        except BaseException:
+            if not resumable:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        seconds = round(time.perf_counter() - start, 3)
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "version": plan.version,
+            "config": plan.config,
+            "inputs": plan.inputs,
+            "note": dict(note or {}),
+            "rows": rows,
+            "seconds": seconds,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        try:
             os.rename(tmp, final)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -127,11 +140,8 @@ class Store:
                 raise
             # Another run finished the same work first: its folder is equal by construction.
             log.info("%s %s: built concurrently, kept the first", stage, key)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         else:
-            log.info("%s %s: built in %.2f s", stage, key, manifest["seconds"])
+            log.info("%s %s: built in %.2f s", stage, key, seconds)
         return Artifact(stage, key, final)
 
     @staticmethod

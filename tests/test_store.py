@@ -78,3 +78,25 @@ def test_concurrent_builds_agree(tmp_path):
     folder = tmp_path / "stage"
     assert [p.name for p in folder.iterdir()] == [plan().key]
     assert (folder / plan().key / MANIFEST).is_file()
+
+
+def test_a_resumable_stage_keeps_its_work_after_a_failure(tmp_path):
+    store = Store(tmp_path)
+    seen = []
+
+    def crash(out):
+        seen.append(sorted(p.name for p in out.iterdir()))
+        (out / "checkpoint").write_text("epoch 1")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.build(plan(), crash, resumable=True)
+
+    def resume(out):
+        seen.append(sorted(p.name for p in out.iterdir()))
+        return {"epochs": 2}
+
+    done = store.build(plan(), resume, resumable=True)
+    assert seen == [[], ["checkpoint"]]
+    assert (done.path / "checkpoint").read_text() == "epoch 1"
+    assert not list((tmp_path / "stage").glob(".work-*"))
