@@ -249,15 +249,3 @@ def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(text.split()) <= set(words) | {"<unk>"}
     assert main(["rnn", "score", str(data / "toy.test.txt"), str(data / "toy.test.txt")]) == 1
     assert "not a readable checkpoint" in capsys.readouterr().err
-
-
-@pytest.mark.gpu
-def test_training_on_cuda(tmp_path: Path) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    config = replace(TINY, epochs=4, patience=0, optimizer="adamw", lr=0.01, device="cuda")
-    result = train(pattern_stream(300), pattern_stream(40, seed=1), V, config, tmp_path, "k")
-    assert result.device.startswith("cuda") and result.valid_ppl < 2.5
-    model, _ = load_model(tmp_path / "best.pt", "cuda")
-    lp = score_stream(model, pattern_stream(40, seed=1), reset_each_line=True)
-    assert np.isfinite(lp).all()

@@ -186,6 +186,7 @@ def train_command(args: argparse.Namespace) -> int:
         "stopped": result.stopped,
         "wall_s": result.wall_s,
         "device": result.device,
+        "precision": result.precision,
         "vocab_size": vocab.size,
         "checkpoint": str(result.checkpoint),
         "config": asdict(config),

@@ -128,3 +128,6 @@ class RNNScorer:
         return score_stream(
             self.model, stream, reset_each_line=self.reset_each_line, columns=self.columns
         )
+
+    def sample(self, n_words: int, seed: int = 0) -> np.ndarray:
+        return sample(self.model, n_words, seed=seed)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from seqlm.errors import SeqlmError
 from seqlm.rnn.checkpoint import read_checkpoint, save_checkpoint
-from seqlm.rnn.model import RNNLM, ModelConfig, detach
+from seqlm.rnn.model import RNNLM, Hidden, ModelConfig, detach
 from seqlm.rnn.score import score_stream
 from seqlm.vocab import EOS_ID
 
@@ -41,20 +41,24 @@ BUDGET_FIELDS = ("epochs", "max_minutes", "device", "patience", "log_every_s")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training hyperparameter; the defaults are Zaremba et al.'s small LSTM on PTB."""
+    """Every training hyperparameter; the defaults are Zaremba et al.'s small LSTM on PTB.
+
+    The loss is the mean over a window's tokens. Zaremba et al. sum over the ``bptt`` steps (and
+    average over the batch), so their lr 1 and clip 5 are lr ``bptt`` and clip ``5 / bptt`` here.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     bptt: int = 35
     batch_size: int = 20
     optimizer: str = "sgd"  # or "adamw"
-    lr: float = 1.0
+    lr: float = 35.0
     weight_decay: float = 0.0  # AdamW's decoupled decay
-    clip: float = 5.0  # max gradient norm
+    clip: float = 5 / 35  # max gradient norm
     # "plateau": lr *= lr_decay after an epoch whose validation loss did not improve;
     # "fixed": lr *= lr_decay after every epoch past the first ``decay_after`` (Zaremba).
     schedule: str = "fixed"
     lr_decay: float = 0.5
-    decay_after: int = 5
+    decay_after: int = 4
     patience: int = 3  # stop after this many epochs without a better validation loss (0: never)
     epochs: int = 13
     max_minutes: float = 0.0  # wall-clock budget over all (resumed) runs; 0: none
@@ -99,6 +103,7 @@ class TrainResult:
     steps: int
     tokens_per_second: float
     device: str
+    precision: str  # "bf16" (autocast) or "fp32"
     stopped: str  # "epochs", "time" or "early_stopping"
     wall_s: float
     checkpoint: Path | None  # best.pt
@@ -161,6 +166,29 @@ def _make_optimizer(model: RNNLM, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr)
+
+
+def train_step(
+    model: RNNLM,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hidden: Hidden,
+    clip: float,
+    autocast: torch.autocast,
+) -> tuple[torch.Tensor, Hidden]:
+    """One truncated-BPTT update on the window ``x`` → ``y``: the state comes in detached, the
+    gradient norm is clipped. Returns the window's mean loss (a device scalar) and the new state."""
+    hidden = detach(hidden)
+    with autocast:
+        out, hidden = model(x, hidden)
+        logits = model.decoder(out)
+    loss = F.cross_entropy(logits.view(-1, model.vocab_size).float(), y.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.detach(), hidden
 
 
 def _resume_config(state: dict[str, Any], config: TrainConfig, path: Path) -> TrainConfig:
@@ -243,7 +271,6 @@ def train(
     rows, batch_size, bptt = data.shape[0], config.batch_size, config.bptt
     windows = math.ceil((rows - 1) / bptt)
     budget_s = config.max_minutes * 60 - elapsed_before if config.max_minutes else math.inf
-    params = list(model.parameters())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     stopped, train_s, train_tokens = "epochs", 0.0, 0
     log.info(
@@ -267,20 +294,12 @@ def train(
                 stopped = "time"
                 break
             seq = min(bptt, rows - 1 - i)
-            x, y = data[i : i + seq], data[i + 1 : i + 1 + seq]
-            hidden = detach(hidden)
-            with autocast:
-                out, hidden = model(x, hidden)
-                logits = model.decoder(out)
-            loss = F.cross_entropy(logits.view(-1, vocab_size).float(), y.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.clip)
-            optimizer.step()
+            y = data[i + 1 : i + 1 + seq]
+            loss, hidden = train_step(model, optimizer, data[i : i + seq], y, hidden, config.clip,
+                                      autocast)  # fmt: skip
             step += 1
             tokens += y.numel()
             # Kept on the device: no host sync per step, yet the first bad step is known.
-            loss = loss.detach()
             loss_sum += loss * y.numel()
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
             now = time.monotonic()
@@ -370,6 +389,7 @@ def train(
         steps=step,
         tokens_per_second=train_tokens / train_s if train_s else 0.0,
         device=str(device),
+        precision="bf16" if bf16 else "fp32",
         stopped=stopped,
         wall_s=time.monotonic() - started,
         checkpoint=best_path if best_path is not None and best_path.exists() else None,
