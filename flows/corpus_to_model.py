@@ -30,14 +30,20 @@ from tasks.stages import (
     ingest_source,
     interpolate_models,
     merge_counts,
+    train_rnn,
 )
 from tasks.tracking import Tracker
 
 
 def fit_models(
-    store: Path, cfg: PipelineConfig, vocab: Artifact, counts: list[Artifact]
+    store: Path,
+    cfg: PipelineConfig,
+    vocab: Artifact,
+    counts: list[Artifact],
+    shards: list[Artifact],
 ) -> list[Fitted]:
-    """Every configured model, cheapest first: the unigram, one n-gram per order."""
+    """Every configured model, cheapest first: the unigram, one n-gram per order, then each
+    recurrent model."""
     fitted = [
         Fitted(
             "unigram",
@@ -60,6 +66,11 @@ def fit_models(
                     params | {"order": order},
                 )
             )
+    rnn_params = {k: v for k, v in asdict(cfg.rnn).items() if k != "models"}
+    for model in cfg.rnn.models:
+        size = f"{cfg.rnn.nlayers}x{cfg.rnn.nhid}"
+        trained = train_rnn(store, vocab, shards, model, cfg.rnn)
+        fitted.append(Fitted(model, "rnn", size, trained, rnn_params | {"model": model}))
     return fitted
 
 
@@ -144,14 +155,23 @@ def corpus_to_model(
         tags=keys,
     )
     try:
-        fitted = fit_models(store, cfg, vocab, counts)
+        fitted = fit_models(store, cfg, vocab, counts, shards)
         evaluations = {f.name: evaluate_model(store, f.model, vocab, shards) for f in fitted}
+        # The like-for-like figure: recurrent state restarted at every line, as n-gram context is.
+        line_reset = {
+            f.name: evaluate_model(store, f.model, vocab, shards, line_reset=True)
+            for f in fitted
+            if f.family == "rnn"
+        }
         mixture = best_mixture(store, fitted, evaluations)
         if mixture is not None:
             fitted.append(mixture)
             evaluations[mixture.name] = mixture.model
         compared = compare_models(store, evaluations)  # refuses models scored on other targets
-        results = [track_model(experiment, parent, f, evaluations[f.name], keys) for f in fitted]
+        results = [
+            track_model(experiment, parent, f, evaluations[f.name], line_reset.get(f.name), keys)
+            for f in fitted
+        ]
         rows = publish_comparison(experiment, parent, results, compared)
         champion(experiment, parent, corpus, cfg, vocab, fitted, results, keys)
         samples = sample_models(experiment, parent, fitted, vocab)

@@ -20,6 +20,7 @@ from seqlm.corpus import TOKENIZERS
 from seqlm.errors import SeqlmError
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
+from seqlm.rnn.model import MODELS as RNN_MODELS
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,36 @@ class NgramConfig:
 
 
 @dataclass(frozen=True)
+class RnnConfig:
+    """Recurrent models trained by truncated BPTT; small and time-boxed by default, so the whole
+    pipeline fits in a couple of minutes on two CPU cores (a GPU trains the same config faster)."""
+
+    models: list[str] = field(default_factory=lambda: ["rnn_tanh", "lstm"])  # or gru; [] for none
+    emsize: int = 128
+    nhid: int = 128
+    nlayers: int = 1
+    dropout: float = 0.1
+    tied: bool = False
+    bptt: int = 35
+    batch_size: int = 20
+    optimizer: str = "adamw"  # or sgd (with lr ~1 and annealing on a validation plateau)
+    lr: float = 0.003
+    epochs: int = 20
+    max_minutes: float = 0.5  # per model: the time budget ends training
+    device: str = "auto"  # auto: CUDA when there is one, else CPU
+    seed: int = 1111
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.models) - set(RNN_MODELS))
+        if unknown:
+            raise SeqlmError(
+                f"rnn.models: unknown model {unknown[0]!r} (choose from {', '.join(RNN_MODELS)})"
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise SeqlmError(f"rnn.device must be auto, cpu or cuda, not {self.device!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     store: str = "data/store"  # the artifact store's root
     experiment: str = "seqlm"  # the MLflow experiment
@@ -101,6 +132,7 @@ class PipelineConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     unigram: UnigramConfig = field(default_factory=UnigramConfig)
     ngram: NgramConfig = field(default_factory=NgramConfig)
+    rnn: RnnConfig = field(default_factory=RnnConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -30,6 +30,7 @@ class ModelResult:
     parameters: int
     test_ppl: float
     test_ppl_no_unk: float
+    test_ppl_line_reset: float | None  # state restarted at each line (n-grams: always so)
     valid_ppl: float
     oov: int
     targets: int
@@ -39,9 +40,19 @@ class ModelResult:
 
     @classmethod
     def from_metrics(
-        cls, fitted: Fitted, metrics: Mapping[str, Any], train_seconds: float
+        cls,
+        fitted: Fitted,
+        metrics: Mapping[str, Any],
+        train_seconds: float,
+        line_reset: Mapping[str, Any] | None = None,
     ) -> ModelResult:
+        """``line_reset``: the metrics of a recurrent model scored with its state restarted at
+        every line; an n-gram model's own context always restarts there."""
         test, valid = metrics["test"], metrics["valid"]
+        if line_reset is not None:
+            reset_ppl = line_reset["test"]["ppl"]
+        else:
+            reset_ppl = test["ppl"] if fitted.family in ("unigram", "ngram") else None
         return cls(
             model=fitted.name,
             family=fitted.family,
@@ -49,6 +60,7 @@ class ModelResult:
             parameters=int(metrics["num_parameters"]),
             test_ppl=test["ppl"],
             test_ppl_no_unk=test["ppl_no_unk"],
+            test_ppl_line_reset=reset_ppl,
             valid_ppl=valid["ppl"],
             oov=test["oov"],
             targets=test["targets"],
@@ -71,7 +83,8 @@ class ModelResult:
 # The one asymmetry of the conventions, stated wherever the table is shown.
 LIKE_FOR_LIKE = (
     "All models predict the same targets (every token and one </s> per line). N-gram contexts "
-    "restart at every line; recurrent models carry their state across lines."
+    "restart at every line; recurrent models carry their state across lines (test_ppl), and "
+    "test_ppl_line_reset restarts it at every line too, for a like-for-like figure."
 )
 
 
@@ -87,6 +100,8 @@ def to_markdown(frame: pl.DataFrame) -> str:
             if value >= 1000:
                 return f"{value:,.0f}"
             return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.2e}"
+        if value is None:
+            return "–"
         if isinstance(value, int):
             return f"{value:,}"
         return str(value)

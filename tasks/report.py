@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -12,7 +14,14 @@ from prefect.cache_policies import NO_CACHE
 
 from seqlm.report import LIKE_FOR_LIKE, Fitted, ModelResult, comparison_frame, to_markdown
 from seqlm.samples import sample_lines
-from seqlm.stages import CHART_FILE, LOADERS, TOKENS_FILE, load_metrics, load_vocabulary
+from seqlm.stages import (
+    CHART_FILE,
+    HISTORY_FILE,
+    LOADERS,
+    TOKENS_FILE,
+    load_metrics,
+    load_vocabulary,
+)
 from seqlm.store import Artifact
 from tasks.tracking import Tracker
 
@@ -26,12 +35,17 @@ def track_model(
     parent_run: str,
     fitted: Fitted,
     evaluation: Artifact,
+    line_reset: Artifact | None,
     tags: Mapping[str, str],
 ) -> ModelResult:
-    """A child run with the model's params, its metrics and its small model files."""
+    """A child run with the model's params, its metrics (per epoch too, for a recurrent model)
+    and its model files (big n-gram tables stay in the store, referenced by key)."""
     model = fitted.model
     result = ModelResult.from_metrics(
-        fitted, load_metrics(evaluation), train_seconds=model.manifest["seconds"]
+        fitted,
+        load_metrics(evaluation),
+        train_seconds=model.manifest["seconds"],
+        line_reset=load_metrics(line_reset) if line_reset else None,
     )
     tracker = Tracker(experiment)
     run = tracker.start_run(
@@ -40,11 +54,20 @@ def track_model(
         tags={"family": fitted.family, **tags},
         parent=parent_run,
     )
-    tracker.log_metrics(run, result.metrics())
-    tracker.log_metrics(run, {"num_parameters": result.parameters, "oov": result.oov})
-    for path in sorted(model.path.iterdir()):
+    # Per-epoch curves first, then the final figures at the last step: MLflow shows the latest.
+    history = model.path / HISTORY_FILE
+    epochs = json.loads(history.read_text()) if history.exists() else []
+    for epoch in epochs:
+        metrics = {k: epoch[k] for k in ("train_ppl", "valid_ppl", "tokens_per_second", "lr")}
+        tracker.log_metrics(run, metrics, step=int(epoch["epoch"]))
+    final = result.metrics() | {"num_parameters": result.parameters, "oov": result.oov}
+    if result.test_ppl_line_reset is not None:
+        final["test_ppl_line_reset"] = result.test_ppl_line_reset
+    tracker.log_metrics(run, final, step=int(epochs[-1]["epoch"]) if epochs else 0)
+    for path in sorted(p for p in model.path.rglob("*") if p.is_file()):
         if path.stat().st_size <= MAX_LOGGED_BYTES:
-            tracker.log_path(run, path, "model")
+            folder = path.parent.relative_to(model.path)
+            tracker.log_path(run, path, str(Path("model") / folder))
     tracker.finish(run)
     return result
 

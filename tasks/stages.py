@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 
 from seqlm import stages
-from seqlm.config import CorpusConfig, NgramConfig, UnigramConfig, VocabConfig
+from seqlm.config import CorpusConfig, NgramConfig, RnnConfig, UnigramConfig, VocabConfig
 from seqlm.corpus import Source
 from seqlm.store import Artifact, Store
 from tasks.cache import store_cache_key
@@ -46,11 +46,23 @@ def fit_unigram(store: Path, vocab: Artifact, config: UnigramConfig) -> Artifact
     return stages.unigram(Store(store), vocab, config)
 
 
+@task(name="rnn", cache_key_fn=store_cache_key(stages.plan_rnn), persist_result=True)
+def train_rnn(
+    store: Path, vocab: Artifact, shards: Sequence[Artifact], model: str, config: RnnConfig
+) -> Artifact:
+    """Training logs its progress through the ``seqlm`` loggers (Prefect's run log), throttled."""
+    return stages.rnn(Store(store), vocab, shards, model, config)
+
+
 @task(name="evaluate", cache_key_fn=store_cache_key(stages.plan_evaluation), persist_result=True)
 def evaluate_model(
-    store: Path, model: Artifact, vocab: Artifact, shards: Sequence[Artifact]
+    store: Path,
+    model: Artifact,
+    vocab: Artifact,
+    shards: Sequence[Artifact],
+    line_reset: bool = False,
 ) -> Artifact:
-    return stages.evaluation(Store(store), model, vocab, shards)
+    return stages.evaluation(Store(store), model, vocab, shards, line_reset)
 
 
 @task(

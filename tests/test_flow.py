@@ -26,20 +26,35 @@ def corpus(tmp_path):
     return path
 
 
-def config(tmp_path, experiment: str) -> dict:
+def config(tmp_path, experiment: str, rnn: bool = False) -> dict:
+    """Unigram, KN 2 and 3, and with ``rnn`` a tiny LSTM (one short epoch)."""
     return {
         "run": {"store": str(tmp_path / "store"), "experiment": experiment},
         "ngram": {"orders": [2, 3]},
+        "rnn": {
+            "models": ["lstm"] if rnn else [],
+            "emsize": 16,
+            "nhid": 16,
+            "dropout": 0.0,
+            "epochs": 1,
+            "max_minutes": 0.1,
+        },
     }
 
 
 def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_path):
-    result = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
+    result = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow", rnn=True))
     rows = result["comparison"]
-    assert [r["model"] for r in rows] == ["unigram", "kn2", "kn3"]
+    names = [r["model"] for r in rows]
+    assert names[:4] == ["unigram", "kn2", "kn3", "lstm"]
+    assert names[4] in ("lstm+kn2", "lstm+kn3")
+    assert [r["family"] for r in rows] == ["unigram", "ngram", "ngram", "rnn", "interpolated"]
     assert len({r["targets"] for r in rows}) == 1 and rows[0]["targets"] > 0
-    # Context helps: each rung of the ladder beats the one below it.
+    # Context helps: each n-gram rung beats the one below it.
     assert rows[0]["test_ppl"] > rows[1]["test_ppl"] > rows[2]["test_ppl"] > 1
+    # The recurrent model also has its like-for-like figure; n-grams' is their own.
+    assert rows[3]["test_ppl_line_reset"] > 1 and rows[4]["test_ppl_line_reset"] is None
+    assert rows[2]["test_ppl_line_reset"] == rows[2]["test_ppl"]
     best = min(rows, key=lambda r: r["valid_ppl"])
 
     client = MlflowClient()
@@ -48,7 +63,7 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert len(parents) == 1
-    assert sorted(children) == ["kn2", "kn3", f"register {best['model']}", "unigram"]
+    assert sorted(children) == sorted([*names, f"register {best['model']}"])
     parent = parents[0]
     for row in rows:
         child = children[row["model"]]
@@ -67,14 +82,22 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
         "samples.md",
     }
     assert logged <= artifacts
-    # Every model writes lines of its own; the unigram's ignore their context.
-    assert sorted(result["samples"]) == ["kn2", "kn3", "unigram"]
-    assert all(len(lines) == 3 and all(lines) for lines in result["samples"].values())
+    # Per-epoch metrics and the learning curve of the recurrent model.
+    lstm = children["lstm"]
+    history = client.get_metric_history(lstm.info.run_id, "train_ppl")
+    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    assert lstm.data.metrics["valid_ppl"] == pytest.approx(rows[3]["valid_ppl"])
+    files = {a.path for a in client.list_artifacts(lstm.info.run_id, "model")}
+    assert {"model/learning_curve.png", "model/checkpoint"} <= files
+    # Every model but the interpolation writes lines of its own.
+    assert sorted(result["samples"]) == sorted(names[:4])
+    assert all(len(result["samples"][name]) == 3 for name in names[:3])
+    assert all(all(lines) for lines in result["samples"].values())
 
     # A second run finds every stage in the store and records a new pipeline run.
     store = tmp_path / "store"
     built = {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")}
-    again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow"))
+    again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow", rnn=True))
     assert again["comparison"] == rows
     assert {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")} == built
     # One registration run (the first champion) beside two pipelines of 1 + len(rows) runs.
@@ -82,7 +105,9 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
 
 
 def test_champion_reloads_from_the_registry(prefect_server, corpus, tmp_path):
-    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry"))["comparison"]
+    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry", rnn=True))[
+        "comparison"
+    ]
     name = registered_name(str(corpus))
     client = MlflowClient()
     champion = client.get_model_version_by_alias(name, CHAMPION)
@@ -98,14 +123,15 @@ def test_champion_reloads_from_the_registry(prefect_server, corpus, tmp_path):
     assert np.exp(-scores["logprob"].mean()) == pytest.approx(best["test_ppl"], rel=1e-9)
 
     # A run that does not beat it leaves the alias where it was.
-    corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry"))
+    corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry", rnn=True))
     assert client.get_model_version_by_alias(name, CHAMPION).version == champion.version
 
 
 def test_cli_run_writes_the_report(prefect_server, corpus, tmp_path, capsys):
     report = tmp_path / "r.json"
-    store = f"store={tmp_path / 'store'}"
-    assert main(["run", "--corpus", str(corpus), "--set", store, "--report", str(report)]) == 0
+    sets = [f"store={tmp_path / 'store'}", "orders=[2]", "rnn.models=[]"]
+    args = ["run", "--corpus", str(corpus), "--report", str(report)]
+    assert main([*args, *(x for item in sets for x in ("--set", item))]) == 0
     rows = json.loads(report.read_text())
     assert {"model", "test_ppl", "test_ppl_no_unk", "oov", "targets"} <= set(rows[0])
     assert "| unigram |" in capsys.readouterr().out

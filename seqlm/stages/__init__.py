@@ -30,7 +30,19 @@ from seqlm.stages.evaluation import (
     plan_evaluation,
     plan_interpolation,
 )
-from seqlm.stages.models import LOADERS, MODEL, ngram, plan_ngram, plan_unigram, unigram
+from seqlm.stages.models import (
+    CHECKPOINTS,
+    CURVE_FILE,
+    HISTORY_FILE,
+    LOADERS,
+    MODEL,
+    ngram,
+    plan_ngram,
+    plan_rnn,
+    plan_unigram,
+    rnn,
+    unigram,
+)
 
 # Every stage's folder name in the store, in pipeline order.
 STAGES = (
@@ -40,6 +52,7 @@ STAGES = (
     "tables",
     "unigram",
     "ngram",
+    "rnn",
     "evaluate",
     "interpolate",
     "compare",
@@ -47,7 +60,10 @@ STAGES = (
 
 __all__ = [
     "CHART_FILE",
+    "CHECKPOINTS",
+    "CURVE_FILE",
     "EVAL_SPLITS",
+    "HISTORY_FILE",
     "LOADERS",
     "MODEL",
     "STAGES",
@@ -69,9 +85,11 @@ __all__ = [
     "plan_ingest",
     "plan_interpolation",
     "plan_ngram",
+    "plan_rnn",
     "plan_shard_counts",
     "plan_unigram",
     "plan_vocabulary",
+    "rnn",
     "shard_counts",
     "unigram",
     "vocabulary",

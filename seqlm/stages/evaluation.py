@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,30 @@ CHART_FILE = "perplexity.png"
 EVAL_SPLITS = ("valid", "test")
 
 
-def plan_evaluation(model: Artifact, vocab: Artifact, shards: Sequence[Artifact]) -> Plan:
+def plan_evaluation(
+    model: Artifact, vocab: Artifact, shards: Sequence[Artifact], line_reset: bool = False
+) -> Plan:
     inputs = {"model": f"{model.stage}/{model.key}", "vocab": vocab.key}
-    return Plan("evaluate", 1, {}, inputs | {"shards": [s.key for s in shards]})
+    config = {"line_reset": True} if line_reset else {}
+    return Plan("evaluate", 1, config, inputs | {"shards": [s.key for s in shards]})
 
 
 def evaluation(
-    store: Store, model: Artifact, vocab: Artifact, shards: Sequence[Artifact]
+    store: Store,
+    model: Artifact,
+    vocab: Artifact,
+    shards: Sequence[Artifact],
+    line_reset: bool = False,
 ) -> Artifact:
     """Per-target log-probabilities (``<split>.parquet``) and perplexities of a model on valid
-    and test."""
+    and test. ``line_reset``: a recurrent model's state restarts at every line, as an n-gram
+    model's context does (the like-for-like figure)."""
 
     def produce(out: Path) -> dict[str, int]:
         v = load_vocabulary(vocab)
         lm = LOADERS[model.stage](model.path)
+        if line_reset:
+            lm = replace(lm, reset_each_line=True)
         scores = {}
         for split in EVAL_SPLITS:
             targets = v.stream(corpus.load_split([s.path for s in shards], split))
@@ -48,7 +59,7 @@ def evaluation(
             scores[split] = (targets, logprobs, time.perf_counter() - start)
         return _write_scores(out, scores, {"num_parameters": model.manifest["rows"]["parameters"]})
 
-    return store.build(plan_evaluation(model, vocab, shards), produce)
+    return store.build(plan_evaluation(model, vocab, shards, line_reset), produce)
 
 
 def plan_interpolation(a: Artifact, b: Artifact) -> Plan:

@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from seqlm.config import NgramConfig, UnigramConfig
+from seqlm import corpus
+from seqlm.config import NgramConfig, RnnConfig, UnigramConfig
 from seqlm.errors import SeqlmError
 from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
 from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
+from seqlm.rnn import (
+    ModelConfig,
+    RNNScorer,
+    TrainConfig,
+    load_model,
+    plot_learning_curve,
+    resolve_device,
+    train,
+)
 from seqlm.stages.data import TABLES, load_vocabulary
 from seqlm.store import Artifact, Plan, Store
 from seqlm.unigram import UnigramModel
 from seqlm.vocab import Vocabulary
 
 MODEL = "model"
+CHECKPOINTS = "checkpoint"  # a recurrent model's folder: best.pt (weights, config, vocab key)
+HISTORY_FILE = "history.json"  # per-epoch train/valid perplexity, tokens/s, learning rate
+CURVE_FILE = "learning_curve.png"
 
 
 class LanguageModel(Protocol):
@@ -74,8 +88,75 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
     return store.build(plan_ngram(tables, order, config), produce)
 
 
+def plan_rnn(vocab: Artifact, shards: Sequence[Artifact], model: str, config: RnnConfig) -> Plan:
+    settings = {k: v for k, v in asdict(config).items() if k != "models"} | {"model": model}
+    return Plan("rnn", 1, settings, {"vocab": vocab.key, "shards": [s.key for s in shards]})
+
+
+def rnn(
+    store: Store,
+    vocab: Artifact,
+    shards: Sequence[Artifact],
+    model: str,
+    config: RnnConfig,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> Artifact:
+    """A recurrent model trained on the shards' train split, early-stopped on valid; a run cut
+    short (a crash, a stop) resumes from its last epoch's checkpoint."""
+
+    def produce(out: Path) -> dict[str, Any]:
+        v = load_vocabulary(vocab)
+        folders = [s.path for s in shards]
+        checkpoints = out / CHECKPOINTS
+        result = train(
+            v.stream(corpus.load_split(folders, "train")),
+            v.stream(corpus.load_split(folders, "valid")),
+            v.size,
+            train_config(model, config),
+            checkpoints,
+            vocab_key=vocab.key,
+            resume=(checkpoints / "last.pt").exists(),
+            on_epoch=on_epoch,
+        )
+        (checkpoints / "last.pt").unlink(missing_ok=True)  # best.pt is the model
+        (out / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
+        plot_learning_curve(result.history, out / CURVE_FILE, title=f"{model} learning curve")
+        return {
+            "parameters": sum(p.numel() for p in result.model.parameters()),
+            "epochs": result.epochs,
+            "tokens_per_second": round(result.tokens_per_second),
+            "device": result.device,
+            "stopped": result.stopped,
+        }
+
+    return store.build(plan_rnn(vocab, shards, model, config), produce, resumable=True)
+
+
+def train_config(model: str, config: RnnConfig) -> TrainConfig:
+    shape = ModelConfig(
+        model, config.emsize, config.nhid, config.nlayers, config.dropout, config.tied
+    )
+    return TrainConfig(
+        model=shape,
+        bptt=config.bptt,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        schedule="plateau",
+        epochs=config.epochs,
+        max_minutes=config.max_minutes,
+        device=config.device,
+        seed=config.seed,
+    )
+
+
+def load_rnn(folder: Path) -> RNNScorer:
+    return RNNScorer(load_model(folder / CHECKPOINTS / "best.pt", resolve_device("auto"))[0])
+
+
 # How to load each model stage's artifact for scoring.
 LOADERS: dict[str, Callable[[Path], LanguageModel]] = {
     "unigram": UnigramModel.load,
     "ngram": lambda path: NgramModel.load(path / MODEL),
+    "rnn": load_rnn,
 }
