@@ -29,6 +29,7 @@ from seqlm.rnn import (
     score_stream,
     train,
 )
+from seqlm.rnn.head import SoftmaxHead
 from seqlm.vocab import BOS_ID, EOS_ID
 
 V = 12
@@ -249,3 +250,20 @@ def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert set(text.split()) <= set(words) | {"<unk>"}
     assert main(["rnn", "score", str(data / "toy.test.txt"), str(data / "toy.test.txt")]) == 1
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_fused_head_equals_autograd_chain(tied: bool) -> None:
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig("gru", 6, 6, 1, tied=tied), V).double()
+    h = torch.randn(2, 15, 6, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, V, (30,))
+    head = SoftmaxHead()
+    for n in (30, 20):  # a shorter last window reuses the buffers
+        loss = head(h.reshape(-1, 6)[:n], model.decoder, targets[:n], torch.float64)
+        ref = F.cross_entropy(model.decoder(h.reshape(-1, 6)[:n]), targets[:n])
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+        got = torch.autograd.grad(loss, [h, *model.decoder.parameters()])
+        want = torch.autograd.grad(ref, [h, *model.decoder.parameters()])
+        for g, w in zip(got, want, strict=True):
+            assert rel_err(g.numpy(), w.numpy()) <= 1e-10

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seqlm.errors import SeqlmError
 from seqlm.rnn.checkpoint import read_checkpoint, save_checkpoint
+from seqlm.rnn.head import SoftmaxHead
 from seqlm.rnn.model import RNNLM, Hidden, ModelConfig, detach
 from seqlm.rnn.score import score_stream
 from seqlm.vocab import EOS_ID
@@ -171,19 +171,20 @@ def _make_optimizer(model: RNNLM, config: TrainConfig) -> torch.optim.Optimizer:
 def train_step(
     model: RNNLM,
     optimizer: torch.optim.Optimizer,
+    head: SoftmaxHead,
     x: torch.Tensor,
     y: torch.Tensor,
     hidden: Hidden,
     clip: float,
-    autocast: torch.autocast,
+    bf16: bool,
 ) -> tuple[torch.Tensor, Hidden]:
     """One truncated-BPTT update on the window ``x`` → ``y``: the state comes in detached, the
     gradient norm is clipped. Returns the window's mean loss (a device scalar) and the new state."""
     hidden = detach(hidden)
-    with autocast:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out, hidden = model(x, hidden)
-        logits = model.decoder(out)
-    loss = F.cross_entropy(logits.view(-1, model.vocab_size).float(), y.reshape(-1))
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    loss = head(out.reshape(-1, out.shape[-1]), model.decoder, y.reshape(-1), dtype)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -262,7 +263,7 @@ def train(
         epoch, step, elapsed_before = state["epoch"], state["step"], state["elapsed_s"]
         history = state["history"]
         torch.set_rng_state(state["rng"]["torch"].cpu())
-        if device.type == "cuda" and state["rng"]["cuda"]:
+        if device.type == "cuda" and state["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
         if best_path is not None and best_path.exists():
             best_state = read_checkpoint(best_path, device)["model"]
@@ -271,7 +272,7 @@ def train(
     rows, batch_size, bptt = data.shape[0], config.batch_size, config.bptt
     windows = math.ceil((rows - 1) / bptt)
     budget_s = config.max_minutes * 60 - elapsed_before if config.max_minutes else math.inf
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    head = SoftmaxHead()
     stopped, train_s, train_tokens = "epochs", 0.0, 0
     log.info(
         "training %s %d×%d on %s (%s), %d tokens, %d windows of %d × %d per epoch",
@@ -295,8 +296,8 @@ def train(
                 break
             seq = min(bptt, rows - 1 - i)
             y = data[i + 1 : i + 1 + seq]
-            loss, hidden = train_step(model, optimizer, data[i : i + seq], y, hidden, config.clip,
-                                      autocast)  # fmt: skip
+            loss, hidden = train_step(model, optimizer, head, data[i : i + seq], y, hidden,
+                                      config.clip, bf16)  # fmt: skip
             step += 1
             tokens += y.numel()
             # Kept on the device: no host sync per step, yet the first bad step is known.
