@@ -53,12 +53,14 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class VocabConfig:
-    min_count: int = 2  # rarer training types become <unk>, which gives <unk> a real estimate
+    # Rarer training types become <unk>. 0 (auto): 1 when the text already spells <unk> (a cut
+    # vocabulary, as Penn Treebank's), else 2, so that <unk> gets a real estimate.
+    min_count: int = 0
     max_size: int = 0  # entries including the specials; 0: no limit
 
     def __post_init__(self) -> None:
-        if self.min_count < 1:
-            raise SeqlmError(f"vocab.min_count must be at least 1, not {self.min_count}")
+        if self.min_count < 0:
+            raise SeqlmError(f"vocab.min_count must be 0 (auto) or more, not {self.min_count}")
         if self.max_size < 0 or 0 < self.max_size <= 3:
             raise SeqlmError(f"vocab.max_size must be 0 (no limit) or above 3, not {self.max_size}")
 

@@ -81,9 +81,14 @@ class Vocabulary:
         return self.tokens.gather(np.asarray(ids, dtype=np.int64)).to_list()
 
 
+AUTO_MIN_COUNT = 0
+
+
 def build_vocabulary(train: pl.DataFrame, min_count: int = 1, max_size: int = 0) -> Vocabulary:
     """The vocabulary of the training lines: types seen ``min_count`` times, at most ``max_size``
-    entries in all (0: no limit), specials included."""
+    entries in all (0: no limit), specials included. ``min_count`` 0 (auto): 1 when the text
+    already spells ``<unk>`` (its vocabulary was cut before, as Penn Treebank's was), else 2, so
+    that ``<unk>`` gets a real estimate from the rarest training words."""
     counts = (
         train.select(pl.col("tokens").explode().alias("token"))
         .drop_nulls()
@@ -112,8 +117,11 @@ def merge_vocabularies(
 
 def _from_counts(counts: pl.DataFrame, n_lines: int, min_count: int, max_size: int) -> Vocabulary:
     """The vocabulary from ``token, count`` (the specials' own rows count as ``<unk>``)."""
-    if min_count < 1:
-        raise SeqlmError(f"vocabulary min_count must be at least 1, not {min_count}")
+    if min_count < 0:
+        raise SeqlmError(f"vocabulary min_count must be 0 (auto) or more, not {min_count}")
+    if min_count == AUTO_MIN_COUNT:
+        spelled_unk = counts.filter(pl.col("token") == UNK)["count"].sum()
+        min_count = 1 if spelled_unk else 2
     if max_size and max_size <= len(SPECIALS):
         raise SeqlmError(f"vocabulary max_size must exceed {len(SPECIALS)}, not {max_size}")
     if n_lines == 0:

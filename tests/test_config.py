@@ -27,6 +27,7 @@ def test_defaults_file_and_overrides(tmp_path):
         ("nope=1", "unknown config key 'nope'"),
         ("vocab.nope=1", "unknown config key 'vocab.nope'"),
         ("min_count=two", "'vocab.min_count' needs a int, not 'two'"),
+        ("min_count=-1", "0 \\(auto\\) or more"),
         ("min_count=true", "needs a int"),
         ("tokenizer=bpe", "unknown tokenizer 'bpe'"),
         ("min_count", "not key=value"),

@@ -64,6 +64,7 @@ def test_stages_are_reused_by_key(tmp_path):
         "tables": 1,
         "unigram": 2,
         "ngram": 1,
+        "rnn": 0,
         "evaluate": 3,
         "interpolate": 0,
         "compare": 0,

@@ -36,9 +36,18 @@ def test_cut_offs_fold_into_unk():
     # Every training target is counted once: tokens plus one </s> per line.
     assert by_count.counts.sum() == 10 + 3
     with pytest.raises(SeqlmError, match="min_count"):
-        build_vocabulary(TRAIN, min_count=0)
+        build_vocabulary(TRAIN, min_count=-1)
     with pytest.raises(SeqlmError, match="train split is empty"):
         build_vocabulary(lines())
+
+
+def test_auto_min_count_keeps_a_cut_vocabulary_and_cuts_raw_text():
+    # TRAIN spells <unk>: its vocabulary was cut already, so every type stays.
+    assert build_vocabulary(TRAIN, min_count=0).table.equals(build_vocabulary(TRAIN).table)
+    raw = lines("a b a c", "a b d", "b a")
+    auto = build_vocabulary(raw, min_count=0)
+    assert auto.table.equals(build_vocabulary(raw, min_count=2).table)
+    assert auto.counts[UNK_ID] == 2  # c and d give <unk> its training count
 
 
 def test_stream_is_tokens_then_eos_per_line():
@@ -59,7 +68,7 @@ def test_merged_shard_vocabularies_equal_the_whole():
     shards = [lines("a b a c", "a b <unk> d"), lines("b a", "e e c"), lines("<s> f")]
     whole = pl.concat(shards)
     parts = [build_vocabulary(shard) for shard in shards]
-    for min_count, max_size in [(1, 0), (2, 0), (1, 5)]:
+    for min_count, max_size in [(1, 0), (2, 0), (1, 5), (0, 0)]:
         merged = merge_vocabularies(parts, min_count, max_size)
         assert merged.table.equals(build_vocabulary(whole, min_count, max_size).table)
 
