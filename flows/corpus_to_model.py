@@ -121,16 +121,29 @@ def champion(
 
 @flow(name="corpus-to-model")
 def corpus_to_model(
-    corpus: str = DEFAULT_CORPUS, config: dict[str, Any] | None = None
+    corpus: str = DEFAULT_CORPUS,
+    orders: list[int] | None = None,
+    recurrent_models: list[str] | None = None,
+    max_minutes: float | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train every model of the ladder on ``corpus`` and compare their perplexities.
 
-    ``config`` holds the sections of a seqlm TOML config (``{"vocab": {"min_count": 1}}``);
-    anything left out keeps its default. Returns the comparison (one row per model), a few
-    sampled lines per model and the MLflow parent run's id.
+    ``orders`` (n-gram orders), ``recurrent_models`` (rnn_tanh, lstm, gru) and ``max_minutes``
+    (each recurrent model's training budget) override the matching keys of ``config``, which
+    holds the sections of a seqlm TOML config (``{"vocab": {"min_count": 1}}``); anything left
+    out keeps its default. Returns the comparison (one row per model), a few sampled lines per
+    model and the MLflow parent run's id.
     """
     logger = get_run_logger()
-    cfg = PipelineConfig.from_dict(config or {})
+    overrides = {
+        "ngram.orders": orders,
+        "rnn.models": recurrent_models,
+        "rnn.max_minutes": max_minutes,
+    }
+    cfg = PipelineConfig.from_dict(config or {}).with_values(
+        {key: value for key, value in overrides.items() if value is not None}
+    )
     sources = discover(corpus)
     store = Path(cfg.run.store)
     experiment = cfg.run.experiment

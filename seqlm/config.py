@@ -167,14 +167,22 @@ class PipelineConfig:
         return cls(**built)
 
     def with_overrides(self, overrides: Iterable[str]) -> PipelineConfig:
-        data = self.to_dict()
-        sections = _sections()
+        """``key=value`` strings, the value read as a TOML literal (else as a string)."""
+        values = {}
         for item in overrides:
             name, sep, raw = item.partition("=")
             if not sep:
                 raise SeqlmError(f"override {item!r} is not key=value")
-            section, key = _resolve(name.strip(), sections)
-            data[section][key] = _parse_literal(raw.strip())
+            values[name.strip()] = _parse_literal(raw.strip())
+        return self.with_values(values)
+
+    def with_values(self, values: Mapping[str, Any]) -> PipelineConfig:
+        """Keys (``section.key`` or a unique bare name) set to values, checked like a file's."""
+        data = self.to_dict()
+        sections = _sections()
+        for name, value in values.items():
+            section, key = _resolve(name, sections)
+            data[section][key] = value
         return PipelineConfig.from_dict(data)
 
 

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from tests.helpers import BUNDLED
 
 BIN = Path(sys.executable).parent
+MODEL_FAMILIES = ("unigram", "ngram", "rnn", "interpolated")
 
 
 def free_port() -> int:
@@ -97,8 +98,9 @@ def service(tmp_path_factory) -> Iterator[dict]:
 
 
 def deployment_run(service: dict, *params: str) -> subprocess.CompletedProcess:
+    """`prefect deployment run --watch` with the n-gram rungs only (quick), and ``params``."""
     args = [str(BIN / "prefect"), "deployment", "run", "corpus-to-model/on-demand", "--watch"]
-    for param in params:
+    for param in ("orders=[2, 3]", "recurrent_models=[]", *params):
         args += ["--param", param]
     # The deployment appears once `seqlm serve` has registered it.
     deadline = time.monotonic() + 90
@@ -123,7 +125,9 @@ def test_deployment_run_completes_and_is_tracked(service):
     client = MlflowClient(service["env"]["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("seqlm")
     runs = client.search_runs([experiment.experiment_id])
-    assert {r.data.tags.get("family") for r in runs} >= {None, "unigram"}
+    models = sorted(r.info.run_name for r in runs if r.data.tags.get("family") in MODEL_FAMILIES)
+    assert models == ["kn2", "kn3", "unigram"]  # the orders and recurrent_models parameters
+    assert sum("mlflow.parentRunId" not in r.data.tags for r in runs) == 1
     assert (service["root"] / "data" / "store" / "vocab").is_dir()
 
 
