@@ -76,8 +76,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     model_defaults, train_defaults = ModelConfig(), TrainConfig()
     for flags, defaults in ((_MODEL_FLAGS, model_defaults), (_TRAIN_FLAGS, train_defaults)):
         for flag, name, kind, text in flags:
+            default = getattr(defaults, name)
+            shown = f"{default:.4g}" if isinstance(default, float) else default
             t.add_argument(flag, dest=name, type=kind, default=None, choices=_CHOICES.get(name),
-                           help=f"{text} (default {getattr(defaults, name)})")  # fmt: skip
+                           help=f"{text} (default {shown})")  # fmt: skip
     t.add_argument("--tied", action="store_true", default=None, help="tie input/output embeddings")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")

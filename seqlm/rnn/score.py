@@ -24,6 +24,9 @@ from seqlm.errors import SeqlmError
 from seqlm.rnn.model import RNNLM
 from seqlm.vocab import BOS_ID, EOS_ID
 
+# Positions decoded at once: bounds the (rows, vocabulary) logits (160 MB at 10k types).
+_DECODE_ROWS = 4096
+
 
 def _segments(stream: np.ndarray, reset_each_line: bool, columns: int) -> list[np.ndarray]:
     """Offsets ``[start, end)`` of the segments, cut after ``</s>`` ids."""
@@ -75,10 +78,12 @@ def score_stream(
         hidden = model.init_hidden(len(group))
         for t in range(0, length, window):
             h, hidden = model(inputs[t : t + window], hidden)
-            logp = F.log_softmax(model.decoder(h).float(), dim=-1)
-            lp = logp.gather(-1, targets[t : t + window, :, None]).squeeze(-1)
-            v = valid[t : t + window]
-            out[pos[t : t + window][v]] = lp[v].double()
+            v = valid[t : t + window]  # padding is never decoded
+            h, where, tgt = h[v], pos[t : t + window][v], targets[t : t + window][v]
+            for r in range(0, len(h), _DECODE_ROWS):
+                logp = F.log_softmax(model.decoder(h[r : r + _DECODE_ROWS]).float(), dim=-1)
+                lp = logp.gather(-1, tgt[r : r + _DECODE_ROWS, None]).squeeze(-1)
+                out[where[r : r + _DECODE_ROWS]] = lp.double()
     model.train(was_training)
     return out.cpu().numpy()
 
