@@ -165,3 +165,16 @@ def test_compare_reads_recent_runs_from_mlflow(prefect_server, corpus, tmp_path,
     assert f"{rows[0]['test_ppl']:,.2f}" in table[2]
     assert main(["compare", "--experiment", "nowhere"]) == 1
     assert "no experiment 'nowhere'" in capsys.readouterr().err
+
+
+def test_an_unwritable_mlflow_store_fails_before_any_work(
+    prefect_server, corpus, tmp_path, capsys, monkeypatch
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    store = tmp_path / "store"
+    assert main(["run", "--corpus", str(corpus), "--set", f"store={store}"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("seqlm: error: MLflow store sqlite:///") and "not writable" in line
+    assert not store.exists()  # nothing was ingested, counted or trained

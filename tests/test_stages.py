@@ -133,7 +133,7 @@ def test_interpolation_and_comparison(tmp_path):
     other = stages.evaluation(
         store, stages.unigram(store, other_vocab, config.unigram), other_vocab, shards
     )
-    with pytest.raises(SeqlmError, match="different valid targets"):
+    with pytest.raises(SeqlmError, match="different vocabularies cannot be compared"):
         stages.comparison(store, evaluations | {"other": other})
     assert not list(store.root.glob("compare/.tmp-*"))
 

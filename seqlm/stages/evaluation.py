@@ -15,6 +15,7 @@ import polars as pl
 from seqlm import corpus
 from seqlm.combine import interpolate, tune_weight
 from seqlm.compare import per_token_frame
+from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.plots import perplexity_bars
 from seqlm.stages.data import load_vocabulary
@@ -98,6 +99,11 @@ def comparison(store: Store, evaluations: Mapping[str, Artifact]) -> Artifact:
     of the test split (``tokens.parquet``) and a bar chart of test perplexity
     (``perplexity.png``)."""
 
+    vocabularies = {name: _vocab_key(store, e) for name, e in evaluations.items()}
+    if len(set(vocabularies.values())) > 1:
+        listed = ", ".join(f"{name}: {key}" for name, key in vocabularies.items())
+        raise SeqlmError(f"models scored with different vocabularies cannot be compared ({listed})")
+
     def produce(out: Path) -> dict[str, int]:
         folders = {name: e.path for name, e in evaluations.items()}
         per_token_frame(folders, "valid")
@@ -108,6 +114,17 @@ def comparison(store: Store, evaluations: Mapping[str, Artifact]) -> Artifact:
         return {"targets": tokens.height, "models": len(evaluations)}
 
     return store.build(plan_comparison(evaluations), produce)
+
+
+def _vocab_key(store: Store, evaluation: Artifact) -> str:
+    """The vocabulary an evaluation (or an interpolation of two) was scored with."""
+    inputs = evaluation.manifest["inputs"]
+    if evaluation.stage == "interpolate":
+        part = store.get("evaluate", inputs["a"]) or store.get("interpolate", inputs["a"])
+        if part is None:
+            raise SeqlmError(f"{evaluation.path}: its part {inputs['a']} is not in the store")
+        return _vocab_key(store, part)
+    return inputs["vocab"]
 
 
 def load_metrics(evaluation: Artifact) -> dict[str, Any]:
