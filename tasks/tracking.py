@@ -6,10 +6,12 @@ running in worker threads log to the right run.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,15 @@ class Tracker:
         if uri.startswith("sqlite:///"):
             _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                found.experiment_id if found else self.client.create_experiment(experiment)
-            )
+            # The first client of a new sqlite store creates its tables, and MLflow's tracking
+            # store does so unguarded: runs that start at once would migrate the same file together.
+            with _sqlite_init_lock(uri):
+                self.client = MlflowClient(uri)
+                found = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = (
+                    found.experiment_id if found else self.client.create_experiment(experiment)
+                )
         except Exception as e:  # the store's own error types vary with the backend
             raise SeqlmError(f"MLflow store {uri}: cannot be used ({e})") from None
 
@@ -81,6 +86,19 @@ class Tracker:
 
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+@contextmanager
+def _sqlite_init_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a sqlite store (``mlflow.db.lock``) for its set-up: creating the
+    tables and the experiment once, whatever the number of processes starting together."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    with (db.parent / f"{db.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _check_writable(folder: Path, uri: str) -> None:
