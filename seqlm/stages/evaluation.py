@@ -33,7 +33,7 @@ def plan_evaluation(
 ) -> Plan:
     inputs = {"model": f"{model.stage}/{model.key}", "vocab": vocab.key}
     config = {"line_reset": True} if line_reset else {}
-    return Plan("evaluate", 1, config, inputs | {"shards": [s.key for s in shards]})
+    return Plan("evaluate", 2, config, inputs | {"shards": [s.key for s in shards]})
 
 
 def evaluation(
