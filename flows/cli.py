@@ -13,6 +13,7 @@ import polars as pl
 from seqlm.cli import build_parser, run_command
 from seqlm.config import load_config
 from seqlm.corpus import DEFAULT_CORPUS, discover
+from seqlm.files import atomic_write_text
 from seqlm.report import LIKE_FOR_LIKE, to_markdown
 
 LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
@@ -61,10 +62,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     print(to_markdown(pl.DataFrame(rows)))
     print(LIKE_FOR_LIKE)
     if args.report:
-        report = Path(args.report)
-        tmp = report.with_name(report.name + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=2))
-        tmp.replace(report)
+        atomic_write_text(Path(args.report), json.dumps(rows, indent=2))
     return 0
 
 

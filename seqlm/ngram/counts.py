@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.errors import SeqlmError
-from seqlm.ngram.files import atomic_dir
+from seqlm.files import atomic_dir
 from seqlm.ngram.lines import check_order, pad_lines
 from seqlm.vocab import Vocabulary
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from seqlm.errors import SeqlmError
-from seqlm.ngram.files import atomic_dir
+from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
 from seqlm.ngram.lines import pad_lines
 from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
