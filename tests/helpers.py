@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # conftest imports this module before it sets up the environment
+    import polars as pl
+
+    from seqlm.store import Artifact, Store
+    from seqlm.vocab import Vocabulary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB = SHARED / "ptb"
@@ -13,3 +20,26 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines))
     return path
+
+
+def assert_merged_tables_recount(store: Store, tables: Artifact) -> tuple[Vocabulary, pl.DataFrame]:
+    """Assert that the merged tables of ``tables`` (a ``tables/`` artifact) equal a full recount:
+    the train text of every shard they were merged from, counted at once over their vocabulary,
+    every order. Returns that vocabulary and train text."""
+    from seqlm import corpus, stages
+    from seqlm.ngram import count_ngrams, read_tables
+    from seqlm.ngram.counts import VOCAB_FILE, word_columns
+    from seqlm.vocab import Vocabulary
+
+    folder = tables.path / stages.TABLES
+    vocab = Vocabulary.load(folder / VOCAB_FILE)
+    counts = [store.get("counts", key) for key in tables.manifest["inputs"]["counts"]]
+    shards = [store.path("ingest", c.manifest["inputs"]["shard"]) for c in counts]
+    train = corpus.load_split(shards, "train")
+    merged = read_tables(folder)
+    recount = count_ngrams(vocab.stream(train), len(merged), vocab.size)
+    assert len(merged) == len(recount)
+    for n, (got, want) in enumerate(zip(merged, recount, strict=True), start=1):
+        columns = word_columns(n)
+        assert got.sort(columns).equals(want.sort(columns)), f"order {n} differs from a recount"
+    return vocab, train

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import BUNDLED
+from seqlm.store import Store
+from tests.helpers import BUNDLED, assert_merged_tables_recount
 
 BIN = Path(sys.executable).parent
 MODEL_FAMILIES = ("unigram", "ngram", "rnn", "interpolated")
@@ -141,3 +142,35 @@ def test_a_missing_corpus_fails_that_run_only(service):
     assert "nowhere: no such file or directory" in state["message"]
     again = deployment_run(service, f"corpus={service['corpus']}")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(service):
+    root = service["root"]
+    folder = root / "shards"
+    text = BUNDLED.read_text().splitlines(keepends=True)[2000:5300]
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(text[:1500]))
+    (folder / "b.txt").write_text("".join(text[1500:3000]))
+    first = deployment_run(service, f"corpus={folder}")
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    store = Store(root / "data" / "store")
+    before = {stage: set(store.root.glob(f"{stage}/*")) for stage in ("ingest", "counts", "tables")}
+    (folder / "c.txt").write_text("".join(text[3000:]))  # a tenth of the lines: a new shard
+    second = deployment_run(service, f"corpus={folder}")
+    assert second.returncode == 0, second.stdout + second.stderr
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", second.stdout).group(1)
+    api = service["env"]["PREFECT_API_URL"]
+    assert httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"] == "COMPLETED"
+    new = {stage: set(store.root.glob(f"{stage}/*")) - seen for stage, seen in before.items()}
+    # Only the new file was ingested and counted; the tables were merged again, once.
+    assert [len(new[stage]) for stage in ("ingest", "counts", "tables")] == [1, 1, 1]
+    (counted,) = new["counts"]
+    assert store.get("counts", counted.name).manifest["note"]["source"] == str(folder / "c.txt")
+
+    (merged,) = new["tables"]
+    tables = store.get("tables", merged.name)
+    assert sorted(tables.manifest["note"]["sources"]) == [
+        str(folder / name) for name in ("a.txt", "b.txt", "c.txt")
+    ]
+    assert_merged_tables_recount(store, tables)
