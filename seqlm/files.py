@@ -1,7 +1,8 @@
-"""Atomic outputs: a folder is built under a temporary name and renamed into place."""
+"""Atomic outputs (built under a temporary name, renamed into place) and cross-process locks."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -39,3 +40,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing) across processes, held for the block
+    and released when the file closes, even if the holder dies."""
+    with Path(path).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seqlm.files import file_lock
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -99,19 +101,36 @@ class Store:
         hands ``produce`` what the failed run left there (a training checkpoint) to go on from.
         """
         stage, key = plan.stage, plan.key
+        final = self.path(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if not resumable:
+            return self._build(
+                plan, produce, note, final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            )
+        # One work folder per key: a second run of the same work waits, then finds it done
+        # (so once the artifact exists, the lock file has no one left to guard against).
+        lock = final.parent / f".lock-{key}"
+        with file_lock(lock):
+            artifact = self._build(plan, produce, note, final.parent / f".work-{key}", True)
+            lock.unlink(missing_ok=True)
+        return artifact
+
+    def _build(
+        self,
+        plan: Plan,
+        produce: Callable[[Path], Mapping[str, int]],
+        note: Mapping[str, Any] | None,
+        tmp: Path,
+        resumable: bool = False,
+    ) -> Artifact:
+        stage, key = plan.stage, plan.key
         found = self.get(stage, key)
         if found is not None:
             log.info("%s %s: exists, skipped", stage, key)
             return found
         final = self.path(stage, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
         self._clear_stale(final.parent)
-        if resumable:
-            tmp = final.parent / f".work-{key}"
-            tmp.mkdir(exist_ok=True)
-        else:
-            tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
+        tmp.mkdir(exist_ok=resumable)
         start = time.perf_counter()
         try:
             rows = dict(produce(tmp))

@@ -6,7 +6,6 @@ running in worker threads log to the right run.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 import time
@@ -21,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from seqlm.errors import SeqlmError
+from seqlm.files import file_lock
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 _MAX_PARAM_LENGTH = 6000
@@ -96,8 +96,7 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))
-    with (db.parent / f"{db.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with file_lock(db.parent / f"{db.name}.lock"):
         yield
 
 

@@ -100,3 +100,24 @@ def test_a_resumable_stage_keeps_its_work_after_a_failure(tmp_path):
     assert seen == [[], ["checkpoint"]]
     assert (done.path / "checkpoint").read_text() == "epoch 1"
     assert not list((tmp_path / "stage").glob(".work-*"))
+
+
+def test_concurrent_resumable_builds_do_the_work_once(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def produce(out):
+        calls.append(out)
+        (out / "checkpoint").write_text("trained")
+        return {"epochs": 1}
+
+    threads = [
+        threading.Thread(target=store.build, args=(plan(), produce), kwargs={"resumable": True})
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert (store.path("stage", plan().key) / "checkpoint").read_text() == "trained"
