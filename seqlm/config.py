@@ -107,6 +107,7 @@ class RnnConfig:
     batch_size: int = 20
     optimizer: str = "adamw"  # or sgd (with lr ~1 and annealing on a validation plateau)
     lr: float = 0.003
+    clip: float = 0.25  # max gradient norm (of the per-token mean loss's gradient)
     epochs: int = 20
     max_minutes: float = 0.5  # per model: the time budget ends training
     device: str = "auto"  # auto: CUDA when there is one, else CPU

@@ -142,6 +142,7 @@ def train_config(model: str, config: RnnConfig) -> TrainConfig:
         batch_size=config.batch_size,
         optimizer=config.optimizer,
         lr=config.lr,
+        clip=config.clip,
         schedule="plateau",
         epochs=config.epochs,
         max_minutes=config.max_minutes,
