@@ -75,7 +75,9 @@ class RNNLM(nn.Module):
         c = config
         self.encoder = nn.Embedding(vocab_size, c.emsize)
         self.drop = nn.Dropout(c.dropout)
-        self.rnn = _LAYERS[c.model](c.emsize, c.nhid, c.nlayers, dropout=c.dropout)
+        # Dropout between recurrent layers; one layer has none there (only around it).
+        between = c.dropout if c.nlayers > 1 else 0.0
+        self.rnn = _LAYERS[c.model](c.emsize, c.nhid, c.nlayers, dropout=between)
         self.decoder = nn.Linear(c.nhid, vocab_size)
         if c.tied:
             self.decoder.weight = self.encoder.weight
