@@ -31,7 +31,7 @@ from seqlm.evaluate import perplexity
 from seqlm.rnn import RNNLM, ModelConfig, TrainConfig, resolve_device, score_stream, train
 from seqlm.rnn.head import SoftmaxHead
 from seqlm.rnn.model import detach
-from seqlm.rnn.train import _prepare_cpu, train_step
+from seqlm.rnn.training import _prepare_cpu, train_step
 
 PTB_VOCAB = 10_002  # PTB's 10k types (its own <unk> included) + <s> and </s>
 SMALL = ModelConfig("lstm", 200, 200, 2)

@@ -20,7 +20,7 @@ from seqlm.corpus import TOKENIZERS
 from seqlm.errors import SeqlmError
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
-from seqlm.rnn.model import MODELS as RNN_MODELS
+from seqlm.rnn.config import MODELS as RNN_MODELS
 
 
 @dataclass(frozen=True)

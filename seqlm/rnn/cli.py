@@ -17,18 +17,7 @@ import numpy as np
 from seqlm import corpus
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
-from seqlm.rnn.checkpoint import load_model, read_checkpoint
-from seqlm.rnn.model import MODELS, ModelConfig
-from seqlm.rnn.plot import plot_learning_curve
-from seqlm.rnn.score import sample, score_stream
-from seqlm.rnn.train import (
-    BUDGET_FIELDS,
-    OPTIMIZERS,
-    SCHEDULES,
-    TrainConfig,
-    resolve_device,
-    train,
-)
+from seqlm.rnn.config import BUDGET_FIELDS, MODELS, OPTIMIZERS, SCHEDULES, ModelConfig, TrainConfig
 from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
 
 VOCAB_FILE = "vocab.parquet"
@@ -122,6 +111,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _resumed_config(args: argparse.Namespace, last: Path) -> TrainConfig:
     """The checkpoint's config with the budget flags given on this command line."""
+    from seqlm.rnn.checkpoint import read_checkpoint
+
     stored = TrainConfig.from_dict(read_checkpoint(last)["config"])
     budget = {k: getattr(args, k) for k in BUDGET_FIELDS if getattr(args, k, None) is not None}
     return replace(stored, **budget)
@@ -159,6 +150,8 @@ def _ingest(data: str, tokenizer: str, shards_root: Path) -> list[Path]:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from seqlm.rnn import plot_learning_curve, resolve_device, score_stream, train
+
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     config = _resumed_config(args, out / "last.pt") if args.resume else _config_from_args(args)
@@ -205,6 +198,8 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _load(checkpoint: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary]:
+    from seqlm.rnn import load_model, resolve_device
+
     model, state = load_model(checkpoint, resolve_device(device))
     vocab_path = checkpoint.parent / VOCAB_FILE
     if not vocab_path.is_file():
@@ -216,6 +211,8 @@ def _load(checkpoint: Path, device: str) -> tuple[Any, dict[str, Any], Vocabular
 
 
 def sample_command(args: argparse.Namespace) -> int:
+    from seqlm.rnn import sample
+
     model, _, vocab = _load(args.checkpoint, args.device)
     ids = sample(model, args.words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     lines = np.split(np.array(vocab.decode(ids), dtype=object), np.flatnonzero(ids == EOS_ID) + 1)
@@ -224,6 +221,8 @@ def sample_command(args: argparse.Namespace) -> int:
 
 
 def score_command(args: argparse.Namespace) -> int:
+    from seqlm.rnn import score_stream
+
     model, state, vocab = _load(args.checkpoint, args.device)
     lines = corpus.tokenize(
         corpus.read_lines(args.text), state["extra"].get("tokenizer", "whitespace")

@@ -14,51 +14,14 @@ For the vanilla RNN, ``h_t = tanh(W_x x_t + W_h h_{t-1} + b_h)`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from seqlm.errors import SeqlmError
+from seqlm.rnn.config import ModelConfig
 
-MODELS = ("rnn_tanh", "lstm", "gru")
 _LAYERS: dict[str, type[nn.RNNBase]] = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-# Multiply-accumulates per hidden unit per input: gates stacked in the recurrent weight matrices.
-GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The network's shape (Zaremba et al. 2014 "small" by default)."""
-
-    model: str = "lstm"
-    emsize: int = 200
-    nhid: int = 200
-    nlayers: int = 2
-    dropout: float = 0.0
-    tied: bool = False
-    # Every weight starts uniform in ±init_range (Zaremba: 0.1 small, 0.05 medium/large).
-    init_range: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise SeqlmError(f"unknown model {self.model!r} (choose from {', '.join(MODELS)})")
-        if min(self.emsize, self.nhid, self.nlayers) < 1:
-            raise SeqlmError(f"emsize, nhid and nlayers must be positive: {self}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SeqlmError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.tied and self.emsize != self.nhid:
-            raise SeqlmError(
-                f"tied embeddings need emsize == nhid (emsize {self.emsize}, nhid {self.nhid})"
-            )
-
-    def forward_flops_per_token(self, vocab_size: int) -> int:
-        """Matrix-multiply FLOPs of one token's forward pass (training costs about 3 times this)."""
-        g, h = GATES[self.model], self.nhid
-        layers = sum(2 * g * h * ((self.emsize if k == 0 else h) + h) for k in range(self.nlayers))
-        return layers + 2 * h * vocab_size
 
 
 class RNNLM(nn.Module):

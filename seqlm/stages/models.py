@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -15,19 +15,14 @@ from seqlm.config import NgramConfig, RnnConfig, UnigramConfig
 from seqlm.errors import SeqlmError
 from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
 from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
-from seqlm.rnn import (
-    ModelConfig,
-    RNNScorer,
-    TrainConfig,
-    load_model,
-    plot_learning_curve,
-    resolve_device,
-    train,
-)
+from seqlm.rnn.config import ModelConfig, TrainConfig
 from seqlm.stages.data import TABLES, load_vocabulary
 from seqlm.store import Artifact, Plan, Store
 from seqlm.unigram import UnigramModel
 from seqlm.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from seqlm.rnn.score import RNNScorer
 
 MODEL = "model"
 CHECKPOINTS = "checkpoint"  # a recurrent model's folder: best.pt (weights, config, vocab key)
@@ -105,6 +100,8 @@ def rnn(
     short (a crash, a stop) resumes from its last epoch's checkpoint."""
 
     def produce(out: Path) -> dict[str, Any]:
+        from seqlm.rnn import plot_learning_curve, train  # torch: only where a model trains
+
         v = load_vocabulary(vocab)
         folders = [s.path for s in shards]
         checkpoints = out / CHECKPOINTS
@@ -158,6 +155,8 @@ EVAL_COLUMNS = 10
 
 
 def load_rnn(folder: Path) -> RNNScorer:
+    from seqlm.rnn import RNNScorer, load_model, resolve_device
+
     model = load_model(folder / CHECKPOINTS / "best.pt", resolve_device("auto"))[0]
     return RNNScorer(model, columns=EVAL_COLUMNS)
 

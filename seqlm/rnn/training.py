@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,72 +25,13 @@ import torch
 
 from seqlm.errors import SeqlmError
 from seqlm.rnn.checkpoint import read_checkpoint, save_checkpoint
+from seqlm.rnn.config import BUDGET_FIELDS, TrainConfig
 from seqlm.rnn.head import SoftmaxHead
-from seqlm.rnn.model import RNNLM, Hidden, ModelConfig, detach
+from seqlm.rnn.model import RNNLM, Hidden, detach
 from seqlm.rnn.score import score_stream
 from seqlm.vocab import EOS_ID
 
 log = logging.getLogger("seqlm.rnn")
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("plateau", "fixed")
-PRECISIONS = ("auto", "fp32", "bf16")
-# What a resumed run may change: how long and where it runs, not what it computes.
-BUDGET_FIELDS = ("epochs", "max_minutes", "device", "patience", "log_every_s")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training hyperparameter; the defaults are Zaremba et al.'s small LSTM on PTB.
-
-    The loss is the mean over a window's tokens. Zaremba et al. sum over the ``bptt`` steps (and
-    average over the batch), so their lr 1 and clip 5 are lr ``bptt`` and clip ``5 / bptt`` here.
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    bptt: int = 35
-    batch_size: int = 20
-    optimizer: str = "sgd"  # or "adamw"
-    lr: float = 35.0
-    weight_decay: float = 0.0  # AdamW's decoupled decay
-    clip: float = 5 / 35  # max gradient norm
-    # "plateau": lr *= lr_decay after an epoch whose validation loss did not improve;
-    # "fixed": lr *= lr_decay after every epoch past the first ``decay_after`` (Zaremba).
-    schedule: str = "fixed"
-    lr_decay: float = 0.5
-    decay_after: int = 4
-    patience: int = 3  # stop after this many epochs without a better validation loss (0: never)
-    epochs: int = 13
-    max_minutes: float = 0.0  # wall-clock budget over all (resumed) runs; 0: none
-    device: str = "auto"  # auto: CUDA when available, else CPU
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    seed: int = 1111
-    eval_columns: int = 10  # validation scored in this many side-by-side segments
-    log_every_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "optimizer": (self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-            "schedule": (self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            "precision": (self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-            "bptt": (self.bptt >= 1, "at least 1"),
-            "batch_size": (self.batch_size >= 1, "at least 1"),
-            "lr": (self.lr > 0, "positive"),
-            "clip": (self.clip > 0, "positive"),
-            "lr_decay": (0 < self.lr_decay <= 1, "in (0, 1]"),
-            "epochs": (self.epochs >= 1, "at least 1"),
-            "max_minutes": (self.max_minutes >= 0, "not negative"),
-            "eval_columns": (self.eval_columns >= 1, "at least 1"),
-        }
-        for name, (ok, what) in checks.items():
-            if not ok:
-                raise SeqlmError(
-                    f"training config: {name} must be {what}, not {getattr(self, name)!r}"
-                )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**{**d, "model": ModelConfig(**d["model"])})
 
 
 @dataclass
