@@ -9,7 +9,7 @@ from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.ngram import count_ngrams, fit, read_arpa, write_arpa
 from tests.helpers import write_lines
-from tests.test_ngram_support import corpus, random_lines
+from tests.ngram_reference import corpus, random_lines
 
 
 def test_arpa_round_trip_scores_the_same(tmp_path):

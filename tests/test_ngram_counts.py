@@ -4,7 +4,7 @@ import pytest
 
 from seqlm.errors import SeqlmError
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
-from tests.test_ngram_support import brute_counts, corpus
+from tests.ngram_reference import brute_counts, corpus
 
 
 def as_counter(table: pl.DataFrame) -> dict[tuple[int, ...], int]:

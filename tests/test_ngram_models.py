@@ -7,7 +7,7 @@ import pytest
 from seqlm.errors import SeqlmError
 from seqlm.ngram import NgramModel, count_ngrams, fit
 from seqlm.vocab import BOS_ID, EOS_ID, UNK_ID, build_vocabulary
-from tests.test_ngram_support import BruteKneserNey, corpus, random_lines
+from tests.ngram_reference import BruteKneserNey, corpus, random_lines
 
 
 def every_next_word(vocab_size: int, history: list[int]) -> np.ndarray:
