@@ -55,7 +55,8 @@ def fit_models(
     ]
     if cfg.ngram.orders:
         tables = merge_counts(store, counts, vocab)
-        params = asdict(cfg.ngram) | {"tables_key": tables.key}
+        # The count tables stay in the store: the runs reference them by key and path.
+        params = asdict(cfg.ngram) | {"tables_key": tables.key, "tables_path": tables.path}
         for order in cfg.ngram.orders:
             fitted.append(
                 Fitted(

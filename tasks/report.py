@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -25,8 +24,9 @@ from seqlm.stages import (
 from seqlm.store import Artifact
 from tasks.tracking import Tracker
 
-# Model files bigger than this (a 5-gram's tables) stay in the store, referenced by key.
-MAX_LOGGED_BYTES = 20 << 20
+# A model folder bigger than this (a large n-gram model) stays in the store, referenced by its
+# key and path, rather than copied into MLflow on every run.
+MAX_LOGGED_BYTES = 50 << 20
 
 
 @task(name="track-model", cache_policy=NO_CACHE)
@@ -39,7 +39,7 @@ def track_model(
     tags: Mapping[str, str],
 ) -> ModelResult:
     """A child run with the model's params, its metrics (per epoch too, for a recurrent model)
-    and its model files (big n-gram tables stay in the store, referenced by key)."""
+    and its model folder (a big one stays in the store, referenced by key and path)."""
     model = fitted.model
     result = ModelResult.from_metrics(
         fitted,
@@ -50,7 +50,7 @@ def track_model(
     tracker = Tracker(experiment)
     run = tracker.start_run(
         fitted.name,
-        {**fitted.params, "size": fitted.size, "model_key": model.key},
+        {**fitted.params, "size": fitted.size, "model_key": model.key, "model_path": model.path},
         tags={"family": fitted.family, **tags},
         parent=parent_run,
     )
@@ -64,10 +64,8 @@ def track_model(
     if result.test_ppl_line_reset is not None:
         final["test_ppl_line_reset"] = result.test_ppl_line_reset
     tracker.log_metrics(run, final, step=int(epochs[-1]["epoch"]) if epochs else 0)
-    for path in sorted(p for p in model.path.rglob("*") if p.is_file()):
-        if path.stat().st_size <= MAX_LOGGED_BYTES:
-            folder = path.parent.relative_to(model.path)
-            tracker.log_path(run, path, str(Path("model") / folder))
+    if sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file()) <= MAX_LOGGED_BYTES:
+        tracker.log_folder(run, model.path, "model")
     tracker.finish(run)
     return result
 

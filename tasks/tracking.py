@@ -84,6 +84,10 @@ class Tracker:
     def log_path(self, run_id: str, path: Path, folder: str = "") -> None:
         self.client.log_artifact(run_id, str(path), folder or None)
 
+    def log_folder(self, run_id: str, path: Path, folder: str) -> None:
+        """Everything under ``path``, as ``folder/...``."""
+        self.client.log_artifacts(run_id, str(path), folder)
+
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -89,6 +90,12 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     assert lstm.data.metrics["valid_ppl"] == pytest.approx(rows[3]["valid_ppl"])
     files = {a.path for a in client.list_artifacts(lstm.info.run_id, "model")}
     assert {"model/learning_curve.png", "model/checkpoint"} <= files
+    kn3 = children["kn3"].data.params
+    assert Path(kn3["tables_path"]).is_dir() and kn3["tables_path"].endswith(kn3["tables_key"])
+    assert {a.path for a in client.list_artifacts(children["kn3"].info.run_id, "model")} == {
+        "model/manifest.json",
+        "model/model",
+    }
     # Every model but the interpolation writes lines of its own.
     assert sorted(result["samples"]) == sorted(names[:4])
     assert all(len(result["samples"][name]) == 3 for name in names[:3])
