@@ -14,7 +14,7 @@ from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
 from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
 from seqlm.ngram.counts import id_dtype, word_columns
 from seqlm.store import Artifact, Plan, Store, file_digest
-from seqlm.vocab import Vocabulary, build_vocabulary, merge_vocabularies
+from seqlm.vocab import EOS_ID, Vocabulary, build_vocabulary, merge_vocabularies
 
 VOCAB_FILE = "vocab.parquet"
 TABLES = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
@@ -67,7 +67,7 @@ def vocabulary(store: Store, counts: Sequence[Artifact], config: VocabConfig) ->
         types = [Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE) for c in counts]
         vocab = merge_vocabularies(types, config.min_count, config.max_size)
         vocab.save(out / VOCAB_FILE)
-        return {"types": vocab.size, "train_lines": int(vocab.counts[2])}
+        return {"types": vocab.size, "train_lines": int(vocab.counts[EOS_ID])}
 
     return store.build(plan_vocabulary(counts, config), produce)
 
