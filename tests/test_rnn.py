@@ -30,6 +30,7 @@ from seqlm.rnn import (
     train,
 )
 from seqlm.rnn.head import SoftmaxHead
+from seqlm.rnn.recurrence import run_cpu
 from seqlm.vocab import BOS_ID, EOS_ID
 
 V = 12
@@ -84,6 +85,30 @@ def test_numpy_bptt_equals_autograd() -> None:
     for name, grad in expected.items():
         assert rel_err(g[name], grad.numpy()) <= 1e-6, name
     assert rel_err(g["b_h"], r.bias_ih_l0.grad.numpy()) <= 1e-6  # both biases are b_h
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru"])
+def test_written_out_cpu_layers_equal_autograd(kind: str) -> None:
+    """The CPU tanh RNN and GRU (time loop and BPTT by hand) against torch's layers' autograd."""
+    torch.manual_seed(0)
+    rnn = RNNLM(ModelConfig(kind, 5, 6, 2, init_range=0.6), V).double().rnn
+    x = torch.randn(7, 3, 5, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    inputs = [x, h0, *rnn.parameters()]
+
+    def loss_and_grads(run) -> tuple[torch.Tensor, ...]:
+        out, last = run(rnn, x, h0)
+        loss = (out.sin() * torch.linspace(-1, 1, 6, dtype=torch.float64)).sum() + last.cos().sum()
+        return (out, last, *torch.autograd.grad(loss, inputs))
+
+    got = loss_and_grads(run_cpu)
+    want = loss_and_grads(lambda rnn, x, h0: rnn(x, h0))
+    for g, w in zip(got, want, strict=True):
+        assert rel_err(g.detach().numpy(), w.detach().numpy()) <= 1e-12
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # products in bf16, the recurrence in fp32
+        out, last = run_cpu(rnn.float(), x.detach().float(), h0.detach().float())
+    assert out.dtype == torch.float32
+    assert 0 < rel_err(out.detach().numpy(), want[0].detach().numpy()) < 0.02
 
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])

@@ -1,6 +1,9 @@
 """The recurrent language models: a tanh RNN, an LSTM and a GRU over word embeddings.
 
-All three run through torch's fused recurrent layers (one oneDNN/cuDNN call per window).
+All three are torch's recurrent layers: fused on the GPU (cuDNN) and for the LSTM on the CPU
+(oneDNN); on the CPU the tanh RNN and the GRU run through ``seqlm.rnn.recurrence``, the same
+layers with their time loop and its back-propagation written out (torch's own record a dozen
+autograd nodes per step there).
 For the vanilla RNN, ``h_t = tanh(W_x x_t + W_h h_{t-1} + b_h)`` and
 ``p_t = softmax(W_y h_t + b_y)`` map onto the parameters as:
 
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 from seqlm.rnn.config import ModelConfig
+from seqlm.rnn.recurrence import run_cpu
 
 _LAYERS: dict[str, type[nn.RNNBase]] = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -54,7 +58,11 @@ class RNNLM(nn.Module):
         return (h, w.new_zeros(shape)) if self.config.model == "lstm" else h
 
     def forward(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
-        out, hidden = self.rnn(self.drop(self.encoder(ids)), hidden)
+        x = self.drop(self.encoder(ids))
+        if x.is_cpu and self.config.model != "lstm":
+            out, hidden = run_cpu(self.rnn, x, hidden)  # type: ignore[arg-type]
+        else:
+            out, hidden = self.rnn(x, hidden)
         return self.drop(out), hidden
 
 
