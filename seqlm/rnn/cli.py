@@ -46,7 +46,7 @@ _TRAIN_FLAGS = [
     ("--epochs", "epochs", int, "epoch budget"),
     ("--max-minutes", "max_minutes", float, "wall-clock budget in minutes (0: none)"),
     ("--device", "device", str, "auto, cpu or cuda"),
-    ("--precision", "precision", str, "auto (bf16 on CUDA), fp32 or bf16"),
+    ("--precision", "precision", str, "auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16"),
     ("--seed", "seed", int, "random seed"),
 ]
 _CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,

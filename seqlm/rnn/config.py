@@ -74,7 +74,7 @@ class TrainConfig:
     epochs: int = 13
     max_minutes: float = 0.0  # wall-clock budget over all (resumed) runs; 0: none
     device: str = "auto"  # auto: CUDA when available, else CPU
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 hardware
     seed: int = 1111
     eval_columns: int = 10  # validation scored in this many side-by-side segments
     log_every_s: float = 30.0

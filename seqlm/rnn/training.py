@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -66,6 +68,24 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise SeqlmError(f"unknown device {name!r} (choose from auto, cpu, cuda)")
     return torch.device(name)
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), which doubles the rate
+    of fp32 products; elsewhere bf16 would be emulated, and fp32 is the faster choice."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", info) is not None
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``auto``: bf16 autocast on CUDA and on CPUs with bf16 hardware, else fp32."""
+    if precision == "auto":
+        return device.type == "cuda" or cpu_has_bf16()
+    return precision == "bf16"
 
 
 def _prepare_cpu() -> None:
@@ -189,7 +209,7 @@ def train(
     _check_data(valid_stream, replace(config, bptt=1, batch_size=1), vocab_size, "valid")
     if device.type == "cpu":
         _prepare_cpu()
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(config.precision, device)
 
     torch.manual_seed(config.seed)
     model = RNNLM(config.model, vocab_size).to(device)
