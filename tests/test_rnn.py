@@ -31,6 +31,7 @@ from seqlm.rnn import (
 )
 from seqlm.rnn.head import SoftmaxHead
 from seqlm.rnn.recurrence import run_cpu
+from seqlm.rnn.training import cpu_has_bf16, use_bf16
 from seqlm.vocab import BOS_ID, EOS_ID
 
 V = 12
@@ -106,7 +107,7 @@ def test_written_out_cpu_layers_equal_autograd(kind: str) -> None:
     for g, w in zip(got, want, strict=True):
         assert rel_err(g.detach().numpy(), w.detach().numpy()) <= 1e-12
     with torch.autocast("cpu", dtype=torch.bfloat16):  # products in bf16, the recurrence in fp32
-        out, last = run_cpu(rnn.float(), x.detach().float(), h0.detach().float())
+        out, _ = run_cpu(rnn.float(), x.detach().float(), h0.detach().float())
     assert out.dtype == torch.float32
     assert 0 < rel_err(out.detach().numpy(), want[0].detach().numpy()) < 0.02
 
@@ -120,6 +121,12 @@ def test_models_run_and_tie(kind: str) -> None:
     assert model.decoder.weight is model.encoder.weight
     with pytest.raises(SeqlmError, match="emsize == nhid"):
         ModelConfig(kind, 8, 16, tied=True)
+
+
+def test_precision_auto_is_bf16_where_the_hardware_has_it() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_bf16("auto", cuda) and use_bf16("auto", cpu) == cpu_has_bf16()
+    assert use_bf16("bf16", cpu) and not use_bf16("fp32", cuda)
 
 
 def test_training_learns_and_reports(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ autocast). Here a layer is one autograd node: the input projection for all steps
 product, the loop does only what the recurrence needs (one small product and a few element-wise
 ops per step, into preallocated buffers), and the backward loop carries ∂L/∂h_t down the steps
 while the weight gradients are left to one large product per weight after the loop. Products over
-all steps run in ``low`` precision (bf16 under autocast); the recurrence itself stays fp32.
+all steps run in ``low`` precision (bf16 under autocast); the recurrence itself stays in fp32.
 
 Same equations and parameters as ``nn.RNN`` and ``nn.GRU`` (gates r, z, n;
 ``h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}``, ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``);
@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, low: torch.dtype):
-    """``x W_ᵀ + b`` for all steps at once: (T, B, E) → (T, B, rows of W), fp32."""
+def _project(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, low: torch.dtype
+) -> torch.Tensor:
+    """``x Wᵀ + b`` for all steps at once: (T, B, E) → (T, B, rows of W), in ``x``'s dtype."""
     t, b, e = x.shape
     out = torch.addmm(bias.to(low), x.reshape(t * b, e).to(low), weight.t().to(low))
     return out.view(t, b, -1).to(x.dtype)
