@@ -1,7 +1,7 @@
 """Recurrent-model benchmarks: training throughput against the machine's limit and against the
 PyTorch word_language_model example's step, and PTB quality runs.
 
-    python bench/rnn.py throughput [--device cpu|cuda] [--batch-size 20] [--rounds 3]
+    python bench/rnn.py throughput [--device cpu|cuda] [--precision auto|fp32|bf16] [--rounds 3]
     python bench/rnn.py quality lstm-small --data ../shared/data/ptb [--out DIR]
     python bench/rnn.py encode --data ../shared/data/ptb --out ptb.npz   # streams for machines
     python bench/rnn.py quality lstm-medium --streams ptb.npz            #   without polars
@@ -31,7 +31,7 @@ from seqlm.evaluate import perplexity
 from seqlm.rnn import RNNLM, ModelConfig, TrainConfig, resolve_device, score_stream, train
 from seqlm.rnn.head import SoftmaxHead
 from seqlm.rnn.model import detach
-from seqlm.rnn.training import _prepare_cpu, train_step
+from seqlm.rnn.training import _prepare_cpu, train_step, use_bf16
 
 PTB_VOCAB = 10_002  # PTB's 10k types (its own <unk> included) + <s> and </s>
 SMALL = ModelConfig("lstm", 200, 200, 2)
@@ -43,9 +43,10 @@ CONFIGS = {
 }
 # Zaremba et al. 2014 (small: 13 epochs, lr 1 halved after epoch 4; medium: 39 epochs, lr 1
 # divided by 1.2 after epoch 6; both lr 35, clip 5/35 on our per-token mean loss, see
-# TrainConfig), and the tanh RNN at a rate it survives.
+# TrainConfig), the GRU on the small LSTM's recipe, and the tanh RNN at a rate it survives.
 PRESETS = {
     "lstm-small": TrainConfig(model=CONFIGS["lstm-small"], bptt=35, epochs=13, patience=0),
+    "gru-small": TrainConfig(model=CONFIGS["gru-small"], bptt=35, epochs=13, patience=0),
     "rnn_tanh-small": TrainConfig(
         model=replace(CONFIGS["rnn_tanh-small"], dropout=0.2),
         lr=5.0,
@@ -149,7 +150,7 @@ def throughput(args: argparse.Namespace) -> None:
         _prepare_cpu()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False  # the limit is fp32: so is the measured step
-    bf16 = args.precision == "bf16"
+    bf16 = use_bf16(args.precision, device)
     names = args.configs.split(",")
     results: dict[str, dict[str, list[float]]] = {n: {"ours": [], "peer": []} for n in names}
     limits: list[float] = []
@@ -261,6 +262,7 @@ def quality(args: argparse.Namespace) -> None:
             ("clip", args.clip),
             ("precision", args.precision),
             ("max_minutes", args.max_minutes),
+            ("epochs", args.epochs),
         )
         if v is not None
     }
@@ -304,7 +306,7 @@ def main() -> None:
     t.add_argument("--configs", default=",".join(CONFIGS))
     t.add_argument("--batch-size", type=int, default=20)
     t.add_argument("--bptt", type=int, default=35)
-    t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     t.add_argument("--rounds", type=int, default=3)
     t.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     t.add_argument("--json", action="store_true")
@@ -325,6 +327,7 @@ def main() -> None:
     q.add_argument("--dropout", type=float)
     q.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     q.add_argument("--max-minutes", type=float)
+    q.add_argument("--epochs", type=int)
     args = parser.parse_args()
     {"throughput": throughput, "quality": quality, "encode": encode}[args.command](args)
 
