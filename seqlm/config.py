@@ -21,6 +21,7 @@ from seqlm.errors import SeqlmError
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
 from seqlm.rnn.config import MODELS as RNN_MODELS
+from seqlm.rnn.config import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class RnnConfig:
     epochs: int = 20
     max_minutes: float = 0.5  # per model: the time budget ends training
     device: str = "auto"  # auto: CUDA when there is one, else CPU
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 hardware
     seed: int = 1111
 
     def __post_init__(self) -> None:
@@ -121,6 +123,10 @@ class RnnConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise SeqlmError(f"rnn.device must be auto, cpu or cuda, not {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise SeqlmError(
+                f"rnn.precision must be {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
 
 
 @dataclass(frozen=True)

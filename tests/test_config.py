@@ -36,6 +36,7 @@ def test_defaults_file_and_overrides(tmp_path):
         ("orders=[2, 11]", "between 1 and 10"),
         ("orders=3", "needs a list"),
         ("smoothing=wb", "unknown smoothing 'wb'"),
+        ("rnn.precision=fp16", "rnn.precision must be auto, fp32, bf16, not 'fp16'"),
     ],
 )
 def test_bad_overrides(override, message):

@@ -123,6 +123,7 @@ def rnn(
             "epochs": result.epochs,
             "tokens_per_second": round(result.tokens_per_second),
             "device": result.device,
+            "precision": result.precision,
             "stopped": result.stopped,
         }
 
@@ -144,6 +145,7 @@ def train_config(model: str, config: RnnConfig) -> TrainConfig:
         epochs=config.epochs,
         max_minutes=config.max_minutes,
         device=config.device,
+        precision=config.precision,
         seed=config.seed,
     )
 
