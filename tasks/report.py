@@ -27,6 +27,8 @@ from tasks.tracking import Tracker
 # A model folder bigger than this (a large n-gram model) stays in the store, referenced by its
 # key and path, rather than copied into MLflow on every run.
 MAX_LOGGED_BYTES = 50 << 20
+# What a training run resolved or ended on (its config may say "auto"), tagged as trained.<key>.
+TRAINED_FACTS = ("device", "precision", "epochs", "stopped")
 
 
 @task(name="track-model", cache_policy=NO_CACHE)
@@ -47,11 +49,13 @@ def track_model(
         train_seconds=model.manifest["seconds"],
         line_reset=load_metrics(line_reset) if line_reset else None,
     )
+    rows = model.manifest["rows"]
+    trained = {f"trained.{k}": str(rows[k]) for k in TRAINED_FACTS if k in rows}
     tracker = Tracker(experiment)
     run = tracker.start_run(
         fitted.name,
         {**fitted.params, "size": fitted.size, "model_key": model.key, "model_path": model.path},
-        tags={"family": fitted.family, **tags},
+        tags={"family": fitted.family, **tags, **trained},
         parent=parent_run,
     )
     # Per-epoch curves first, then the final figures at the last step: MLflow shows the latest.

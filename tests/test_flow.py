@@ -88,6 +88,11 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     history = client.get_metric_history(lstm.info.run_id, "train_ppl")
     assert [m.step for m in history] == list(range(1, len(history) + 1))
     assert lstm.data.metrics["valid_ppl"] == pytest.approx(rows[3]["valid_ppl"])
+    # The config says "auto"; the run's tags say what training resolved it to.
+    assert lstm.data.params["precision"] == "auto"
+    assert lstm.data.tags["trained.precision"] in ("bf16", "fp32")
+    assert lstm.data.tags["trained.device"] in ("cpu", "cuda")
+    assert int(lstm.data.tags["trained.epochs"]) == len(history)
     files = {a.path for a in client.list_artifacts(lstm.info.run_id, "model")}
     assert {"model/learning_curve.png", "model/checkpoint"} <= files
     kn3 = children["kn3"].data.params
