@@ -16,9 +16,15 @@ class Sampler(Protocol):
 def sample_lines(
     model: Sampler, vocab: Vocabulary, n_lines: int = 3, seed: int = 0, max_words: int = 400
 ) -> list[str]:
-    """Up to ``n_lines`` complete lines (ids drawn until ``</s>``), tokens joined by spaces; a
-    line the model ended at once shows as its ``</s>``."""
-    ids = model.sample(max_words, seed)
-    ends = np.flatnonzero(ids == EOS_ID)[:n_lines]
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    return [" ".join(vocab.decode(ids[a:b])) or EOS for a, b in zip(starts, ends, strict=True)]
+    """Up to ``n_lines`` lines of ``max_words`` ids drawn in all, tokens joined by spaces.
+
+    A line ends at ``</s>``; one the model ended at once shows as its ``</s>``. When the budget
+    runs out first, the words drawn since the last ``</s>`` make the last line, so a model that
+    rarely ends a line still shows one (long) line."""
+    ids = np.asarray(model.sample(max_words, seed))
+    # Every piece but the last ends with </s>; the last is what the budget cut short (maybe none).
+    *complete, unfinished = np.split(ids, np.flatnonzero(ids == EOS_ID) + 1)
+    lines = [piece[:-1] for piece in complete[:n_lines]]
+    if len(lines) < n_lines and unfinished.size:
+        lines.append(unfinished)
+    return [" ".join(vocab.decode(line)) or EOS for line in lines]
