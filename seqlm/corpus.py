@@ -1,8 +1,13 @@
 """Corpus ingestion: find the source files, read their lines, tokenise, split, write Parquet shards.
 
-A line of the corpus is a sentence; lines with no token are dropped. Each source file becomes one
-shard per split (``train.parquet``, ``valid.parquet``, ``test.parquet``, a ``tokens: list[str]``
-column, one row per line), so a corpus that gains a file only ingests that file.
+Every line is a sentence, empty lines included, as KenLM counts them: a line that is empty, holds
+only whitespace, or whose tokens the tokenizer all removes is a sentence with no word (one ``</s>``
+target; ``lmplz`` trains on it as ``<s> </s>``). A text's final newline does not make an extra
+line ("a\n\nb\n" holds 3 lines, "a\nb" 2); ``\r\n`` line endings and a UTF-8 byte-order mark
+at the start of a file are stripped. A JSONL/Parquet document splits into lines the same way (a
+null document is skipped; an empty one is one empty line). Each source file becomes one shard per
+split (``train.parquet``, ``valid.parquet``, ``test.parquet``, a ``tokens: list[str]`` column,
+one row per line), so a corpus that gains a file only ingests that file.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ _WHITESPACE = r"\S+"
 _WORDS_AND_PUNCT = r"\w+(?:'\w+)*|[^\w\s]"
 TOKENIZERS = ("whitespace", "punct")
 
+_BOM = "\ufeff"
+
 _SPLIT_FILE = re.compile(r"^(?:.*\.)?(train|valid|test)(\.txt|\.txt\.gz|\.jsonl|\.parquet)$")
 
 
@@ -50,7 +57,8 @@ def discover(path: str | Path) -> list[Source]:
     path = Path(path)
     if not path.exists():
         raise SeqlmError(f"{path}: no such file or directory")
-    if path.is_file():
+    if not path.is_dir():
+        check_regular_file(path)
         if _suffix(path) is None:
             raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
         return [Source(path)]
@@ -72,6 +80,14 @@ def discover(path: str | Path) -> list[Source]:
     return [Source(p) for p in files]
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse a path that is not a regular file (a FIFO, a device, a socket) before reading it:
+    reading one could block or never end."""
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file"
+        raise SeqlmError(f"{path}: {what}")
+
+
 def _decode(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -80,7 +96,9 @@ def _decode(path: Path, raw: bytes) -> str:
 
 
 def read_lines(path: Path, text_field: str = "text") -> pl.Series:
-    """The text lines of one file (``text_field`` names the JSONL field or Parquet column)."""
+    """The text lines of one file, empty lines included (``text_field`` names the JSONL field or
+    Parquet column); a file with no byte of text has no line."""
+    check_regular_file(path)
     suffix = _suffix(path)
     if suffix in (".txt", ".txt.gz"):
         raw = path.read_bytes()
@@ -89,9 +107,11 @@ def read_lines(path: Path, text_field: str = "text") -> pl.Series:
                 raw = gzip.decompress(raw)
             except (OSError, EOFError) as e:
                 raise SeqlmError(f"{path}: not a gzip file ({e})") from None
-        texts = pl.Series("text", [_decode(path, raw)])
+        text = _decode(path, raw).removeprefix(_BOM)
+        texts = pl.Series("text", [text] if text else [], dtype=pl.String)
     elif suffix == ".jsonl":
         raw = path.read_bytes()
+        raw = raw.removeprefix(_BOM.encode())
         _decode(path, raw)
         try:
             frame = pl.read_ndjson(io.BytesIO(raw), infer_schema_length=None)
@@ -106,8 +126,20 @@ def read_lines(path: Path, text_field: str = "text") -> pl.Series:
         texts = _text_column(path, frame, text_field, "column")
     else:
         raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
-    # A document may hold several lines; each line is a sentence.
-    return texts.drop_nulls().str.split("\n").explode().str.strip_chars_end("\r").rename("text")
+    return split_lines(texts)
+
+
+def split_lines(texts: pl.Series) -> pl.Series:
+    """Each document's lines, in order: its final newline ends its last line rather than opening
+    another, so "" and "\n" are one empty line each; a null document has none."""
+    return (
+        texts.drop_nulls()
+        .str.strip_suffix("\n")
+        .str.split("\n")
+        .explode(empty_as_null=False)
+        .str.strip_suffix("\r")
+        .rename("text")
+    )
 
 
 def _text_column(path: Path, frame: pl.DataFrame, name: str, what: str) -> pl.Series:
@@ -119,15 +151,24 @@ def _text_column(path: Path, frame: pl.DataFrame, name: str, what: str) -> pl.Se
 
 
 def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
-    """One row per non-empty line, its tokens in a ``tokens: list[str]`` column."""
+    """One row per line, its tokens in a ``tokens: list[str]`` column (empty for a line with no
+    token: it is still a sentence)."""
     if tokenizer == "whitespace":
         tokens = lines.str.extract_all(_WHITESPACE)
     elif tokenizer == "punct":
         tokens = lines.str.to_lowercase().str.extract_all(_WORDS_AND_PUNCT)
     else:
         raise SeqlmError(f"unknown tokenizer {tokenizer!r} (choose from {', '.join(TOKENIZERS)})")
-    frame = tokens.rename("tokens").to_frame()
-    return frame.filter(pl.col("tokens").list.len() > 0)
+    return tokens.rename("tokens").to_frame()
+
+
+def require_words(lines: pl.DataFrame, where: Path) -> None:
+    """Refuse training text with no line, or with lines but no word: its vocabulary would have
+    nothing to predict but ``</s>`` (``lmplz`` refuses such a corpus too)."""
+    if lines.height == 0:
+        raise SeqlmError(f"{where}: empty corpus (no lines)")
+    if lines["tokens"].list.len().sum() == 0:
+        raise SeqlmError(f"{where}: no words to train on ({lines.height:,} lines, all empty)")
 
 
 def split_blocks(
@@ -153,15 +194,18 @@ def ingest(
 ) -> dict[str, int]:
     """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``.
 
-    Returns the number of lines per split.
+    Returns the number of lines per split. A file with no line is refused, and so is training
+    text (a train split file, or a whole file's train block) with no word.
     """
     lines = tokenize(read_lines(source.path, text_field), tokenizer)
     if lines.height == 0:
-        raise SeqlmError(f"{source.path}: empty corpus (no tokens)")
+        raise SeqlmError(f"{source.path}: empty corpus (no lines)")
     if source.split is not None:
         blocks = {source.split: (0, lines.height)}
     else:
         blocks = split_blocks(lines.height, fractions, source.path)
+    if "train" in blocks:
+        require_words(lines.slice(*blocks["train"]), source.path)
     for split, (start, length) in blocks.items():
         lines.slice(start, length).write_parquet(out_dir / f"{split}.parquet", compression="zstd")
     return {split: length for split, (_, length) in blocks.items()}

@@ -6,7 +6,9 @@ prediction target in train: ``</s>`` once per line, ``<s>`` never (it is context
 the tokens spelled so plus every token cut off by ``min_count``/``max_size``. A literal ``<s>`` or
 ``</s>`` in the text is reserved and reads as ``<unk>``.
 
-Encoded text is a *stream*: the ids of every line's tokens followed by ``</s>``. The stream is
+Encoded text is a *stream*: the ids of every line's tokens followed by ``</s>``. Every line is a
+sentence, an empty one included (no token, one ``</s>``: consecutive ``</s>`` ids are empty
+lines), so a stream holds words + lines targets, as KenLM's ``query`` counts them. The stream is
 exactly the list of prediction targets every model is scored on; its ``</s>`` ids end the lines.
 """
 
@@ -68,7 +70,7 @@ class Vocabulary:
         out = np.full(int(lengths.sum()) + len(lengths), EOS_ID, dtype=np.int32)
         is_token = np.ones(len(out), dtype=bool)
         is_token[ends] = False
-        out[is_token] = self.ids(lines["tokens"].explode()).to_numpy()
+        out[is_token] = self.ids(lines["tokens"].explode(empty_as_null=False)).to_numpy()
         return out
 
     def id_map(self, other: Vocabulary) -> np.ndarray:
@@ -126,6 +128,10 @@ def _from_counts(counts: pl.DataFrame, n_lines: int, min_count: int, max_size: i
         raise SeqlmError(f"vocabulary max_size must exceed {len(SPECIALS)}, not {max_size}")
     if n_lines == 0:
         raise SeqlmError("the train split is empty: no vocabulary to build")
+    if int(counts["count"].sum()) == 0:
+        raise SeqlmError(
+            f"the train split has no words ({n_lines:,} lines, all empty): no vocabulary to build"
+        )
     words = counts.filter(~pl.col("token").is_in(SPECIALS)).sort(
         ["count", "token"], descending=[True, False]
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import polars as pl
 import pytest
@@ -32,12 +33,18 @@ def test_jsonl_documents_split_into_lines(tmp_path):
 
 
 def test_tokenizers():
-    lines = pl.Series(["  The cat's  hat, isn't it?  ", "", "   "])
+    lines = pl.Series(["  The cat's  hat, isn't it?  ", "", "   ", "-- !"])
     assert tokenize(lines, "whitespace")["tokens"].to_list() == [
-        ["The", "cat's", "hat,", "isn't", "it?"]
+        ["The", "cat's", "hat,", "isn't", "it?"],
+        [],
+        [],
+        ["--", "!"],
     ]
     assert tokenize(lines, "punct")["tokens"].to_list() == [
-        ["the", "cat's", "hat", ",", "isn't", "it", "?"]
+        ["the", "cat's", "hat", ",", "isn't", "it", "?"],
+        [],
+        [],
+        ["-", "-", "!"],
     ]
     with pytest.raises(SeqlmError, match="unknown tokenizer"):
         tokenize(lines, "bpe")
@@ -68,10 +75,11 @@ def test_directory_of_files_skips_hidden_and_other_types(tmp_path):
 
 
 def test_single_corpus_splits_into_contiguous_blocks(tmp_path):
-    write_lines(tmp_path / "a.txt", [*LINES[:10], "", *LINES[10:]])
+    text = [*LINES[:10], "", *LINES[10:19]]  # the empty line is a line too
+    write_lines(tmp_path / "a.txt", text)
     rows = ingest(Source(tmp_path / "a.txt"), tmp_path, "whitespace", fractions=(0.8, 0.1, 0.1))
     assert rows == {"train": 16, "valid": 2, "test": 2}
-    whole = tokenize(pl.Series(LINES), "whitespace")
+    whole = tokenize(pl.Series(text), "whitespace")
     parts = [load_split([tmp_path], s) for s in ("train", "valid", "test")]
     assert pl.concat(parts).equals(whole)
     assert split_blocks(100, (0.9, 0.05, 0.05), tmp_path) == {
@@ -88,9 +96,13 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path):
     bad.write_bytes(b"fine line\nbad \xff byte\n")
     with pytest.raises(SeqlmError, match=r"bad\.txt: not UTF-8 at byte offset 14"):
         read_lines(bad)
-    empty = write_lines(tmp_path / "empty.txt", ["", "   "])
-    with pytest.raises(SeqlmError, match=r"empty\.txt: empty corpus"):
-        ingest(Source(empty), tmp_path, "whitespace")
+    for content in (b"", b"\xef\xbb\xbf"):
+        (tmp_path / "empty.txt").write_bytes(content)
+        with pytest.raises(SeqlmError, match=r"empty\.txt: empty corpus \(no lines\)"):
+            ingest(Source(tmp_path / "empty.txt"), tmp_path, "whitespace")
+    blank = write_lines(tmp_path / "blank.txt", ["", "   ", "\t"] * 10)
+    with pytest.raises(SeqlmError, match=r"blank\.txt: no words to train on \(26 lines"):
+        ingest(Source(blank), tmp_path, "whitespace")
     short = write_lines(tmp_path / "short.txt", ["one line", "two lines"])
     with pytest.raises(SeqlmError, match=r"short\.txt: the valid split is empty"):
         ingest(Source(short), tmp_path, "whitespace")
@@ -99,3 +111,51 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path):
         read_lines(tmp_path / "x.jsonl")
     with pytest.raises(SeqlmError, match=r"x\.csv: unsupported file type"):
         discover(write_lines(tmp_path / "x.csv", ["a,b"]))
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (b"a\n\nb\n", ["a", "", "b"]),
+        (b"a\nb", ["a", "b"]),
+        (b"\n", [""]),
+        (b"\n\n", ["", ""]),
+        (b"\xef\xbb\xbfa b\r\n\r\n  \r\nc\r\n", ["a b", "", "  ", "c"]),
+        (b"\xef\xbb\xbf", []),
+        (b"", []),
+    ],
+)
+def test_every_line_is_a_line_empty_ones_included(tmp_path, raw, want):
+    (tmp_path / "a.txt").write_bytes(raw)
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(raw))
+    assert read_lines(tmp_path / "a.txt").to_list() == want
+    assert read_lines(tmp_path / "a.txt.gz").to_list() == want
+
+
+def test_documents_split_into_lines_the_same_way(tmp_path):
+    docs = ["one\n\ntwo\n", None, "", "three\r\nfour", "\n"]
+    want = ["one", "", "two", "", "three", "four", ""]
+    jsonl = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+    (tmp_path / "c.jsonl").write_bytes(b"\xef\xbb\xbf" + jsonl.encode())
+    pl.DataFrame({"text": docs}).write_parquet(tmp_path / "d.parquet")
+    assert read_lines(tmp_path / "c.jsonl").to_list() == want
+    assert read_lines(tmp_path / "d.parquet").to_list() == want
+
+
+def test_ingest_keeps_empty_lines_in_every_split(tmp_path):
+    text = ["", "a b", "", "   ", *[f"w{i}" for i in range(14)], "", "x"]
+    (tmp_path / "a.txt").write_bytes(("\r\n".join(text) + "\r\n").encode())
+    rows = ingest(Source(tmp_path / "a.txt"), tmp_path, "whitespace", fractions=(0.8, 0.1, 0.1))
+    assert rows == {"train": 16, "valid": 2, "test": 2}
+    assert load_split([tmp_path], "train")["tokens"].to_list()[:4] == [[], ["a", "b"], [], []]
+    assert load_split([tmp_path], "test")["tokens"].to_list() == [[], ["x"]]
+
+
+def test_non_regular_files_are_refused_by_name_and_skipped_in_a_directory(tmp_path):
+    write_lines(tmp_path / "a.txt", ["a"])
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(SeqlmError, match=r"pipe\.txt: not a regular file"):
+        discover(tmp_path / "pipe.txt")
+    with pytest.raises(SeqlmError, match=r"pipe\.txt: not a regular file"):
+        read_lines(tmp_path / "pipe.txt")
+    assert [s.path.name for s in discover(tmp_path)] == ["a.txt"]

@@ -80,3 +80,17 @@ def test_id_map_between_vocabularies():
     assert small.decode(mapping) == ["<unk>", "<s>", "</s>", "a", "b", "<unk>", "<unk>"]
     stream = full.stream(TRAIN)
     assert np.array_equal(mapping[stream], small.stream(TRAIN))
+
+
+def test_empty_lines_are_sentences_with_one_eos():
+    train = lines("", "a b", "", "", "b")
+    vocab = build_vocabulary(train)
+    assert vocab.counts[EOS_ID] == 5  # every line ends with </s>, the empty ones too
+    stream = vocab.stream(lines("", "a", "", "", "zebra", ""))
+    assert vocab.decode(stream) == ["</s>", "a", "</s>", "</s>", "</s>", "<unk>", "</s>", "</s>"]
+    assert build_vocabulary(train).table.equals(merge_vocabularies([vocab]).table)
+    with pytest.raises(SeqlmError, match=r"no words \(3 lines, all empty\)"):
+        build_vocabulary(lines("", "", ""))
+    with pytest.raises(SeqlmError, match=r"no words \(2 lines, all empty\)"):
+        blank = vocab.table.head(3).with_columns(count=pl.Series([0, 0, 2], dtype=pl.UInt64))
+        merge_vocabularies([Vocabulary(blank)])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from seqlm.corpus import TOKENIZERS, discover, read_lines, tokenize
+from seqlm.corpus import TOKENIZERS, discover, read_lines, require_words, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.ngram.arpa import read_arpa, write_arpa
@@ -32,8 +32,7 @@ def training_lines(corpus: Path, tokenizer: str) -> pl.DataFrame:
     if any(s.split for s in sources):
         sources = [s for s in sources if s.split == "train"]
     lines = pl.concat([tokenize(read_lines(s.path), tokenizer) for s in sources])
-    if lines.height == 0:
-        raise SeqlmError(f"{corpus}: the training text is empty (no tokens)")
+    require_words(lines, corpus)
     return lines
 
 
@@ -83,8 +82,6 @@ def load_model(path: Path) -> NgramModel:
 def score_command(args: argparse.Namespace) -> int:
     model = load_model(Path(args.model))
     text = Path(args.text)
-    if not text.is_file():
-        raise SeqlmError(f"{text}: no such file")
     stream = model.vocab.stream(tokenize(read_lines(text), args.tokenizer))
     if len(stream) == 0:
         raise SeqlmError(f"{text}: no text to score")

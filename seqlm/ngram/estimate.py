@@ -19,7 +19,7 @@ from seqlm.errors import SeqlmError
 from seqlm.ngram.index import NgramIndex
 from seqlm.ngram.lines import check_order
 from seqlm.ngram.model import NgramModel
-from seqlm.vocab import BOS_ID, UNK_ID, Vocabulary
+from seqlm.vocab import BOS_ID, SPECIALS, UNK_ID, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def fit(
 ) -> NgramModel:
     """A model of the tables' order from count tables over ``vocab``'s ids.
 
-    ``first_seen`` (kn only): each id's first position in the training stream; lmplz numbers words
-    that way, and with it the counts-of-counts reproduce lmplz's printed discounts digit for digit.
+    ``first_seen`` (kn only): lmplz's word numbering, from :func:`first_seen` of the training
+    stream; with it the counts-of-counts reproduce lmplz's printed discounts digit for digit.
     """
     check_order(len(tables))
     index = NgramIndex.build(tables, vocab.size)
@@ -56,10 +56,13 @@ def fit(
 
 
 def first_seen(stream: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Each id's first position in a stream (+inf if absent): the word order lmplz numbers by."""
+    """lmplz's word numbering as ranks: the specials first, in id order (``<unk>``, ``<s>``,
+    ``</s>``, before any word however early a line ends, even an empty first line), then each
+    word by its first position in the stream (+inf if absent)."""
     ids, first = np.unique(stream, return_index=True)
     out = np.full(vocab_size, np.inf)
     out[ids] = first
+    out[: len(SPECIALS)] = np.arange(len(SPECIALS)) - len(SPECIALS)
     return out
 
 
@@ -154,8 +157,9 @@ def _lmplz_open_rows(index: NgramIndex, first_seen: np.ndarray) -> dict[int, int
     """The lower-order n-grams lmplz's adjust pass still holds open when its suffix-sorted stream
     ends (the suffixes of the last top-order n-gram): it records their raw counts, not adjusted.
 
-    lmplz numbers words by first appearance and sorts by the last word first, so the last n-gram
-    ends with the word seen last, preceded by the latest-seen word that precedes it, and so on.
+    lmplz numbers the specials first, then words by first appearance, and sorts by the last word
+    first, so the last n-gram ends with the word seen last, preceded by the latest-seen word that
+    precedes it, and so on.
     """
     rank = np.asarray(first_seen, dtype=np.float64)
     present = index.counts[0] > 0
@@ -167,7 +171,7 @@ def _lmplz_open_rows(index: NgramIndex, first_seen: np.ndarray) -> dict[int, int
         if len(extends) == 0:
             break
         first_words = index.words[n - 1][0][extends]
-        pick = np.argmax(np.where(first_words == BOS_ID, -1.0, rank[first_words]))
+        pick = np.argmax(rank[first_words])
         row = int(extends[pick])
         rows[n] = row
         if first_words[pick] == BOS_ID:

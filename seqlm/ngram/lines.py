@@ -1,7 +1,8 @@
 """Padding a vocabulary stream into lines as KenLM reads them: one ``<s>`` in front of each line.
 
 A stream holds each line's ids followed by ``</s>``; n-grams live inside a padded line
-``<s> w1 … wk </s>`` and never cross into the next one.
+``<s> w1 … wk </s>`` and never cross into the next one. An empty line (two ``</s>`` in a row, or
+one at the start) pads to ``<s> </s>``, as ``lmplz`` reads it.
 """
 
 from __future__ import annotations

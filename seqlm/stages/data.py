@@ -24,7 +24,7 @@ def plan_ingest(source: corpus.Source, config: CorpusConfig) -> Plan:
     settings = {"tokenizer": config.tokenizer, "text_field": config.text_field}
     if source.split is None:
         settings["fractions"] = config.fractions
-    return Plan("ingest", 1, settings, {"file": file_digest(source.path), "split": source.split})
+    return Plan("ingest", 2, settings, {"file": file_digest(source.path), "split": source.split})
 
 
 def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifact:
