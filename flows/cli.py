@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from seqlm.cli import build_parser, run_command
-from seqlm.config import load_config
+from seqlm.config import load_config, writable_file
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.files import atomic_write_text
 from seqlm.report import LIKE_FOR_LIKE, to_markdown
@@ -52,6 +52,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     # Bad input is caught here, before Prefect starts a server.
     config = load_config(args.config, args.set)
     discover(args.corpus)
+    config.run.check_store()
+    if args.report:
+        writable_file(Path(args.report), "--report")
     from flows.corpus_to_model import corpus_to_model
 
     result = corpus_to_model(corpus=args.corpus, config=config.to_dict())

@@ -146,7 +146,7 @@ def corpus_to_model(
         {key: value for key, value in overrides.items() if value is not None}
     )
     sources = discover(corpus)
-    store = Path(cfg.run.store)
+    store = cfg.run.check_store()  # fails here, before any work, if it cannot be written
     experiment = cfg.run.experiment
     tracker = Tracker(experiment)  # fails here, before any work, if MLflow cannot be written
 

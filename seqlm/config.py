@@ -8,6 +8,8 @@ the type.
 
 from __future__ import annotations
 
+import math
+import tempfile
 import tomllib
 import types
 import typing
@@ -21,7 +23,10 @@ from seqlm.errors import SeqlmError
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
 from seqlm.rnn.config import MODELS as RNN_MODELS
-from seqlm.rnn.config import PRECISIONS
+from seqlm.rnn.config import check_settings
+
+# What every MLflow backend stores (MLflow itself allows 500; its SQL schema has 256).
+MAX_EXPERIMENT_NAME = 256
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,16 @@ class CorpusConfig:
                 f"corpus.tokenizer: unknown tokenizer {self.tokenizer!r} "
                 f"(choose from {', '.join(TOKENIZERS)})"
             )
+        if not self.text_field:
+            raise SeqlmError("corpus.text_field must not be empty")
+        for key in ("valid_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0 < value < 1:  # NaN fails too
+                raise SeqlmError(f"corpus.{key} must be between 0 and 1, not {value!r}")
         held_out = self.valid_fraction + self.test_fraction
-        if not (self.valid_fraction > 0 and self.test_fraction > 0 and held_out < 1):
+        if held_out >= 1:
             raise SeqlmError(
-                "corpus.valid_fraction and corpus.test_fraction must be positive and sum below 1"
+                f"corpus.valid_fraction and corpus.test_fraction must sum below 1, not {held_out:g}"
             )
 
     @property
@@ -71,8 +82,9 @@ class UnigramConfig:
     add_k: float = 1.0  # add-k smoothing: p(w) = (c(w) + k) / (N + k·V)
 
     def __post_init__(self) -> None:
-        if self.add_k < 0:
-            raise SeqlmError(f"unigram.add_k must not be negative, not {self.add_k}")
+        # 0 is maximum likelihood: (c(w) + k) / (N + k·V) still divides by N > 0.
+        if not 0 <= self.add_k < math.inf:
+            raise SeqlmError(f"unigram.add_k must be finite and not negative, not {self.add_k!r}")
 
 
 @dataclass(frozen=True)
@@ -86,11 +98,14 @@ class NgramConfig:
     def __post_init__(self) -> None:
         if any(not 1 <= n <= MAX_ORDER for n in self.orders):
             raise SeqlmError(f"ngram.orders must lie between 1 and {MAX_ORDER}, not {self.orders}")
+        _refuse_repeats("ngram.orders", self.orders)
         if self.smoothing not in SMOOTHINGS:
             raise SeqlmError(
                 f"ngram.smoothing: unknown smoothing {self.smoothing!r} "
                 f"(choose from {', '.join(SMOOTHINGS)})"
             )
+        if not 0 < self.add_k < math.inf:  # k = 0 leaves unseen n-grams at probability 0
+            raise SeqlmError(f"ngram.add_k must be positive and finite, not {self.add_k!r}")
 
 
 @dataclass(frozen=True)
@@ -121,18 +136,31 @@ class RnnConfig:
             raise SeqlmError(
                 f"rnn.models: unknown model {unknown[0]!r} (choose from {', '.join(RNN_MODELS)})"
             )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise SeqlmError(f"rnn.device must be auto, cpu or cuda, not {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise SeqlmError(
-                f"rnn.precision must be {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
+        _refuse_repeats("rnn.models", self.models)
+        check_settings(vars(self), spell=lambda key: f"rnn.{key}")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     store: str = "data/store"  # the artifact store's root
     experiment: str = "seqlm"  # the MLflow experiment
+
+    def __post_init__(self) -> None:
+        if not self.store:
+            raise SeqlmError("run.store must name a folder, not ''")
+        name = self.experiment
+        if not name.strip():
+            raise SeqlmError(f"run.experiment must not be blank, not {name!r}")
+        if len(name) > MAX_EXPERIMENT_NAME:
+            raise SeqlmError(
+                f"run.experiment must be at most {MAX_EXPERIMENT_NAME} characters, not {len(name)}"
+            )
+        if not name.isprintable():
+            raise SeqlmError(f"run.experiment must not hold control characters: {name!r}")
+
+    def check_store(self) -> Path:
+        """The store's folder, created if need be and checked writable (before any work)."""
+        return writable_folder(Path(self.store), "run.store", create=True)
 
 
 @dataclass(frozen=True)
@@ -211,6 +239,40 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return config.with_overrides(overrides)
 
 
+def writable_folder(path: Path, name: str, *, create: bool = False) -> Path:
+    """``path``, a folder we can write in (made first when ``create``), or a SeqlmError that
+    starts with ``name`` (the setting or option that gave the path)."""
+    if path.exists() and not path.is_dir():
+        raise SeqlmError(f"{name}: {path} is not a directory")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SeqlmError(f"{name}: cannot create {path} ({e.strerror})") from None
+    elif not path.is_dir():
+        raise SeqlmError(f"{name}: {path}: no such directory")
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise SeqlmError(f"{name}: cannot write in {path} ({e.strerror})") from None
+    return path
+
+
+def writable_file(path: Path, name: str) -> Path:
+    """``path``, a file we may write: not a folder, in an existing folder we can write in."""
+    if path.is_dir():
+        raise SeqlmError(f"{name}: {path} is a directory")
+    writable_folder(path.parent, name)
+    return path
+
+
+def _refuse_repeats(name: str, values: list[Any]) -> None:
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise SeqlmError(f"{name} lists {repeated!r} twice: {values}")
+
+
 def _sections() -> dict[str, type]:
     return {f.name: f.default_factory for f in fields(PipelineConfig)}  # type: ignore[misc]
 
@@ -260,6 +322,8 @@ def _check(name: str, value: Any, hint: Any) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise SeqlmError(f"{name} must be a finite number, not {value!r}")
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise SeqlmError(

@@ -136,6 +136,11 @@ def _from_counts(counts: pl.DataFrame, n_lines: int, min_count: int, max_size: i
         ["count", "token"], descending=[True, False]
     )
     kept = words.filter(pl.col("count") >= min_count)
+    if kept.height == 0 and words.height:
+        raise SeqlmError(
+            f"vocab.min_count {min_count} leaves no word "
+            f"(the most frequent training type occurs {words['count'][0]} times)"
+        )
     if max_size:
         kept = kept.head(max_size - len(SPECIALS))
     unk_count = int(counts["count"].sum()) - int(kept["count"].sum())

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
-from seqlm.config import PipelineConfig, load_config
+from seqlm.config import PipelineConfig, RnnConfig, load_config, writable_file
 from seqlm.errors import SeqlmError
+from seqlm.rnn.config import ModelConfig, TrainConfig
+from seqlm.vocab import build_vocabulary
 
 
 def test_defaults_file_and_overrides(tmp_path):
@@ -31,17 +34,94 @@ def test_defaults_file_and_overrides(tmp_path):
         ("min_count=true", "needs a int"),
         ("tokenizer=bpe", "unknown tokenizer 'bpe'"),
         ("min_count", "not key=value"),
-        ("valid_fraction=0.99", "sum below 1"),
+        ("valid_fraction=0.96", "corpus.valid_fraction and corpus.test_fraction must sum below 1"),
+        ("test_fraction=0", r"corpus.test_fraction must be between 0 and 1, not 0"),
+        ("valid_fraction=nan", "corpus.valid_fraction must be a finite number, not nan"),
+        ("text_field=''", "corpus.text_field must not be empty"),
+        ("unigram.add_k=-1", "unigram.add_k must be finite and not negative"),
+        ("unigram.add_k=inf", "unigram.add_k must be a finite number, not inf"),
+        ("ngram.add_k=0", "ngram.add_k must be positive"),
+        ("orders=[3, 2, 3]", r"ngram.orders lists 3 twice: \[3, 2, 3\]"),
+        ("max_size=3", "vocab.max_size must be 0 \\(no limit\\) or above 3, not 3"),
         ("add_k=1", "ambiguous: say unigram.add_k or ngram.add_k"),
         ("orders=[2, 11]", "between 1 and 10"),
         ("orders=3", "needs a list"),
         ("smoothing=wb", "unknown smoothing 'wb'"),
-        ("rnn.precision=fp16", "rnn.precision must be auto, fp32, bf16, not 'fp16'"),
+        ("rnn.precision=fp16", "rnn.precision must be one of auto, fp32, bf16, not 'fp16'"),
+        ("rnn.lr=-1", "^rnn.lr must be positive, not -1$"),
+        ("rnn.lr=nan", "^rnn.lr must be a finite number, not nan$"),
+        ("rnn.lr=-inf", "^rnn.lr must be a finite number, not -inf$"),
+        ("rnn.clip=0", "^rnn.clip must be positive, not 0$"),
+        ("rnn.batch_size=0", "^rnn.batch_size must be at least 1, not 0$"),
+        ("rnn.bptt=-3", "^rnn.bptt must be at least 1, not -3$"),
+        ("rnn.emsize=0", "^rnn.emsize must be at least 1"),
+        ("rnn.nhid=0", "^rnn.nhid must be at least 1"),
+        ("rnn.nlayers=0", "^rnn.nlayers must be at least 1"),
+        ("rnn.epochs=0", "^rnn.epochs must be at least 1"),
+        ("rnn.dropout=1", r"^rnn.dropout must be in \[0, 1\), not 1$"),
+        ("rnn.dropout=-0.1", r"^rnn.dropout must be in \[0, 1\), not -0.1$"),
+        ("rnn.max_minutes=-1", r"^rnn.max_minutes must be at least 0 \(0: no time budget\)"),
+        ("rnn.optimizer=adam", "^rnn.optimizer must be one of sgd, adamw, not 'adam'$"),
+        ("rnn.seed=-1", "^rnn.seed must be between 0 and"),
+        ("rnn.device=tpu", "^rnn.device must be one of auto, cpu, cuda"),
+        ("rnn.tied=true", None),  # emsize == nhid by default
+        ("rnn.models=['gru', 'gru']", "^rnn.models lists 'gru' twice"),
+        ("experiment=''", "^run.experiment must not be blank"),
+        ('experiment="a\\tb"', "^run.experiment must not hold control characters"),
+        ("experiment='" + "x" * 257 + "'", "^run.experiment must be at most 256 characters"),
+        ("store=''", "^run.store must name a folder"),
     ],
 )
 def test_bad_overrides(override, message):
+    if message is None:
+        load_config(None, [override])
+        return
     with pytest.raises(SeqlmError, match=message):
         load_config(None, [override])
+
+
+def test_tied_needs_equal_sizes_wherever_it_is_set():
+    with pytest.raises(
+        SeqlmError, match=r"^rnn.tied needs rnn.emsize == rnn.nhid, not 128 and 64$"
+    ):
+        load_config(None, ["rnn.tied=true", "rnn.nhid=64"])
+    with pytest.raises(SeqlmError, match=r"^tied needs emsize == nhid, not 200 and 64$"):
+        ModelConfig(tied=True, nhid=64)
+
+
+def test_one_rule_for_every_recurrent_setting():
+    """The pipeline's section, the library's configs: the same rule, named as each spells it."""
+    with pytest.raises(SeqlmError, match=r"^rnn.lr must be positive, not -2$"):
+        RnnConfig(lr=-2.0)
+    with pytest.raises(SeqlmError, match=r"^lr must be positive, not -2$"):
+        TrainConfig(lr=-2.0)
+    with pytest.raises(SeqlmError, match=r"^max_minutes must be a finite number, not inf$"):
+        TrainConfig(max_minutes=float("inf"))
+    with pytest.raises(SeqlmError, match=r"^dropout must be a finite number, not nan$"):
+        ModelConfig(dropout=float("nan"))
+
+
+def test_store_is_checked_by_writing_in_it(tmp_path):
+    store = tmp_path / "a" / "store"
+    config = load_config(None, [f"run.store='{store}'"])
+    assert config.run.check_store() == store and store.is_dir()
+    assert list(store.iterdir()) == []  # the probe file is gone
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for path in (blocker, blocker / "store"):
+        config = load_config(None, [f"run.store='{path}'"])
+        with pytest.raises(SeqlmError, match=r"^run.store: ") as caught:
+            config.run.check_store()
+        assert str(path) in str(caught.value)
+    assert blocker.read_text() == "x"
+
+
+def test_report_path_is_checked(tmp_path):
+    assert writable_file(tmp_path / "r.json", "--report") == tmp_path / "r.json"
+    with pytest.raises(SeqlmError, match=f"^--report: {tmp_path} is a directory$"):
+        writable_file(tmp_path, "--report")
+    with pytest.raises(SeqlmError, match=f"^--report: {tmp_path / 'no'}: no such directory$"):
+        writable_file(tmp_path / "no" / "r.json", "--report")
 
 
 def test_bad_file(tmp_path):
@@ -54,3 +134,13 @@ def test_bad_file(tmp_path):
         load_config(path)
     with pytest.raises(SeqlmError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_min_count_that_leaves_no_word_is_refused():
+    lines = pl.DataFrame({"tokens": [["a", "b"], ["a", "c"]]})
+    assert build_vocabulary(lines, 2).size == 4
+    message = (
+        r"^vocab.min_count 3 leaves no word \(the most frequent training type occurs 2 times\)$"
+    )
+    with pytest.raises(SeqlmError, match=message):
+        build_vocabulary(lines, 3)

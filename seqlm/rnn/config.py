@@ -3,6 +3,8 @@ command line and the pipeline's config start fast)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +16,63 @@ GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("plateau", "fixed")
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
 # What a resumed run may change: how long and where it runs, not what it computes.
 BUDGET_FIELDS = ("epochs", "max_minutes", "device", "patience", "log_every_s")
+
+
+def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), f"one of {', '.join(choices)}"
+
+
+_AT_LEAST_1 = (lambda v: v >= 1), "at least 1"
+_POSITIVE = (lambda v: v > 0), "positive"
+_NOT_NEGATIVE = (lambda v: v >= 0), "at least 0"
+# Every recurrent setting's rule, in one place: ModelConfig, TrainConfig, the pipeline's [rnn]
+# section and the command line all check with it, each naming a setting as its user spells it.
+# (A float must also be finite; NaN fails every comparison.)
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": _one_of(MODELS),
+    "emsize": _AT_LEAST_1,
+    "nhid": _AT_LEAST_1,
+    "nlayers": _AT_LEAST_1,
+    "dropout": ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    "init_range": _POSITIVE,
+    "bptt": _AT_LEAST_1,
+    "batch_size": _AT_LEAST_1,
+    "optimizer": _one_of(OPTIMIZERS),
+    "lr": _POSITIVE,
+    "weight_decay": _NOT_NEGATIVE,
+    "clip": _POSITIVE,  # clipping is always on: a norm of 0 would zero every gradient
+    "schedule": _one_of(SCHEDULES),
+    "lr_decay": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+    "decay_after": _NOT_NEGATIVE,
+    "patience": ((lambda v: v >= 0), "at least 0 (0: never stop early)"),
+    "epochs": _AT_LEAST_1,
+    "max_minutes": ((lambda v: v >= 0), "at least 0 (0: no time budget)"),
+    "device": _one_of(DEVICES),
+    "precision": _one_of(PRECISIONS),
+    "seed": ((lambda v: 0 <= v < 2**63), "between 0 and 2**63 - 1"),
+    "eval_columns": _AT_LEAST_1,
+    "log_every_s": _NOT_NEGATIVE,
+}
+
+
+def check_settings(values: Mapping[str, Any], spell: Callable[[str], str] = str) -> None:
+    """Refuse the first value that breaks its rule (keys without a rule and ``None`` values, not
+    given, pass), naming the setting as ``spell`` writes it: ``rnn.lr``, ``--lr``."""
+    for name, (ok, what) in RULES.items():
+        value = values.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SeqlmError(f"{spell(name)} must be a finite number, not {value}")
+        if value is not None and not ok(value):
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            raise SeqlmError(f"{spell(name)} must be {what}, not {shown}")
+    if values.get("tied") and values.get("emsize") != values.get("nhid"):
+        raise SeqlmError(
+            f"{spell('tied')} needs {spell('emsize')} == {spell('nhid')}, "
+            f"not {values.get('emsize')} and {values.get('nhid')}"
+        )
 
 
 @dataclass(frozen=True)
@@ -32,16 +89,7 @@ class ModelConfig:
     init_range: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise SeqlmError(f"unknown model {self.model!r} (choose from {', '.join(MODELS)})")
-        if min(self.emsize, self.nhid, self.nlayers) < 1:
-            raise SeqlmError(f"emsize, nhid and nlayers must be positive: {self}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SeqlmError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.tied and self.emsize != self.nhid:
-            raise SeqlmError(
-                f"tied embeddings need emsize == nhid (emsize {self.emsize}, nhid {self.nhid})"
-            )
+        check_settings(vars(self))
 
     def forward_flops_per_token(self, vocab_size: int) -> int:
         """Matrix-multiply FLOPs of one token's forward pass (training costs about 3 times this)."""
@@ -80,24 +128,7 @@ class TrainConfig:
     log_every_s: float = 30.0
 
     def __post_init__(self) -> None:
-        checks = {
-            "optimizer": (self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-            "schedule": (self.schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            "precision": (self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-            "bptt": (self.bptt >= 1, "at least 1"),
-            "batch_size": (self.batch_size >= 1, "at least 1"),
-            "lr": (self.lr > 0, "positive"),
-            "clip": (self.clip > 0, "positive"),
-            "lr_decay": (0 < self.lr_decay <= 1, "in (0, 1]"),
-            "epochs": (self.epochs >= 1, "at least 1"),
-            "max_minutes": (self.max_minutes >= 0, "not negative"),
-            "eval_columns": (self.eval_columns >= 1, "at least 1"),
-        }
-        for name, (ok, what) in checks.items():
-            if not ok:
-                raise SeqlmError(
-                    f"training config: {name} must be {what}, not {getattr(self, name)!r}"
-                )
+        check_settings({k: v for k, v in vars(self).items() if k != "model"})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
