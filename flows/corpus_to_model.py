@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
+from flows.guard import guard_deployment_run
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.report import Fitted, ModelResult
@@ -136,6 +137,7 @@ def corpus_to_model(
     out keeps its default. Returns the comparison (one row per model), a few sampled lines per
     model and the MLflow parent run's id.
     """
+    guard_deployment_run(corpus, config)  # a deployment's run: corpus roots, no run.* settings
     logger = get_run_logger()
     overrides = {
         "ngram.orders": orders,
