@@ -43,9 +43,31 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
     """An exclusive lock on ``path`` (created if missing) across processes, held for the block
-    and released when the file closes, even if the holder dies."""
-    with Path(path).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    and released when the file closes, even if the holder dies. Yields True while held; with
+    ``wait`` off, yields False at once (holding nothing) if another holds it.
+
+    A holder may unlink the file to leave nothing behind: whoever then gets the lock of the
+    unlinked file sees that it is no longer at ``path`` and locks the path anew.
+    """
+    path = Path(path)
+    while True:
+        with path.open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            if _same_file(lock.fileno(), path):
+                yield True
+                return
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
