@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+import tasks  # noqa: F401  (the project's environment defaults, before anything reads them)
 from seqlm.cli import build_parser, run_command
 from seqlm.config import load_config, writable_file
 from seqlm.corpus import DEFAULT_CORPUS, discover
@@ -84,6 +85,14 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         "--cron",
         help="the nightly deployment's schedule, a cron expression (default: 03:00 every day)",
     )
+    serve.add_argument(
+        "--corpus-root",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a folder the deployment runs may read corpora from; repeatable (default: "
+        "SEQLM_CORPUS_ROOTS, os.pathsep-separated, else the working directory)",
+    )
     serve.set_defaults(func=serve_deployments)
 
 
@@ -92,7 +101,7 @@ def serve_deployments(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_API_URL", LOCAL_PREFECT_API)
     from flows.serve import NIGHTLY, serve_deployments
 
-    serve_deployments(args.corpus, args.cron or NIGHTLY)
+    serve_deployments(args.corpus, args.cron or NIGHTLY, args.corpus_root)
     return 0
 
 

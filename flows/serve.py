@@ -2,17 +2,22 @@
 
 Two deployments: ``on-demand`` (no schedule; started with ``prefect deployment run``) and
 ``nightly`` (retrains on a cron schedule). Both need a Prefect server at ``PREFECT_API_URL``.
+Their runs read corpora only under the corpus roots (``flows.guard``), which the runs started by
+this process inherit through ``SEQLM_CORPUS_ROOTS``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prefect import serve
 
 from flows.corpus_to_model import corpus_to_model
+from flows.guard import ROOTS_ENV, check_inside_roots, corpus_roots
 from seqlm.corpus import DEFAULT_CORPUS
 from seqlm.errors import SeqlmError
 
@@ -49,6 +54,13 @@ def check_server() -> str:
     return url
 
 
-def serve_deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> None:
+def serve_deployments(
+    corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY, roots: Sequence[str] = ()
+) -> None:
+    """Serve both deployments; ``roots`` (else ``SEQLM_CORPUS_ROOTS``, else the working
+    directory) are the folders their runs may read a corpus from, the default ``corpus`` too."""
+    if roots:
+        os.environ[ROOTS_ENV] = os.pathsep.join(str(Path(root).resolve()) for root in roots)
+    check_inside_roots(Path(corpus), corpus_roots())
     check_server()
     serve(*deployments(corpus, cron))
