@@ -1,7 +1,8 @@
-"""Prefect tasks: each a thin wrapper around one library call, with its cache key and tracking.
+"""Prefect tasks: each a thin wrapper around one library call, or a tracking step.
 
 Importing this package first sets the project's defaults for what would otherwise phone home or
-write outside the project (the user's own environment variables win).
+write outside the project (the user's own environment variables win). The ``seqlm`` command
+imports it first, so the library's own commands get the same defaults.
 """
 
 import os
@@ -10,6 +11,9 @@ from pathlib import Path
 for _name, _value in {
     "PREFECT_HOME": str(Path.cwd() / ".prefect"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # Task results are not persisted (Prefect would cloudpickle them and unpickle them on a cache
+    # hit): the artifact store is the cache.
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "seqlm",
     # The library also logs outside flow runs (by hand, in tests): that is not an error.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
@@ -17,5 +21,7 @@ for _name, _value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
+    # matplotlib's font cache and settings, which would otherwise go to the home folder.
+    "MPLCONFIGDIR": str(Path.cwd() / ".cache" / "matplotlib"),
 }.items():
     os.environ.setdefault(_name, _value)
