@@ -26,6 +26,7 @@ from seqlm.rnn import (
     reference,
     resolve_device,
     sample,
+    save_checkpoint,
     score_stream,
     train,
 )
@@ -141,6 +142,7 @@ def test_training_learns_and_reports(tmp_path: Path) -> None:
     # Only the line lengths are random: a model that learned the pattern is far below uniform (12).
     assert result.valid_ppl < 2.5
     assert result.valid_ppl == pytest.approx(min(m["valid_ppl"] for m in seen))
+    assert replace(result, best_valid_loss=1e4).valid_ppl == math.exp(700)  # capped, no overflow
     assert (tmp_path / "last.pt").exists() and result.checkpoint == tmp_path / "best.pt"
     model, state = load_model(tmp_path / "best.pt")
     assert state["vocab_key"] == "k" and state["epoch"] == 4
@@ -200,10 +202,34 @@ def test_bad_input(tmp_path: Path) -> None:
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     stream = pattern_stream(100)
     train(stream, stream, V, replace(TINY, epochs=1), tmp_path, vocab_key="k")
-    good = (tmp_path / "last.pt").read_bytes()
-    with pytest.raises(SeqlmError, match=r"not finite at step \d+ \(epoch 1, lr 1e\+38\)"):
-        train(stream, stream, V, replace(TINY, lr=1e38, clip=1e30), tmp_path, vocab_key="k")
-    assert (tmp_path / "last.pt").read_bytes() == good
+    last = tmp_path / "last.pt"
+    good = last.read_bytes()
+    # Not finite, and finite but far beyond the uniform guess's loss (ln 12): both diverged. The
+    # older run's checkpoint is not this run's to point to.
+    for lr, loss in [(1e38, "nan"), (1e5, r"\d\.\d+e\+0\d")]:
+        with pytest.raises(SeqlmError) as caught:
+            train(stream, stream, V, replace(TINY, lr=lr, clip=1e30), tmp_path, vocab_key="k")
+        assert re.fullmatch(
+            rf"training diverged at epoch 1, step \d+ \(lr {re.escape(f'{lr:g}')}\): "
+            rf"loss {loss}; no checkpoint was written\. Lower .*",
+            str(caught.value),
+        ), str(caught.value)
+    assert last.read_bytes() == good
+    # Resumed at a diverging rate, it names the checkpoint it started from, and keeps it.
+    state = torch.load(last, weights_only=True)
+    state["lr"] = state["config"]["lr"] = 1e5
+    state["config"]["clip"] = 1e30
+    save_checkpoint(state, last)
+    good = last.read_bytes()
+    config = replace(TINY, lr=1e5, clip=1e30, epochs=2)
+    with pytest.raises(SeqlmError) as caught:
+        train(stream, stream, V, config, tmp_path, vocab_key="k", resume=True)
+    assert re.match(
+        rf"training diverged at epoch 2, step \d+ \(lr 100000\): loss .*; "
+        rf"last good checkpoint: {re.escape(str(last))}\.",
+        str(caught.value),
+    ), str(caught.value)
+    assert last.read_bytes() == good
 
 
 def test_score_stream_carried_reset_and_columns() -> None:
@@ -253,19 +279,36 @@ def test_sample_is_seeded_and_greedy_with_top1() -> None:
             x = torch.tensor([[token]])
 
 
-def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = tmp_path / "corpus"
+WORDS = ["the", "cat", "sat", "on", "a", "mat", ".", "dog", "ran", "to", "park"]
+SMALL = ["--model", "lstm", "--emsize", "16", "--nhid", "16", "--bptt", "10", "--batch-size", "4",
+         "--epochs", "1"]  # fmt: skip
+
+
+def toy_corpus(data: Path, words: list[str] = WORDS) -> Path:
+    """A folder of toy.{train,valid,test}.txt: random lines of ``words``."""
     data.mkdir()
-    words = ["the", "cat", "sat", "on", "a", "mat", ".", "dog", "ran", "to", "park"]
     rng = np.random.default_rng(0)
     for split, n in [("train", 300), ("valid", 30), ("test", 30)]:
         lines = [" ".join(rng.choice(words, rng.integers(3, 9))) for _ in range(n)]
         (data / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a refused command printed (no traceback, nothing else)."""
+    err = capsys.readouterr().err
+    assert err.startswith("seqlm: error: ") and err.count("\n") == 1, err
+    return err.removeprefix("seqlm: error: ").strip()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = toy_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    args = ["rnn", "train", str(data), "--model", "lstm", "--emsize", "16", "--nhid", "16",
-            "--bptt", "10", "--batch-size", "4", "--epochs", "1", "--out", str(out),
-            "--json"]  # fmt: skip
-    assert main(args) == 0
+    assert main(["rnn", "train", str(data), *SMALL, "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     keys = {"valid_ppl", "test_ppl", "test_ppl_no_unk", "tokens_per_second", "epochs", "device"}
     assert keys <= set(summary) and summary["epochs"] == 1 and summary["device"] == "cpu"
@@ -279,7 +322,7 @@ def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[st
     )
     assert main(["rnn", "sample", str(out / "best.pt"), "--words", "12", "--seed", "1"]) == 0
     text = capsys.readouterr().out
-    assert set(text.split()) <= set(words) | {"<unk>"}
+    assert set(text.split()) <= set(WORDS) | {"<unk>"}
     assert main(["rnn", "score", str(data / "toy.test.txt"), str(data / "toy.test.txt")]) == 1
     assert "not a readable checkpoint" in capsys.readouterr().err
 
@@ -299,3 +342,64 @@ def test_fused_head_equals_autograd_chain(tied: bool) -> None:
         want = torch.autograd.grad(ref, [h, *model.decoder.parameters()])
         for g, w in zip(got, want, strict=True):
             assert rel_err(g.numpy(), w.numpy()) <= 1e-10
+
+
+def test_cli_refuses_bad_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = toy_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    train_args = ["rnn", "train", str(data), *SMALL, "--out"]
+    # Settings, named as the command line spells them; nothing is created.
+    for flags, message in [
+        (["--lr", "-1"], "--lr must be positive, not -1"),
+        (["--lr", "nan"], "--lr must be a finite number, not nan"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1), not 1.5"),
+        (["--max-minutes", "-2"], "--max-minutes must be at least 0 (0: no time budget), not -2"),
+        (["--tied", "--emsize", "8"], "--tied needs --emsize == --nhid, not 8 and 16"),
+    ]:
+        assert main([*train_args, str(out), *flags]) == 1
+        assert error_line(capsys) == message
+        assert not out.exists()
+    # --out naming a file: untouched.
+    file = tmp_path / "file"
+    file.write_text("keep")
+    assert main([*train_args, str(file)]) == 1
+    assert error_line(capsys).startswith(f"{file}: not a folder")
+    assert file.read_text() == "keep"
+    # A corpus that fails leaves no output folder behind.
+    assert main(["rnn", "train", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    assert str(tmp_path / "missing") in error_line(capsys) and not out.exists()
+
+    assert main([*train_args, str(out)]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    # Resuming on data with another vocabulary names both; the folder stays as it was.
+    other = toy_corpus(tmp_path / "other", ["un", "deux", "trois", "quatre"])
+    assert main(["rnn", "train", str(other), "--out", str(out), "--resume"]) == 1
+    line = error_line(capsys)
+    assert (
+        line.startswith(f"{out / 'last.pt'}: trained on another vocabulary") and str(other) in line
+    )
+    assert snapshot(out) == before
+    assert main(["rnn", "train", str(data), "--out", str(tmp_path / "new"), "--resume"]) == 1
+    assert error_line(capsys) == f"{tmp_path / 'new' / 'last.pt'}: no checkpoint to resume from"
+
+    # sample / score: a training folder stands for its best.pt; anything else is one line.
+    text = data / "toy.test.txt"
+    assert main(["rnn", "score", str(out), str(text), "--json"]) == 0
+    assert main(["rnn", "sample", str(out), "--words", "5"]) == 0
+    capsys.readouterr()
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes((out / "best.pt").read_bytes()[:1000])
+    for path, problem in [
+        (data, "a folder without best.pt"),
+        (tmp_path / "missing.pt", "no such checkpoint file"),
+        (text, "not a readable checkpoint"),
+        (truncated, "not a readable checkpoint"),
+    ]:
+        assert main(["rnn", "score", str(path), str(text)]) == 1
+        assert error_line(capsys).startswith(f"{path}: {problem}")
+        assert main(["rnn", "sample", str(path)]) == 1
+        assert error_line(capsys).startswith(f"{path}: {problem}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,17 @@ import numpy as np
 from seqlm import corpus
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
-from seqlm.rnn.config import BUDGET_FIELDS, MODELS, OPTIMIZERS, SCHEDULES, ModelConfig, TrainConfig
+from seqlm.rnn.config import (
+    BUDGET_FIELDS,
+    DEVICES,
+    MODELS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    ModelConfig,
+    TrainConfig,
+    check_settings,
+)
 from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
 
 VOCAB_FILE = "vocab.parquet"
@@ -50,7 +62,8 @@ _TRAIN_FLAGS = [
     ("--seed", "seed", int, "random seed"),
 ]
 _CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-            "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16")}  # fmt: skip
+            "device": DEVICES, "precision": PRECISIONS}  # fmt: skip
+CHECKPOINT = "best.pt"  # what a folder given to sample or score stands for
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +88,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.set_defaults(func=train_command)
 
     s = commands.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("checkpoint", type=Path)
+    s.add_argument(
+        "checkpoint", type=Path, help=f"a checkpoint, or a training folder ({CHECKPOINT})"
+    )
     s.add_argument("--words", type=int, default=100)
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--top-k", type=int, default=0, help="draw from the k likeliest (0: all)")
@@ -84,7 +99,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=sample_command)
 
     c = commands.add_parser("score", help="perplexity of a text file under a checkpoint")
-    c.add_argument("checkpoint", type=Path)
+    c.add_argument(
+        "checkpoint", type=Path, help=f"a checkpoint, or a training folder ({CHECKPOINT})"
+    )
     c.add_argument("text", type=Path, help="a text file (tokenised as the training data was)")
     c.add_argument(
         "--reset-each-line",
@@ -101,21 +118,34 @@ def vocabulary_key(vocab: Vocabulary) -> str:
     return hashlib.sha256("\n".join(vocab.tokens.to_list()).encode()).hexdigest()[:16]
 
 
+def _flag(name: str) -> str:
+    """A setting as the command line spells it: ``batch_size`` → ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if v is not None}
+    defaults = vars(TrainConfig()) | vars(ModelConfig())  # the model's name, not its config
+    check_settings(defaults | given, spell=_flag)
     model_names = {f.name for f in fields(ModelConfig)}
     model = ModelConfig(**{k: v for k, v in given.items() if k in model_names})
     train_names = {f.name for f in fields(TrainConfig)} - {"model"}
     return TrainConfig(model=model, **{k: v for k, v in given.items() if k in train_names})
 
 
-def _resumed_config(args: argparse.Namespace, last: Path) -> TrainConfig:
+def _resumed_config(args: argparse.Namespace, state: dict[str, Any]) -> TrainConfig:
     """The checkpoint's config with the budget flags given on this command line."""
-    from seqlm.rnn.checkpoint import read_checkpoint
-
-    stored = TrainConfig.from_dict(read_checkpoint(last)["config"])
+    stored = TrainConfig.from_dict(state["config"])
     budget = {k: getattr(args, k) for k in BUDGET_FIELDS if getattr(args, k, None) is not None}
+    check_settings(budget, spell=_flag)
     return replace(stored, **budget)
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SeqlmError(f"{out}: not a folder (--out names the folder for checkpoints)")
+    if resume and not (out / "last.pt").is_file():
+        raise SeqlmError(f"{out / 'last.pt'}: no checkpoint to resume from")
 
 
 class _ProgressBar:
@@ -149,22 +179,48 @@ def _ingest(data: str, tokenizer: str, shards_root: Path) -> list[Path]:
     return dirs
 
 
+@contextlib.contextmanager
+def _new_folder(path: Path) -> Iterator[None]:
+    """``path`` made for the block; removed again if the block fails and left it empty."""
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SeqlmError(f"{path}: cannot create the folder ({e.strerror})") from None
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
 def train_command(args: argparse.Namespace) -> int:
-    from seqlm.rnn import plot_learning_curve, resolve_device, score_stream, train
+    from seqlm.rnn import plot_learning_curve, read_checkpoint, resolve_device, score_stream, train
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    config = _resumed_config(args, out / "last.pt") if args.resume else _config_from_args(args)
-    resolve_device(config.device)  # fail before ingesting
-    with tempfile.TemporaryDirectory(dir=out, prefix=".shards.") as tmp:
+    _check_out(out, args.resume)
+    # Nothing is written before the settings, the device and the data have passed.
+    resumed = read_checkpoint(out / "last.pt") if args.resume else None
+    config = _resumed_config(args, resumed) if resumed else _config_from_args(args)
+    resolve_device(config.device)
+    with _new_folder(out), tempfile.TemporaryDirectory(dir=out, prefix=".shards.") as tmp:
         dirs = _ingest(args.data, args.tokenizer, Path(tmp))
         splits = {s: corpus.load_split(dirs, s) for s in corpus.SPLITS}
-    vocab = build_vocabulary(splits["train"], args.min_count)
+        vocab = build_vocabulary(splits["train"], args.min_count)
+    key = vocabulary_key(vocab)
+    if resumed and (key, vocab.size) != (resumed["vocab_key"], resumed["vocab_size"]):
+        raise SeqlmError(
+            f"{out / 'last.pt'}: trained on another vocabulary ({resumed['vocab_size']} types, "
+            f"key {resumed['vocab_key']}) than {args.data} gives with --tokenizer "
+            f"{args.tokenizer} --min-count {args.min_count} ({vocab.size} types, key {key})"
+        )
     vocab.save(out / VOCAB_FILE)
     streams = {s: vocab.stream(df) for s, df in splits.items()}
     result = train(
         streams["train"], streams["valid"], vocab.size, config, out,
-        vocab_key=vocabulary_key(vocab), resume=args.resume, on_progress=_ProgressBar(),
+        vocab_key=key, resume=args.resume, on_progress=_ProgressBar(),
         extra={"tokenizer": args.tokenizer},
     )  # fmt: skip
     test = perplexity(score_stream(result.model, streams["test"]), streams["test"])
@@ -200,6 +256,13 @@ def train_command(args: argparse.Namespace) -> int:
 def _load(checkpoint: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary]:
     from seqlm.rnn import load_model, resolve_device
 
+    if checkpoint.is_dir():
+        if not (checkpoint / CHECKPOINT).is_file():
+            raise SeqlmError(
+                f"{checkpoint}: a folder without {CHECKPOINT} (give a checkpoint file or the "
+                "--out folder of seqlm rnn train)"
+            )
+        checkpoint = checkpoint / CHECKPOINT
     model, state = load_model(checkpoint, resolve_device(device))
     vocab_path = checkpoint.parent / VOCAB_FILE
     if not vocab_path.is_file():

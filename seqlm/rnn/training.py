@@ -53,11 +53,26 @@ class TrainResult:
 
     @property
     def valid_ppl(self) -> float:
-        return math.exp(self.best_valid_loss)
+        return _ppl(self.best_valid_loss)
 
 
 def _ppl(loss: float) -> float:
     return math.exp(min(loss, 700.0))  # a diverging run reports a huge perplexity, not a crash
+
+
+# A mean loss this many times the uniform guess's (ln V nats) means training diverged, even while
+# it stays finite: no model that learns anything is that far off.
+DIVERGED_FACTOR = 10.0
+
+
+def _diverged(
+    epoch: int, step: int, lr: float, what: str, loss: float, checkpoint: Path | None
+) -> SeqlmError:
+    where = f"last good checkpoint: {checkpoint}" if checkpoint else "no checkpoint was written"
+    return SeqlmError(
+        f"training diverged at epoch {epoch}, step {step} (lr {lr:g}): {what} {loss:.3g}; "
+        f"{where}. Lower the learning rate or the gradient clip"
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -235,6 +250,9 @@ def train(
     budget_s = config.max_minutes * 60 - elapsed_before if config.max_minutes else math.inf
     head = SoftmaxHead()
     stopped, train_s, train_tokens = "epochs", 0.0, 0
+    diverged = DIVERGED_FACTOR * math.log(vocab_size)
+    # The checkpoint a divergence points back to: this run's (or the one it resumed from).
+    good_checkpoint = last_path if resume else None
     log.info(
         "training %s %d×%d on %s (%s), %d tokens, %d windows of %d × %d per epoch",
         config.model.model, config.model.nlayers, config.model.nhid, device,
@@ -249,6 +267,7 @@ def train(
         hidden = model.init_hidden(batch_size)
         loss_sum = torch.zeros((), device=device)
         bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        bad_loss = torch.zeros((), device=device)
         epoch_start = last_report = last_log = time.monotonic()
         tokens = 0
         for done, i in enumerate(range(0, rows - 1, bptt), 1):
@@ -261,12 +280,18 @@ def train(
                                       config.clip, bf16)  # fmt: skip
             step += 1
             tokens += y.numel()
-            # Kept on the device: no host sync per step, yet the first bad step is known.
+            # Kept on the device: no host sync per step, yet the first bad step is known
+            # (NaN fails the comparison too).
             loss_sum += loss * y.numel()
-            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
+            first_bad = (bad_step < 0) & ~(loss <= diverged)
+            bad_step = torch.where(first_bad, step, bad_step)
+            bad_loss = torch.where(first_bad, loss.to(bad_loss.dtype), bad_loss)
             now = time.monotonic()
             report = on_progress is not None and now - last_report >= progress_every_s
             if report or now - last_log >= config.log_every_s:
+                if int(bad_step) >= 0:  # synced here anyway
+                    raise _diverged(epoch, int(bad_step), lr, "loss", float(bad_loss),
+                                    good_checkpoint)  # fmt: skip
                 ppl = _ppl(loss_sum.item() / tokens)
                 tps = tokens / (now - epoch_start)
                 if report:
@@ -283,12 +308,8 @@ def train(
         loss_total = loss_sum.item()  # syncs the device, so the clock below is true
         epoch_s = time.monotonic() - epoch_start
         train_s, train_tokens = train_s + epoch_s, train_tokens + tokens
-        if int(bad_step) >= 0 or not math.isfinite(loss_total):
-            where = f"at step {int(bad_step)}" if int(bad_step) >= 0 else "(its sum overflowed)"
-            raise SeqlmError(
-                f"training loss is not finite {where} (epoch {epoch}, lr {lr:g}); lower the "
-                f"learning rate. Last good checkpoint: {last_path or 'none (no out_dir)'}"
-            )
+        if int(bad_step) >= 0:
+            raise _diverged(epoch, int(bad_step), lr, "loss", float(bad_loss), good_checkpoint)
         if on_progress is not None:
             on_progress(dict(epoch=epoch, windows_done=windows, windows=windows,
                              train_ppl=_ppl(loss_total / tokens),
@@ -303,8 +324,8 @@ def train(
             lr=lr,
             epoch_s=epoch_s,
         )
-        if not math.isfinite(valid_loss):
-            raise SeqlmError(f"validation loss is not finite after epoch {epoch} (lr {lr:g})")
+        if not valid_loss <= diverged:
+            raise _diverged(epoch, step, lr, "validation loss", valid_loss, good_checkpoint)
         improved = valid_loss < best_loss
         if improved:
             best_loss, bad_epochs = valid_loss, 0
@@ -329,6 +350,7 @@ def train(
                 extra=extra or {},
             )  # fmt: skip
             save_checkpoint(checkpoint, last_path)
+            good_checkpoint = last_path
             if improved:
                 save_checkpoint(checkpoint, best_path)
         log.info(
