@@ -10,8 +10,11 @@ import polars as pl
 from seqlm.vocab import BOS_ID, EOS_ID, UNK_ID, Vocabulary, build_vocabulary
 
 
-def random_lines(n_lines: int, n_words: int, seed: int, unk: bool = True) -> pl.DataFrame:
-    """Zipf-ish random sentences over ``w0..w{n_words-1}`` (and a literal ``<unk>`` if ``unk``)."""
+def random_lines(
+    n_lines: int, n_words: int, seed: int, unk: bool = True, empty: float = 0.0
+) -> pl.DataFrame:
+    """Zipf-ish random sentences over ``w0..w{n_words-1}`` (and a literal ``<unk>`` if ``unk``);
+    ``empty``: the share of lines that are empty (sentences with no word)."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, n_words + 2) ** 1.5
     words = np.array(["<unk>" if unk else "w", *[f"w{i}" for i in range(n_words)]])
@@ -19,13 +22,16 @@ def random_lines(n_lines: int, n_words: int, seed: int, unk: bool = True) -> pl.
         list(rng.choice(words, size=rng.integers(1, 9), p=weights / weights.sum()))
         for _ in range(n_lines)
     ]
+    if empty:
+        blank = rng.random(n_lines) < empty
+        lines = [[] if b else line for line, b in zip(lines, blank, strict=True)]
     return pl.DataFrame({"tokens": lines}, schema={"tokens": pl.List(pl.String)})
 
 
 def corpus(
-    n_lines: int = 400, n_words: int = 150, seed: int = 0, unk: bool = True
+    n_lines: int = 400, n_words: int = 150, seed: int = 0, unk: bool = True, empty: float = 0.0
 ) -> tuple[Vocabulary, np.ndarray]:
-    lines = random_lines(n_lines, n_words, seed, unk)
+    lines = random_lines(n_lines, n_words, seed, unk, empty)
     vocab = build_vocabulary(lines)
     return vocab, vocab.stream(lines)
 

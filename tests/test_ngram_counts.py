@@ -52,3 +52,13 @@ def test_empty_stream_and_missing_tables_are_refused(tmp_path):
         count_ngrams(np.zeros(0, dtype=np.int32), 3, 10)
     with pytest.raises(SeqlmError, match="no count tables"):
         read_tables(tmp_path)
+
+
+def test_empty_lines_count_as_bos_eos():
+    vocab, stream = corpus(n_lines=200, empty=0.2)
+    empties = int(((stream == 2) & (np.roll(stream, 1) == 2)).sum()) + int(stream[0] == 2)
+    assert empties > 20
+    tables = count_ngrams(stream, 3, vocab.size)
+    for table, counter in zip(tables, brute_counts(stream, 3), strict=True):
+        assert as_counter(table) == dict(counter)
+    assert as_counter(tables[1])[(1, 2)] == empties  # each empty line is the bigram <s> </s>

@@ -94,3 +94,16 @@ def test_unknown_smoothing_and_bad_ids_are_refused():
         fit(tables, vocab, "witten-bell")
     with pytest.raises(SeqlmError, match="outside"):
         fit(tables, vocab, "kn", discount_fallback=True).score_stream(np.array([999, EOS_ID]))
+
+
+def test_kneser_ney_with_empty_lines_equals_the_definition():
+    vocab, train = corpus(n_lines=600, seed=9, unk=False, empty=0.15)
+    held_out = vocab.stream(random_lines(60, 150, seed=10, unk=False, empty=0.2))
+    assert ((held_out == EOS_ID) & (np.roll(held_out, 1) == EOS_ID)).any()
+    model = fit(count_ngrams(train, 3, vocab.size), vocab, "kn")
+    brute = BruteKneserNey(train, 3, vocab.size)
+    np.testing.assert_allclose(model.info["discounts"], [d[1:] for d in brute.discounts])
+    scores = model.score_tokens(held_out)
+    np.testing.assert_allclose(scores.log10_prob, brute.log10_probs(held_out), rtol=1e-10)
+    assert len(scores.sentence_log10()) == (held_out == EOS_ID).sum()
+    assert next_word_mass(model, []) == pytest.approx(1.0, abs=1e-9)
