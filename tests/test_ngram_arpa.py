@@ -165,3 +165,63 @@ def test_malformed_higher_orders_name_the_line(tmp_path, edit, message):
     with pytest.raises(SeqlmError, match=message) as caught:
         read_arpa(tmp_path / "m.arpa")
     assert f"m.arpa:{at + 2 if 'twice' in message else at + 1}:" in str(caught.value)
+
+
+def _edit_field(lines, marker, field, value):
+    """Set one field of the first entry after ``marker``; its 1-based line number."""
+    at = lines.index(marker) + 1
+    fields = lines[at].split("\t")
+    fields[field] = value
+    lines[at] = "\t".join(fields)
+    return at + 1
+
+
+@pytest.mark.parametrize(
+    ("marker", "field", "value", "problem"),
+    [
+        ("\\1-grams:", 0, "nan", "log10 p nan is not finite (ARPA writes log 0 as -99)"),
+        ("\\1-grams:", 0, "-inf", "log10 p -inf is not finite (ARPA writes log 0 as -99)"),
+        ("\\2-grams:", 0, "inf", "log10 p inf is not finite (ARPA writes log 0 as -99)"),
+        ("\\2-grams:", 0, "0.5", "log10 p 0.5 is positive (a probability above 1)"),
+        ("\\1-grams:", 2, "inf", "back-off inf is not finite"),
+        ("\\1-grams:", 2, "nan", "back-off nan is not finite"),
+        ("\\1-grams:", 0, "0", None),  # log10 1: a certain word
+        ("\\1-grams:", 2, "0.5", None),  # a back-off weight above 1 is legal, as KenLM reads it
+    ],
+)
+def test_arpa_weights_are_checked(tmp_path, marker, field, value, problem):
+    vocab, train = corpus(n_lines=100, seed=15)
+    path = tmp_path / "m.arpa"
+    write_arpa(fit(count_ngrams(train, 2, vocab.size), vocab, "kn", discount_fallback=True), path)
+    lines = path.read_text().split("\n")
+    at = _edit_field(lines, marker, field, value)
+    path.write_text("\n".join(lines))
+    if problem is None:
+        model = read_arpa(path)
+        assert float(value) in np.concatenate([*model.log10_prob, *model.log10_backoff])
+        return
+    with pytest.raises(SeqlmError) as caught:
+        read_arpa(path)
+    assert str(caught.value) == f"{path}:{at}: {problem}"
+    assert main(["ngram", "score", str(path), str(path)]) == 1
+
+
+def test_cli_score_refuses_bad_paths_in_one_line(tmp_path, capsys):
+    vocab, train = corpus(n_lines=100, seed=15)
+    model = fit(count_ngrams(train, 2, vocab.size), vocab, "kn", discount_fallback=True)
+    saved, text = tmp_path / "saved", write_lines(tmp_path / "t.txt", ["a b"])
+    model.save(saved)
+    assert main(["ngram", "score", str(saved), str(text)]) == 0
+    capsys.readouterr()
+    (saved / "order2.arrow").unlink()
+    for model_path, text_path, message in [
+        (tmp_path, text, f"{tmp_path}: not a saved n-gram model"),
+        (saved, text, f"{saved / 'order2.arrow'}: missing from the saved n-gram model"),
+        (tmp_path / "none.arpa", text, f"{tmp_path / 'none.arpa'}: cannot read"),
+        (saved.with_name("m.arpa"), tmp_path, f"{tmp_path}: not a regular file"),
+    ]:
+        if model_path.name == "m.arpa":
+            write_arpa(model, model_path)
+        assert main(["ngram", "score", str(model_path), str(text_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"seqlm: error: {message}") and err.count("\n") == 1, err

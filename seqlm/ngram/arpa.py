@@ -1,7 +1,10 @@
 """ARPA text format: writing any n-gram model, reading one back for scoring.
 
 Sections ``\\n-grams:`` hold ``log10 p <TAB> w1 … wn [<TAB> log10 back-off]``; log10 0 is written
-as −99, the ARPA convention.
+as −99, the ARPA convention. As KenLM's reader does, a file is refused for a positive log10 p (a
+probability above 1) and for a back-off that is not finite; a positive back-off is legal (a
+back-off weight may exceed 1). Unlike KenLM, a log10 p that is not finite (``nan``, ``-inf``) is
+refused too: ARPA writes log 0 as −99, and a NaN would poison every score.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
         if (
             frame.height != sizes[n - 1]
             or frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
+            or frame.select(_bad_weights(n < order).any()).item()
         ):
             raise _Irregular
         return frame
@@ -336,7 +340,23 @@ def _parse_section(path: Path, n: int, body: pl.DataFrame, order: int) -> pl.Dat
     bad = parsed.filter(pl.col("p").is_null() | pl.col("bo").is_null())
     if bad.height:
         raise SeqlmError(f"{path}:{bad['line'][0]}: not a number in {bad['text'][0]!r}")
+    bad = parsed.filter(_bad_weights())
+    if bad.height:
+        line, p, bo = bad["line"][0], bad["p"][0], bad["bo"][0]
+        if not np.isfinite(p):
+            problem = f"log10 p {p:g} is not finite (ARPA writes log 0 as {LOG_ZERO:g})"
+        elif p > 0:
+            problem = f"log10 p {p:g} is positive (a probability above 1)"
+        else:
+            problem = f"back-off {bo:g} is not finite"
+        raise SeqlmError(f"{path}:{line}: {problem}")
     return parsed.drop("text")
+
+
+def _bad_weights(backoff: bool = True) -> pl.Expr:
+    """Entries whose log10 p is not finite or positive, or whose back-off is not finite."""
+    bad = ~pl.col("p").is_finite() | (pl.col("p") > 0)
+    return bad | ~pl.col("bo").is_finite() if backoff else bad
 
 
 def _build(path: Path, grams: list[pl.DataFrame]) -> NgramModel:

@@ -174,6 +174,9 @@ class NgramModel:
             raise SeqlmError(f"{folder}: not a saved n-gram model (no {META_FILE})")
         info = json.loads((folder / META_FILE).read_text())
         order = info.pop("order")
+        for name in (VOCAB_FILE, *(f"order{n}.arrow" for n in range(1, order + 1))):
+            if not (folder / name).is_file():
+                raise SeqlmError(f"{folder / name}: missing from the saved n-gram model")
         levels = []
         for n in range(1, order + 1):
             with pa.memory_map(str(folder / f"order{n}.arrow")) as source:
