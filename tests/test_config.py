@@ -144,3 +144,23 @@ def test_min_count_that_leaves_no_word_is_refused():
     )
     with pytest.raises(SeqlmError, match=message):
         build_vocabulary(lines, 3)
+
+
+def test_run_refuses_bad_outputs_before_the_flow_starts(tmp_path, capsys):
+    from flows.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n" * 30)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for flags, message in [
+        (["--report", str(tmp_path)], f"--report: {tmp_path} is a directory"),
+        (["--report", str(tmp_path / "no" / "r.json")], f"--report: {tmp_path / 'no'}: no such"),
+        (["--set", f"run.store='{blocker}'"], f"run.store: {blocker} is not a directory"),
+        (["--set", "rnn.lr=0"], "rnn.lr must be positive, not 0"),
+    ]:
+        store = ["--set", f"run.store='{tmp_path / 'store'}'"]  # a later --set wins
+        assert main(["run", "--corpus", str(corpus), *store, *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"seqlm: error: {message}") and err.count("\n") == 1, err
+    assert blocker.read_text() == "x"
