@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -56,18 +60,53 @@ def run_pipeline(args: argparse.Namespace) -> int:
     config.run.check_store()
     if args.report:
         writable_file(Path(args.report), "--report")
-    from flows.corpus_to_model import corpus_to_model
+    from flows.local_server import prefect_api
 
-    result = corpus_to_model(corpus=args.corpus, config=config.to_dict())
+    with prefect_api(warm_up=lambda: import_module("flows.corpus_to_model")), quiet_failures(args):
+        from flows.corpus_to_model import PresentationFailed, corpus_to_model
+
+        try:
+            result = corpus_to_model(corpus=args.corpus, config=config.to_dict())
+        except PresentationFailed as e:  # the models are compared: show them, then the error
+            show_result(e.result, args.report)
+            raise
+    show_result(result, args.report)
+    return 0
+
+
+def show_result(result: dict[str, Any], report: str | None) -> None:
+    """The report first (a closed stdout must not lose it), then the samples and the table."""
     rows = result["comparison"]
+    if report:
+        atomic_write_text(Path(report), json.dumps(rows, indent=2))
     for name, lines in result["samples"].items():
         print(f"{name}:", *(f"  {line}" for line in lines), sep="\n")
     print()
     print(to_markdown(pl.DataFrame(rows)))
     print(LIKE_FOR_LIKE)
-    if args.report:
-        atomic_write_text(Path(args.report), json.dumps(rows, indent=2))
-    return 0
+
+
+@contextmanager
+def quiet_failures(args: argparse.Namespace) -> Iterator[None]:
+    """Keep Prefect's reports of failed runs off the terminal (they still reach the run's log):
+    the error shows once, as the command's last line. ``--verbose`` shows them all."""
+    handlers = [] if args.verbose else logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(_not_prefect_failure)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_not_prefect_failure)
+
+
+def _not_prefect_failure(record: logging.LogRecord) -> bool:
+    """False for a flow or task run's failure as Prefect logs it: its traceback, and "Finished in
+    state ..." (those of completed runs too: the result or the error line says how it ended)."""
+    return not (
+        record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+        and (record.levelno >= logging.ERROR or str(record.msg).startswith("Finished in state"))
+    )
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:

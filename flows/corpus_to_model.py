@@ -6,21 +6,26 @@ what exists. MLflow gets one parent run per pipeline run and one child run per m
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
 
 from flows.guard import guard_deployment_run
+from seqlm.cli import error_line
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
+from seqlm.errors import SeqlmError
 from seqlm.report import Fitted, ModelResult
-from seqlm.stages import VOCAB_FILE, load_metrics
+from seqlm.stages import LOADERS, VOCAB_FILE, load_metrics
 from seqlm.store import Artifact, stage_key
 from tasks.registry import register_champion
-from tasks.report import publish_comparison, sample_models, track_model
+from tasks.report import log_samples, model_result, publish_comparison, sample_model, track_model
 from tasks.stages import (
     build_vocabulary,
     compare_models,
@@ -34,6 +39,15 @@ from tasks.stages import (
     train_rnn,
 )
 from tasks.tracking import Tracker
+
+log = logging.getLogger("seqlm.flow")
+
+
+class PresentationFailed(SeqlmError):
+    """The models are compared and the comparison is logged, but a step that shows them (child
+    runs, registry, samples) failed. ``result`` holds what the flow would have returned."""
+
+    result: dict[str, Any]
 
 
 def fit_models(
@@ -97,6 +111,19 @@ def best_mixture(
     )
 
 
+def present(steps: list[tuple[str, Callable[[], Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """Run every step, each independent of the others: what each returned by its name, and the
+    names of those that failed, each logged as one line (``sample lstm: <error>``)."""
+    done, failed = {}, []
+    for name, step in steps:
+        try:
+            done[name] = step()
+        except Exception as e:  # the work is done: one failed presentation must not hide the rest
+            log.error("%s: %s", name, error_line(e) or f"{type(e).__name__}: {e}")
+            failed.append(name)
+    return done, failed
+
+
 def champion(
     experiment: str,
     parent: str,
@@ -151,6 +178,7 @@ def corpus_to_model(
     store = cfg.run.check_store()  # fails here, before any work, if it cannot be written
     experiment = cfg.run.experiment
     tracker = Tracker(experiment)  # fails here, before any work, if MLflow cannot be written
+    tracker.end_abandoned_runs()  # runs of killed processes, left RUNNING
 
     shards: list[Artifact] = ingest_source.map(store, sources, unmapped(cfg.corpus)).result()
     train_shards = [s for s in shards if "train" in s.manifest["rows"]]
@@ -184,16 +212,30 @@ def corpus_to_model(
             fitted.append(mixture)
             evaluations[mixture.name] = mixture.model
         compared = compare_models(store, evaluations)  # refuses models scored on other targets
-        results = [
-            track_model(experiment, parent, f, evaluations[f.name], line_reset.get(f.name), keys)
-            for f in fitted
-        ]
+        results = [model_result(f, evaluations[f.name], line_reset.get(f.name)) for f in fitted]
+        # The comparison is logged before anything that only shows it, which may then fail alone.
         rows = publish_comparison(experiment, parent, results, compared)
-        champion(experiment, parent, corpus, cfg, vocab, fitted, results, keys)
-        samples = sample_models(experiment, parent, fitted, vocab)
+        done, failed = present(
+            [(f"track {f.name}", partial(track_model, experiment, parent, f, r, keys))
+             for f, r in zip(fitted, results, strict=True)]
+            + [(f"register {min(results, key=lambda r: r.valid_ppl).model}",
+                partial(champion, experiment, parent, corpus, cfg, vocab, fitted, results, keys))]
+            + [(f"sample {f.name}", partial(sample_model, f, vocab))
+               for f in fitted if f.model.stage in LOADERS]
+        )  # fmt: skip
+        samples = {name.removeprefix("sample "): lines for name, lines in done.items()
+                   if name.startswith("sample ")}  # fmt: skip
+        failed += present([("log samples", partial(log_samples, experiment, parent, samples))])[1]
+        result = {"comparison": rows, "samples": samples, "mlflow_run": parent}
+        if failed:
+            error = PresentationFailed(
+                f"MLflow run {parent}: the comparison is logged, but {', '.join(failed)} failed"
+            )
+            error.result = result
+            raise error
     except BaseException:
         tracker.finish(parent, failed=True)
         raise
     tracker.finish(parent)
     logger.info("compared %d models; MLflow run %s", len(rows), parent)
-    return {"comparison": rows, "samples": samples, "mlflow_run": parent}
+    return result

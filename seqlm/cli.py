@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,7 +32,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse, run the chosen command, and turn bad input into one clear line and exit status 1."""
+    """Parse, run the chosen command, and turn bad input or a failed file operation into one
+    clear line and exit status 1. A bug keeps its traceback."""
     args = parser.parse_args(argv)
     # Our own progress at INFO; other libraries (HTTP clients...) only when they warn.
     logging.basicConfig(
@@ -41,10 +43,33 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     )
     logging.getLogger("seqlm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return int(args.func(args) or 0)
-    except SeqlmError as e:
-        print(f"seqlm: error: {e}", file=sys.stderr)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        # The reader went away (`seqlm ... | head -1`): stop quietly, as `yes | head` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # SIGPIPE
+    except Exception as e:
+        message = error_line(e)
+        if message is None:
+            raise
+        print(f"seqlm: error: {message}", file=sys.stderr)
         return 1
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line for bad input (``SeqlmError``) or a failed file operation (``OSError``:
+    ``path: reason``), also when another error wraps it (``raise ... from``); None for a bug."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, SeqlmError):
+            return str(cause)
+        if isinstance(cause, OSError):
+            reason = cause.strerror or str(cause)
+            return f"{cause.filename}: {reason}" if cause.filename is not None else reason
+        cause = cause.__cause__
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,24 +31,27 @@ MAX_LOGGED_BYTES = 50 << 20
 TRAINED_FACTS = ("device", "precision", "epochs", "stopped")
 
 
+def model_result(fitted: Fitted, evaluation: Artifact, line_reset: Artifact | None) -> ModelResult:
+    """A model's row of the comparison, from its evaluations (and its like-for-like one)."""
+    return ModelResult.from_metrics(
+        fitted,
+        load_metrics(evaluation),
+        train_seconds=fitted.model.manifest["seconds"],
+        line_reset=load_metrics(line_reset) if line_reset else None,
+    )
+
+
 @task(name="track-model", cache_policy=NO_CACHE)
 def track_model(
     experiment: str,
     parent_run: str,
     fitted: Fitted,
-    evaluation: Artifact,
-    line_reset: Artifact | None,
+    result: ModelResult,
     tags: Mapping[str, str],
-) -> ModelResult:
+) -> None:
     """A child run with the model's params, its metrics (per epoch too, for a recurrent model)
     and its model folder (a big one stays in the store, referenced by key and path)."""
     model = fitted.model
-    result = ModelResult.from_metrics(
-        fitted,
-        load_metrics(evaluation),
-        train_seconds=model.manifest["seconds"],
-        line_reset=load_metrics(line_reset) if line_reset else None,
-    )
     rows = model.manifest["rows"]
     trained = {f"trained.{k}": str(rows[k]) for k in TRAINED_FACTS if k in rows}
     tracker = Tracker(experiment)
@@ -58,6 +61,15 @@ def track_model(
         tags={"family": fitted.family, **tags, **trained},
         parent=parent_run,
     )
+    try:
+        _log_model(tracker, run, model, result)
+    except BaseException:
+        tracker.finish(run, failed=True)
+        raise
+    tracker.finish(run)
+
+
+def _log_model(tracker: Tracker, run: str, model: Artifact, result: ModelResult) -> None:
     # Per-epoch curves first, then the final figures at the last step: MLflow shows the latest.
     history = model.path / HISTORY_FILE
     epochs = json.loads(history.read_text()) if history.exists() else []
@@ -70,8 +82,6 @@ def track_model(
     tracker.log_metrics(run, final, step=int(epochs[-1]["epoch"]) if epochs else 0)
     if sum(p.stat().st_size for p in model.path.rglob("*") if p.is_file()) <= MAX_LOGGED_BYTES:
         tracker.log_folder(run, model.path, "model")
-    tracker.finish(run)
-    return result
 
 
 @task(name="publish-comparison", cache_policy=NO_CACHE)
@@ -105,19 +115,17 @@ def publish_comparison(
 
 
 @task(name="sample", cache_policy=NO_CACHE)
-def sample_models(
-    experiment: str, parent_run: str, fitted: Sequence[Fitted], vocab: Artifact, seed: int = 0
-) -> dict[str, list[str]]:
-    """A few lines from every model, logged as ``samples.md`` on the parent run."""
-    v = load_vocabulary(vocab)
-    samples = {
-        f.name: sample_lines(LOADERS[f.model.stage](f.model.path), v, seed=seed)
-        for f in fitted
-        if f.model.stage in LOADERS
-    }
+def sample_model(fitted: Fitted, vocab: Artifact, seed: int = 0) -> list[str]:
+    """A few lines written by the model."""
+    model = LOADERS[fitted.model.stage](fitted.model.path)
+    return sample_lines(model, load_vocabulary(vocab), seed=seed)
+
+
+@task(name="log-samples", cache_policy=NO_CACHE)
+def log_samples(experiment: str, parent_run: str, samples: Mapping[str, list[str]]) -> None:
+    """The sampled lines as ``samples.md`` on the parent run."""
     text = "".join(
         f"## {name}\n\n" + "".join(f"- {line}\n" for line in lines) + "\n"
         for name, lines in samples.items()
     )
     Tracker(experiment).log_files(parent_run, {"samples.md": text})
-    return samples

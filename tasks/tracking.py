@@ -6,7 +6,9 @@ running in worker threads log to the right run.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -22,7 +24,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from seqlm.errors import SeqlmError
 from seqlm.files import file_lock
 
+log = logging.getLogger("seqlm.tracking")
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# Who runs a pipeline run: a run left RUNNING by a process that is gone was killed.
+OWNER_PID, OWNER_HOST, OWNER_STARTED = "seqlm.pid", "seqlm.host", "seqlm.started"
 _MAX_PARAM_LENGTH = 6000
 
 
@@ -60,6 +66,8 @@ class Tracker:
         run_tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
         if parent:
             run_tags[MLFLOW_PARENT_RUN_ID] = parent
+        else:
+            run_tags |= owner_tags()
         run = self.client.create_run(self.experiment_id, run_name=name, tags=run_tags)
         run_id = run.info.run_id
         for key, value in params.items():
@@ -90,6 +98,49 @@ class Tracker:
 
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    def end_abandoned_runs(self) -> list[str]:
+        """Mark KILLED every RUNNING pipeline run of the experiment whose process, on this host,
+        is gone (killed, or its machine restarted), with its RUNNING child runs; returns their
+        ids. Runs of other hosts, and of processes still alive, are left alone."""
+        running = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        dead = {r.info.run_id for r in running if _owner_gone(r.data.tags)}
+        for run in running:
+            if run.info.run_id in dead or run.data.tags.get(MLFLOW_PARENT_RUN_ID) in dead:
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        for run_id in sorted(dead):
+            log.warning("MLflow run %s: its process is gone; marked KILLED", run_id)
+        return sorted(dead)
+
+
+def owner_tags() -> dict[str, str]:
+    """This process: pid, host and start time (so that a later process given the same pid is not
+    taken for it)."""
+    pid = os.getpid()
+    return {
+        OWNER_PID: str(pid),
+        OWNER_HOST: socket.gethostname(),
+        OWNER_STARTED: _process_start(pid) or "",
+    }
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot: field 22 of ``/proc/<pid>/stat``),
+    None when there is no such process (or no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after "(comm)" start at field 3
+
+
+def _owner_gone(tags: Mapping[str, str]) -> bool:
+    started = tags.get(OWNER_STARTED)
+    if not started or tags.get(OWNER_HOST) != socket.gethostname():
+        return False  # not ours to judge: no owner recorded, or another machine's
+    return _process_start(int(tags[OWNER_PID])) != started
 
 
 @contextmanager
