@@ -31,9 +31,13 @@ def training_lines(corpus: Path, tokenizer: str) -> pl.DataFrame:
     sources = discover(corpus)
     if any(s.split for s in sources):
         sources = [s for s in sources if s.split == "train"]
-    lines = pl.concat([tokenize(read_lines(s.path), tokenizer) for s in sources])
-    require_words(lines, corpus)
-    return lines
+
+    def read(path: Path) -> pl.DataFrame:
+        lines = tokenize(read_lines(path), tokenizer)
+        require_words(lines, path)  # as ingestion refuses a training file with no word
+        return lines
+
+    return pl.concat([read(s.path) for s in sources])
 
 
 def _train_stream(args: argparse.Namespace) -> tuple[Vocabulary, np.ndarray]:
