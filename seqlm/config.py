@@ -150,7 +150,7 @@ class RunConfig:
             raise SeqlmError("run.store must name a folder, not ''")
         name = self.experiment
         if not name.strip():
-            raise SeqlmError(f"run.experiment must not be blank, not {name!r}")
+            raise SeqlmError(f"run.experiment must not be empty or blank, not {name!r}")
         if len(name) > MAX_EXPERIMENT_NAME:
             raise SeqlmError(
                 f"run.experiment must be at most {MAX_EXPERIMENT_NAME} characters, not {len(name)}"

@@ -22,12 +22,12 @@ BUDGET_FIELDS = ("epochs", "max_minutes", "device", "patience", "log_every_s")
 
 
 def _one_of(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in choices), f"one of {', '.join(choices)}"
+    return (lambda v: v in choices), f"be one of {', '.join(choices)}"
 
 
-_AT_LEAST_1 = (lambda v: v >= 1), "at least 1"
-_POSITIVE = (lambda v: v > 0), "positive"
-_NOT_NEGATIVE = (lambda v: v >= 0), "at least 0"
+_AT_LEAST_1 = (lambda v: v >= 1), "be at least 1"
+_POSITIVE = (lambda v: v > 0), "be positive"
+_NOT_NEGATIVE = (lambda v: v >= 0), "not be negative"
 # Every recurrent setting's rule, in one place: ModelConfig, TrainConfig, the pipeline's [rnn]
 # section and the command line all check with it, each naming a setting as its user spells it.
 # (A float must also be finite; NaN fails every comparison.)
@@ -36,7 +36,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "emsize": _AT_LEAST_1,
     "nhid": _AT_LEAST_1,
     "nlayers": _AT_LEAST_1,
-    "dropout": ((lambda v: 0 <= v < 1), "in [0, 1)"),
+    "dropout": ((lambda v: 0 <= v < 1), "be in [0, 1)"),
     "init_range": _POSITIVE,
     "bptt": _AT_LEAST_1,
     "batch_size": _AT_LEAST_1,
@@ -45,14 +45,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": _NOT_NEGATIVE,
     "clip": _POSITIVE,  # clipping is always on: a norm of 0 would zero every gradient
     "schedule": _one_of(SCHEDULES),
-    "lr_decay": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+    "lr_decay": ((lambda v: 0 < v <= 1), "be in (0, 1]"),
     "decay_after": _NOT_NEGATIVE,
-    "patience": ((lambda v: v >= 0), "at least 0 (0: never stop early)"),
+    "patience": ((lambda v: v >= 0), "not be negative (0: never stop early)"),
     "epochs": _AT_LEAST_1,
-    "max_minutes": ((lambda v: v >= 0), "at least 0 (0: no time budget)"),
+    "max_minutes": ((lambda v: v >= 0), "not be negative (0: no time budget)"),
     "device": _one_of(DEVICES),
     "precision": _one_of(PRECISIONS),
-    "seed": ((lambda v: 0 <= v < 2**63), "between 0 and 2**63 - 1"),
+    "seed": ((lambda v: 0 <= v < 2**63), "be between 0 and 2**63 - 1"),
     "eval_columns": _AT_LEAST_1,
     "log_every_s": _NOT_NEGATIVE,
 }
@@ -67,7 +67,7 @@ def check_settings(values: Mapping[str, Any], spell: Callable[[str], str] = str)
             raise SeqlmError(f"{spell(name)} must be a finite number, not {value}")
         if value is not None and not ok(value):
             shown = f"{value:g}" if isinstance(value, float) else repr(value)
-            raise SeqlmError(f"{spell(name)} must be {what}, not {shown}")
+            raise SeqlmError(f"{spell(name)} must {what}, not {shown}")
     if values.get("tied") and values.get("emsize") != values.get("nhid"):
         raise SeqlmError(
             f"{spell('tied')} needs {spell('emsize')} == {spell('nhid')}, "
