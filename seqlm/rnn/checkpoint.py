@@ -24,6 +24,10 @@ FORMAT = "seqlm-rnn-checkpoint"
 VERSION = 1
 
 
+class CheckpointError(SeqlmError):
+    """A checkpoint file that cannot be read back (truncated, foreign, another format version)."""
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside ``path`` and rename it into place: never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,18 +46,20 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     """The checkpoint's dictionary, its tensors on ``device``; a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise SeqlmError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch's unpickler fails in many ways on a foreign or cut file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SeqlmError(
+        raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or foreign: {first})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SeqlmError(f"{path}: not a seqlm recurrent-model checkpoint")
+        raise CheckpointError(f"{path}: not a seqlm recurrent-model checkpoint")
     if state.get("version") != VERSION:
-        raise SeqlmError(f"{path}: checkpoint version {state.get('version')}, expected {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {state.get('version')}, expected {VERSION}"
+        )
     return state
 
 

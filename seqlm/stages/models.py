@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +25,9 @@ from seqlm.vocab import Vocabulary
 
 if TYPE_CHECKING:
     from seqlm.rnn.score import RNNScorer
+    from seqlm.rnn.training import TrainResult
+
+log = logging.getLogger(__name__)
 
 MODEL = "model"
 CHECKPOINTS = "checkpoint"  # a recurrent model's folder: best.pt (weights, config, vocab key)
@@ -101,20 +106,34 @@ def rnn(
 
     def produce(out: Path) -> dict[str, Any]:
         from seqlm.rnn import plot_learning_curve, train  # torch: only where a model trains
+        from seqlm.rnn.checkpoint import CheckpointError
 
         v = load_vocabulary(vocab)
         folders = [s.path for s in shards]
         checkpoints = out / CHECKPOINTS
-        result = train(
-            v.stream(corpus.load_split(folders, "train")),
-            v.stream(corpus.load_split(folders, "valid")),
-            v.size,
-            train_config(model, config),
-            checkpoints,
-            vocab_key=vocab.key,
-            resume=(checkpoints / "last.pt").exists(),
-            on_epoch=on_epoch,
-        )
+
+        def trained(resume: bool) -> TrainResult:
+            return train(
+                v.stream(corpus.load_split(folders, "train")),
+                v.stream(corpus.load_split(folders, "valid")),
+                v.size,
+                train_config(model, config),
+                checkpoints,
+                vocab_key=vocab.key,
+                resume=resume,
+                on_epoch=on_epoch,
+            )
+
+        resume = (checkpoints / "last.pt").exists()
+        try:
+            result = trained(resume)
+        except CheckpointError as e:
+            if not resume:
+                raise
+            # A checkpoint cut short by a crash (or garbled): start over rather than fail forever.
+            log.warning("%s; removed, training from scratch", e)
+            shutil.rmtree(checkpoints)
+            result = trained(False)
         (checkpoints / "last.pt").unlink(missing_ok=True)  # best.pt is the model
         (out / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
         plot_learning_curve(result.history, out / CURVE_FILE, title=f"{model} learning curve")
