@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 
 def perplexity_bars(models: Sequence[str], perplexities: Sequence[float], path: Path) -> None:
     """A horizontal bar per model: test perplexity, lower is better."""
+    # Imported here: loading a model to score text (the registry's pyfunc) needs no matplotlib.
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 0.45 * len(models) + 1.2), dpi=120)
     ax = fig.add_subplot()
     bars = ax.barh(list(models), list(perplexities), color="#4c72b0")

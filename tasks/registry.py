@@ -1,65 +1,59 @@
-"""The MLflow Model Registry: the best model of a corpus as a pyfunc, and its ``champion`` alias.
+"""The MLflow Model Registry: the best model of a corpus, and its ``champion`` alias.
 
-The pyfunc scores text (a ``text`` column, one line a row) with the model's own tokenizer and
-vocabulary and returns each target's natural-log probability, so reloading the champion from the
-registry reproduces its test perplexity. An interpolated model is registered with both parts.
+A model is logged as code (``seqlm/registry_model.py``) with the ``seqlm`` package beside it and
+the model folders as artifacts: loading it from the registry unpickles nothing and needs neither
+Prefect nor this package.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import mlflow
-import pandas as pd
-import polars as pl
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PythonModel, PythonModelContext
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 import seqlm
-from seqlm.combine import interpolate
-from seqlm.corpus import tokenize
+from seqlm.corpus import SUFFIXES
 from seqlm.report import Fitted, ModelResult
-from seqlm.stages import LOADERS
-from seqlm.vocab import Vocabulary
 from tasks.tracking import Tracker
 
 log = logging.getLogger("seqlm.registry")
 
 CHAMPION = "champion"
-_REQUIREMENTS = ["numpy", "polars", "pyarrow", "pandas", "torch==2.13.0"]
-
-
-class SeqlmPyfunc(PythonModel):
-    """Per-target log-probabilities of text under one model or a two-model interpolation."""
-
-    def load_context(self, context: PythonModelContext) -> None:
-        config = context.model_config
-        self.tokenizer = config["tokenizer"]
-        self.vocab = Vocabulary.load(Path(context.artifacts["vocab"]))
-        self.parts = [
-            LOADERS[stage](Path(context.artifacts[f"part{i}"]))
-            for i, stage in enumerate(config["stages"])
-        ]
-        self.weight = config.get("weight")
-
-    def predict(
-        self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
-    ) -> pd.DataFrame:
-        lines = tokenize(pl.Series(model_input["text"].astype(str)), self.tokenizer)
-        stream = self.vocab.stream(lines)
-        scores = [part.score_stream(stream) for part in self.parts]
-        logprob = scores[0] if len(scores) == 1 else interpolate(*scores, self.weight)
-        return pd.DataFrame({"target": self.vocab.decode(stream), "logprob": logprob})
+LIBRARY = Path(seqlm.__file__).parent
+MODEL_CODE = LIBRARY / "registry_model.py"
+# What loading the model imports (the registry tests check it), at the versions that logged it.
+_REQUIREMENTS = [
+    *(f"{name}=={version(name)}" for name in ("mlflow", "numpy", "polars", "pyarrow", "pandas")),
+    "torch==2.13.0",
+]
+MAX_NAME = 100
 
 
 def registered_name(corpus: str) -> str:
-    """One registered model per corpus, named after its folder (``seqlm-ptb``)."""
+    """One registered model per corpus: ``seqlm-<folder>`` for a directory,
+    ``seqlm-<folder>-<file stem>`` for a file (``seqlm-tinyshakespeare-input``), so that two
+    corpora in one folder get two names. Characters MLflow refuses (``/``, ``:``) and any other
+    outside ``[A-Za-z0-9._-]`` become ``-``; a name over ``MAX_NAME`` characters is cut and
+    ends with a hash of the corpus's full path."""
     path = Path(corpus).resolve()
-    return f"seqlm-{(path.parent if path.is_file() else path).name}"
+    if path.is_dir():
+        label = path.name
+    else:
+        suffix = next((s for s in SUFFIXES if path.name.lower().endswith(s)), "")
+        label = f"{path.parent.name}-{path.name[: len(path.name) - len(suffix)]}"
+    label = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9._-]", "-", label)).strip("-")
+    name = f"seqlm-{label}" if label else "seqlm"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        name = f"{name[: MAX_NAME - len(digest) - 1]}-{digest}"
+    return name
 
 
 @task(name="register-champion", cache_policy=NO_CACHE)
@@ -110,10 +104,10 @@ def register_champion(
     with mlflow.start_run(run_id=run):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=SeqlmPyfunc(),
+            python_model=str(MODEL_CODE),
             artifacts=artifacts,
             model_config=config,
-            code_paths=[str(Path(seqlm.__file__).parent), str(Path(__file__).parent)],
+            code_paths=[str(LIBRARY)],
             pip_requirements=_REQUIREMENTS,
             registered_model_name=name,
         )

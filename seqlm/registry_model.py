@@ -1,0 +1,52 @@
+"""The registered model's definition, logged to MLflow as code ("models from code").
+
+MLflow runs this file to load a registered seqlm model, so loading unpickles no Python object and
+needs neither Prefect nor the ``tasks`` package: only this file and the ``seqlm`` package, which
+is logged beside it. It is MLflow's model definition, not part of the library: nothing in
+``seqlm`` imports it (the library stays free of MLflow), and ``tasks.registry`` names it by path.
+
+The model scores text (a ``text`` column, one line a row) with the model's own tokenizer and
+vocabulary and returns each target's natural-log probability, so reloading the champion from the
+registry reproduces its test perplexity. An interpolated model carries both parts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import polars as pl
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+from seqlm.combine import interpolate
+from seqlm.corpus import tokenize
+from seqlm.stages import LOADERS
+from seqlm.vocab import Vocabulary
+
+
+class SeqlmPyfunc(PythonModel):
+    """Per-target log-probabilities of text under one model or a two-model interpolation."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        config = context.model_config
+        self.tokenizer = config["tokenizer"]
+        self.vocab = Vocabulary.load(Path(context.artifacts["vocab"]))
+        self.parts = [
+            LOADERS[stage](Path(context.artifacts[f"part{i}"]))
+            for i, stage in enumerate(config["stages"])
+        ]
+        self.weight = config.get("weight")
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
+    ) -> pd.DataFrame:
+        lines = tokenize(pl.Series(model_input["text"].astype(str)), self.tokenizer)
+        stream = self.vocab.stream(lines)
+        scores = [part.score_stream(stream) for part in self.parts]
+        logprob = scores[0] if len(scores) == 1 else interpolate(*scores, self.weight)
+        return pd.DataFrame({"target": self.vocab.decode(stream), "logprob": logprob})
+
+
+mlflow.models.set_model(SeqlmPyfunc())
