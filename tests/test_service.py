@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -142,6 +143,31 @@ def test_a_missing_corpus_fails_that_run_only(service):
     assert "nowhere: no such file or directory" in state["message"]
     again = deployment_run(service, f"corpus={service['corpus']}")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def failed_with(service: dict, done: subprocess.CompletedProcess) -> str:
+    """The message of a deployment run that failed."""
+    assert done.returncode != 0, done.stdout
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+    api = service["env"]["PREFECT_API_URL"]
+    state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+    assert state["type"] == "FAILED"
+    return state["message"]
+
+
+@pytest.mark.slow
+def test_a_deployment_run_stays_under_the_corpus_roots_and_in_the_store(service):
+    # The served process's folder is its only corpus root: the bundled corpus is outside it.
+    outside = failed_with(service, deployment_run(service, f"corpus={BUNDLED}"))
+    assert f"{BUNDLED}: outside the corpus roots of this service ({service['root']})" in outside
+    elsewhere = service["root"].parent / "elsewhere"
+    for key, value in (("store", str(elsewhere)), ("experiment", "other")):
+        config = json.dumps({"run": {key: value}})
+        message = failed_with(service, deployment_run(service, f"config={config}"))
+        assert f"run.{key}: a deployment run cannot set it" in message
+    assert not elsewhere.exists()
+    client = MlflowClient(service["env"]["MLFLOW_TRACKING_URI"])
+    assert client.get_experiment_by_name("other") is None
 
 
 def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(service):
