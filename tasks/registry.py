@@ -30,7 +30,10 @@ LIBRARY = Path(seqlm.__file__).parent
 MODEL_CODE = LIBRARY / "registry_model.py"
 # What loading the model imports (the registry tests check it), at the versions that logged it.
 _REQUIREMENTS = [
-    *(f"{name}=={version(name)}" for name in ("mlflow", "numpy", "polars", "pyarrow", "pandas")),
+    *(
+        f"{name}=={version(name)}"
+        for name in ("mlflow", "numpy", "polars", "pyarrow", "pandas", "xxhash")
+    ),
     "torch==2.13.0",
 ]
 MAX_NAME = 100
