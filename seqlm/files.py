@@ -2,44 +2,57 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 
 @contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to fill; on success it replaces ``path`` whole."""
+def atomic_path(path: Path, folder: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` (a file, or a folder made empty) to fill; on success
+    it replaces ``path`` whole, and on failure it is removed. A file never replaces a folder nor a
+    folder a file, and an OS error names ``path``, not the temporary name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        if path.exists() and path.is_dir() != folder:
+            code = errno.ENOTDIR if folder else errno.EISDIR
+            raise OSError(code, os.strerror(code), str(path))
+        if folder:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if folder and path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.replace(path)
+    except BaseException as e:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename not in (None, str(path)):
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_dir(path: Path) -> AbstractContextManager[Path]:
+    """A temporary folder beside ``path`` that replaces ``path`` whole once filled."""
+    return atomic_path(path, folder=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write beside ``path`` and rename into place: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextmanager

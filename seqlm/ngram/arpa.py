@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.errors import SeqlmError
+from seqlm.files import atomic_path
 from seqlm.ngram.index import lookup
 from seqlm.ngram.lines import check_order
 from seqlm.ngram.model import NgramModel
@@ -32,10 +33,8 @@ MISSING_UNK_LOG10 = -100.0
 
 def write_arpa(model: NgramModel, path: Path) -> None:
     """Write ``model`` as an ARPA file (via a temporary file renamed into place)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     tokens = model.vocab.tokens
-    with tmp.open("wb") as out:
+    with atomic_path(Path(path)) as tmp, tmp.open("wb") as out:
         header = ["", "\\data\\"] + [f"ngram {n}={s}" for n, s in enumerate(model.sizes, 1)]
         out.write(("\n".join(header) + "\n").encode())
         ngrams = None  # the n-grams of the order below, as text, by row
@@ -57,7 +56,6 @@ def write_arpa(model: NgramModel, path: Path) -> None:
             )
             del frame, words
         out.write(b"\n\\end\\\n")
-    tmp.replace(path)
 
 
 def read_arpa(path: Path) -> NgramModel:
