@@ -159,8 +159,8 @@ class RunConfig:
             raise SeqlmError(f"run.experiment must not hold control characters: {name!r}")
 
     def check_store(self) -> Path:
-        """The store's folder, created if need be and checked writable (before any work)."""
-        return writable_folder(Path(self.store), "run.store", create=True)
+        """The store's folder, checked writable or creatable before any work (nothing made)."""
+        return writable_folder(Path(self.store), "run.store", may_be_missing=True)
 
 
 @dataclass(frozen=True)
@@ -239,23 +239,22 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return config.with_overrides(overrides)
 
 
-def writable_folder(path: Path, name: str, *, create: bool = False) -> Path:
-    """``path``, a folder we can write in (made first when ``create``), or a SeqlmError that
-    starts with ``name`` (the setting or option that gave the path)."""
-    if path.exists() and not path.is_dir():
-        raise SeqlmError(f"{name}: {path} is not a directory")
-    if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SeqlmError(f"{name}: cannot create {path} ({e.strerror})") from None
-    elif not path.is_dir():
+def writable_folder(path: Path, name: str, *, may_be_missing: bool = False) -> Path:
+    """``path``, a folder we can write in, or a SeqlmError that starts with ``name`` (the setting
+    or option that gave the path). ``may_be_missing``: a folder the run will make; its nearest
+    existing ancestor must then be a folder we can write in. Nothing is created."""
+    existing = path
+    while may_be_missing and not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise SeqlmError(f"{name}: {existing} is not a directory")
+    if not existing.is_dir():
         raise SeqlmError(f"{name}: {path}: no such directory")
     try:
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise SeqlmError(f"{name}: cannot write in {path} ({e.strerror})") from None
+        raise SeqlmError(f"{name}: cannot write in {existing} ({e.strerror})") from None
     return path
 
 
