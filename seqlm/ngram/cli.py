@@ -165,7 +165,10 @@ def tables_command(args: argparse.Namespace) -> int:
     from seqlm.stages import list_count_tables
     from seqlm.store import Store
 
-    listing = list_count_tables(Store(Path(args.store)))
+    store = Path(args.store)
+    if store.exists() and not store.is_dir():
+        raise SeqlmError(f"--store {store}: not a directory")
+    listing = list_count_tables(Store(store))
     if args.json:
         print(json.dumps(listing.to_dicts(), indent=2))
     elif listing.height:

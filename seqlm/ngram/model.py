@@ -172,21 +172,26 @@ class NgramModel:
         folder = Path(folder)
         if not (folder / META_FILE).exists():
             raise SeqlmError(f"{folder}: not a saved n-gram model (no {META_FILE})")
-        info = json.loads((folder / META_FILE).read_text())
-        order = info.pop("order")
-        for name in (VOCAB_FILE, *(f"order{n}.arrow" for n in range(1, order + 1))):
-            if not (folder / name).is_file():
-                raise SeqlmError(f"{folder / name}: missing from the saved n-gram model")
-        levels = []
-        for n in range(1, order + 1):
-            with pa.memory_map(str(folder / f"order{n}.arrow")) as source:
-                table = pa.ipc.open_file(source).read_all()
-            levels.append({name: table[name].to_numpy() for name in table.column_names})
-        return cls(
-            vocab=Vocabulary(pl.read_parquet(folder / VOCAB_FILE)),
-            context=[lv["context"].astype(np.int64) for lv in levels],
-            word=[lv["word"].astype(np.int64) for lv in levels],
-            log10_prob=[lv["log10_prob"] for lv in levels],
-            log10_backoff=[lv["log10_backoff"] for lv in levels],
-            info=info,
-        )
+        try:
+            info = json.loads((folder / META_FILE).read_text())
+            order = info.pop("order")
+            for name in (VOCAB_FILE, *(f"order{n}.arrow" for n in range(1, order + 1))):
+                if not (folder / name).is_file():
+                    raise SeqlmError(f"{folder / name}: missing from the saved n-gram model")
+            levels = []
+            for n in range(1, order + 1):
+                with pa.memory_map(str(folder / f"order{n}.arrow")) as source:
+                    table = pa.ipc.open_file(source).read_all()
+                levels.append({name: table[name].to_numpy() for name in table.column_names})
+            return cls(
+                vocab=Vocabulary(pl.read_parquet(folder / VOCAB_FILE)),
+                context=[lv["context"].astype(np.int64) for lv in levels],
+                word=[lv["word"].astype(np.int64) for lv in levels],
+                log10_prob=[lv["log10_prob"] for lv in levels],
+                log10_backoff=[lv["log10_backoff"] for lv in levels],
+                info=info,
+            )
+        except (ValueError, KeyError, TypeError, pa.ArrowException, pl.exceptions.PolarsError) as e:
+            # JSONDecodeError is a ValueError; a file cut short or overwritten ends up here.
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SeqlmError(f"{folder}: damaged saved n-gram model ({reason})") from None
