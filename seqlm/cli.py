@@ -35,11 +35,13 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
     """Parse, run the chosen command, and turn bad input or a failed file operation into one
     clear line and exit status 1. A bug keeps its traceback."""
     args = parser.parse_args(argv)
-    # Our own progress at INFO; other libraries (HTTP clients...) only when they warn.
+    # Our own progress at INFO; other libraries (HTTP clients...) only when they warn. ``force``:
+    # a second call in one process (a notebook, the tests) logs to the stderr of now.
     logging.basicConfig(
         level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
+        force=True,
     )
     logging.getLogger("seqlm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:

@@ -17,6 +17,7 @@ os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_HOME}/mlruns/mlflow.db"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
+os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 os.environ["MPLCONFIGDIR"] = str(_HOME / "matplotlib")
 
 
