@@ -172,6 +172,15 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         )
 
 
+def test_a_spent_time_budget_still_leaves_a_validated_model(tmp_path: Path) -> None:
+    """A budget spent before the first window (a slow machine, a tiny budget): one window is
+    trained and validated, so there is a best.pt to evaluate, and the stop says why."""
+    stream = pattern_stream(200)
+    result = train(stream, stream, V, replace(TINY, max_minutes=1e-9), tmp_path, vocab_key="k")
+    assert result.stopped == "time" and result.epochs == 1 and result.steps == 1
+    assert result.checkpoint == tmp_path / "best.pt" and result.checkpoint.is_file()
+
+
 def test_bad_checkpoints(tmp_path: Path) -> None:
     train(pattern_stream(50), pattern_stream(10), V, replace(TINY, epochs=1), tmp_path)
     good = (tmp_path / "last.pt").read_bytes()

@@ -271,7 +271,8 @@ def train(
         epoch_start = last_report = last_log = time.monotonic()
         tokens = 0
         for done, i in enumerate(range(0, rows - 1, bptt), 1):
-            if time.monotonic() - started > budget_s:
+            # A model has at least one window and one validation behind it, whatever the budget.
+            if time.monotonic() - started > budget_s and (tokens or history):
                 stopped = "time"
                 break
             seq = min(bptt, rows - 1 - i)
