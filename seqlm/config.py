@@ -31,10 +31,31 @@ MAX_EXPERIMENT_NAME = 256
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    tokenizer: str = "punct"  # "whitespace" keeps text as it is (Penn Treebank style)
-    text_field: str = "text"  # JSONL field / Parquet column holding the text
-    valid_fraction: float = 0.05  # of a single corpus's lines, a contiguous block after train
-    test_fraction: float = 0.05
+    tokenizer: str = field(
+        default="punct",
+        metadata={
+            "help": "How lines become tokens: punct splits punctuation off words; whitespace "
+            "keeps the text as it is (Penn Treebank style).",
+            "choices": TOKENIZERS,
+        },
+    )
+    text_field: str = field(
+        default="text", metadata={"help": "The JSONL field or Parquet column holding the text."}
+    )
+    valid_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Share of each file's lines held out for validation: a contiguous block "
+            "after the training lines (unused for files named train, valid and test)."
+        },
+    )
+    test_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Share of each file's lines held out for the test: the last contiguous "
+            "block (unused for files named train, valid and test)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:
@@ -65,10 +86,20 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class VocabConfig:
-    # Rarer training types become <unk>. 0 (auto): 1 when the text already spells <unk> (a cut
-    # vocabulary, as Penn Treebank's), else 2, so that <unk> gets a real estimate.
-    min_count: int = 0
-    max_size: int = 0  # entries including the specials; 0: no limit
+    min_count: int = field(
+        default=0,
+        metadata={
+            "help": "Training types seen fewer times become <unk>. 0 (auto): 1 when the text "
+            "already spells <unk> (a cut vocabulary, as Penn Treebank's), else 2, so that <unk> "
+            "gets a real estimate."
+        },
+    )
+    max_size: int = field(
+        default=0,
+        metadata={
+            "help": "Most entries, the specials included, the most frequent kept; 0: no limit."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.min_count < 0:
@@ -79,7 +110,12 @@ class VocabConfig:
 
 @dataclass(frozen=True)
 class UnigramConfig:
-    add_k: float = 1.0  # add-k smoothing: p(w) = (c(w) + k) / (N + k·V)
+    add_k: float = field(
+        default=1.0,
+        metadata={
+            "help": "k of add-k smoothing, p(w) = (c(w) + k) / (N + k·V); 0: maximum likelihood."
+        },
+    )
 
     def __post_init__(self) -> None:
         # 0 is maximum likelihood: (c(w) + k) / (N + k·V) still divides by N > 0.
@@ -89,11 +125,30 @@ class UnigramConfig:
 
 @dataclass(frozen=True)
 class NgramConfig:
-    orders: list[int] = field(default_factory=lambda: [2, 3, 5])  # one model per order
-    smoothing: str = "kn"  # kn (interpolated modified Kneser-Ney), addk or mle
-    add_k: float = 1.0  # for smoothing = "addk"
-    discount_fallback: bool = False  # lmplz's fallback discounts when counts-of-counts fail
-    arpa: bool = False  # also write each model as an ARPA file in the store
+    orders: list[int] = field(
+        default_factory=lambda: [2, 3, 5],
+        metadata={"help": f"One n-gram model per order (1 to {MAX_ORDER}); [] for none."},
+    )
+    smoothing: str = field(
+        default="kn",
+        metadata={
+            "help": "kn: interpolated modified Kneser-Ney (as KenLM's lmplz); addk: add-k; "
+            "mle: maximum likelihood.",
+            "choices": SMOOTHINGS,
+        },
+    )
+    add_k: float = field(default=1.0, metadata={"help": "k of the addk smoothing."})
+    discount_fallback: bool = field(
+        default=False,
+        metadata={
+            "help": "lmplz's fallback discounts (0.5, 1, 1.5) for an order whose counts-of-counts "
+            "give none (tiny corpora)."
+        },
+    )
+    arpa: bool = field(
+        default=False,
+        metadata={"help": "Also write each n-gram model as an ARPA file in the store."},
+    )
 
     def __post_init__(self) -> None:
         if any(not 1 <= n <= MAX_ORDER for n in self.orders):
@@ -142,8 +197,13 @@ class RnnConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    store: str = "data/store"  # the artifact store's root
-    experiment: str = "seqlm"  # the MLflow experiment
+    store: str = field(
+        default="data/store",
+        metadata={"help": "The artifact store's folder: every stage's output, found again by key."},
+    )
+    experiment: str = field(
+        default="seqlm", metadata={"help": "The MLflow experiment the runs are logged to."}
+    )
 
     def __post_init__(self) -> None:
         if not self.store:
@@ -165,12 +225,34 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    vocab: VocabConfig = field(default_factory=VocabConfig)
-    unigram: UnigramConfig = field(default_factory=UnigramConfig)
-    ngram: NgramConfig = field(default_factory=NgramConfig)
-    rnn: RnnConfig = field(default_factory=RnnConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    corpus: CorpusConfig = field(
+        default_factory=CorpusConfig,
+        metadata={"help": "Reading the corpus: tokenizer, text field, held-out splits."},
+    )
+    vocab: VocabConfig = field(
+        default_factory=VocabConfig,
+        metadata={"help": "The vocabulary shared by every model."},
+    )
+    unigram: UnigramConfig = field(
+        default_factory=UnigramConfig, metadata={"help": "The unigram model."}
+    )
+    ngram: NgramConfig = field(
+        default_factory=NgramConfig,
+        metadata={"help": "The n-gram models: orders and smoothing."},
+    )
+    rnn: RnnConfig = field(
+        default_factory=RnnConfig,
+        metadata={
+            "help": "The recurrent models, trained by truncated backpropagation through time."
+        },
+    )
+    run: RunConfig = field(
+        default_factory=RunConfig,
+        metadata={
+            "help": "Where results go: the artifact store and the MLflow experiment "
+            "(a deployment run cannot change them)."
+        },
+    )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return asdict(self)
