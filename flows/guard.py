@@ -3,18 +3,21 @@
 Deployment runs are started through Prefect's API, which on a local server has no
 authentication: anyone who reaches it picks the parameters. Such a run may choose its corpus,
 only under the corpus roots, and the model settings, but not where results are written (the
-``run`` section: the artifact store and the MLflow experiment are the service's).
+``run`` section: the artifact store and the MLflow experiment are the service's, its defaults;
+a form that sends them back unchanged is accepted).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect.runtime import deployment
 
+from seqlm.config import RunConfig
 from seqlm.corpus import discover
 from seqlm.errors import SeqlmError
 
@@ -31,12 +34,15 @@ def corpus_roots() -> list[Path]:
 def check_deployment_request(
     corpus: str, config: Mapping[str, Any] | None, roots: Sequence[Path]
 ) -> None:
-    """Refuse any setting of the ``run`` section, and a corpus outside ``roots`` (after resolving
-    symlinks and ``..``): the path given, checked before it is looked at, then every file in it."""
-    run = (config or {}).get("run")
-    if run:
-        key = f"run.{next(iter(run))}" if isinstance(run, Mapping) else "run"
-        raise SeqlmError(f"{key}: a deployment run cannot set it (the service's own setting)")
+    """Refuse a ``run`` setting other than its default, and a corpus outside ``roots`` (after
+    resolving symlinks and ``..``): the path given, checked before it is looked at, then every
+    file in it."""
+    own = asdict(RunConfig())
+    for key, value in ((config or {}).get("run") or {}).items():
+        if value != own.get(key):
+            raise SeqlmError(
+                f"run.{key}: a deployment run cannot set it (the service's own setting)"
+            )
     check_inside_roots(Path(corpus), roots)
     for source in discover(corpus):
         check_inside_roots(source.path, roots)
