@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
+from pydantic import Field
 
 from flows.guard import guard_deployment_run
+from flows.params import PipelineSettings, override
 from seqlm.cli import error_line
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
@@ -41,6 +43,20 @@ from tasks.stages import (
 from tasks.tracking import Tracker
 
 log = logging.getLogger("seqlm.flow")
+# The parameters' defaults as pydantic fields: Prefect shows their descriptions in the form.
+CORPUS = Field(
+    DEFAULT_CORPUS,
+    description="A file (text, JSONL or Parquet), a folder of such files, or a folder of train, "
+    "valid and test files; a deployment run's corpus lies under the service's corpus roots.",
+)
+CONFIG = Field(
+    PipelineSettings(),
+    description="The settings, section by section, as in a seqlm TOML config; anything left out "
+    "keeps its default. A deployment run cannot change the run section.",
+)
+ORDERS = override("ngram", "orders")
+RECURRENT_MODELS = override("rnn", "models")
+MAX_MINUTES = override("rnn", "max_minutes")
 
 
 class PresentationFailed(SeqlmError):
@@ -150,28 +166,27 @@ def champion(
 
 @flow(name="corpus-to-model")
 def corpus_to_model(
-    corpus: str = DEFAULT_CORPUS,
-    orders: list[int] | None = None,
-    recurrent_models: list[str] | None = None,
-    max_minutes: float | None = None,
-    config: dict[str, Any] | None = None,
+    corpus: str = CORPUS,
+    orders: list[int] | None = ORDERS,
+    recurrent_models: list[str] | None = RECURRENT_MODELS,
+    max_minutes: float | None = MAX_MINUTES,
+    config: PipelineSettings = CONFIG,
 ) -> dict[str, Any]:
-    """Train every model of the ladder on ``corpus`` and compare their perplexities.
+    """Train every model of the ladder on a corpus and compare their perplexities.
 
-    ``orders`` (n-gram orders), ``recurrent_models`` (rnn_tanh, lstm, gru) and ``max_minutes``
-    (each recurrent model's training budget) override the matching keys of ``config``, which
-    holds the sections of a seqlm TOML config (``{"vocab": {"min_count": 1}}``); anything left
-    out keeps its default. Returns the comparison (one row per model), a few sampled lines per
-    model and the MLflow parent run's id.
+    Returns the comparison (one row per model), a few sampled lines per model and the MLflow
+    parent run's id. The parameters' types and descriptions come from ``seqlm.config``
+    (``flows.params``): Prefect shows them as a form and checks them before a run starts.
     """
-    guard_deployment_run(corpus, config)  # a deployment's run: corpus roots, no run.* settings
+    settings = config.model_dump()
+    guard_deployment_run(corpus, settings)  # a deployment's run: corpus roots, run.* unchanged
     logger = get_run_logger()
     overrides = {
         "ngram.orders": orders,
         "rnn.models": recurrent_models,
         "rnn.max_minutes": max_minutes,
     }
-    cfg = PipelineConfig.from_dict(config or {}).with_values(
+    cfg = PipelineConfig.from_dict(settings).with_values(
         {key: value for key, value in overrides.items() if value is not None}
     )
     sources = discover(corpus)
