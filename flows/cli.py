@@ -149,8 +149,10 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
         "compare",
         help="a table of recent pipeline runs and their models' test perplexities, from MLflow",
         description="Read the MLflow store (sqlite:///mlruns/mlflow.db unless MLFLOW_TRACKING_URI "
-        "is set) and print one row per recent pipeline run, one column per model (test "
-        "perplexity). The MLflow UI shows the same runs in full.",
+        "is set) and print one row per recent finished pipeline run: its start, corpus, each "
+        "model's test perplexity in ladder order (unigram, n-grams, rnn_tanh, gru, lstm, "
+        "interpolations) and the settings that differ between the runs listed. The MLflow UI "
+        "shows the same runs in full.",
     )
     compare.add_argument(
         "--experiment", default="seqlm", help="the MLflow experiment (default: seqlm)"
@@ -158,14 +160,37 @@ def add_compare_command(commands: argparse._SubParsersAction) -> None:
     compare.add_argument(
         "--last", type=int, default=10, help="how many runs, newest first (default: 10)"
     )
+    compare.add_argument(
+        "--json",
+        action="store_true",
+        help="print the runs as a JSON list (run id, name, started, corpus, test_ppl by model, "
+        "config that differs) instead of a table",
+    )
     compare.set_defaults(func=compare_runs)
 
 
 def compare_runs(args: argparse.Namespace) -> int:
-    from tasks.tracking import recent_pipelines
+    from tasks.tracking import ladder_order, recent_pipelines
 
-    table = recent_pipelines(args.experiment, args.last)
-    print(to_markdown(table) if table.height else f"no finished runs in {args.experiment!r}")
+    runs = recent_pipelines(args.experiment, args.last)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    if not runs:
+        print(f"no finished runs in {args.experiment!r}")
+        return 0
+    models = sorted({m for r in runs for m in r["test_ppl"]}, key=ladder_order)
+    table = pl.DataFrame(
+        [
+            {"started": r["started"][:16].replace("T", " "), "run": r["run"][:8]}
+            | {"corpus": r["corpus"]}
+            | {m: r["test_ppl"].get(m) for m in models}
+            | {"config": " ".join(f"{k}={v}" for k, v in r["config"].items())}
+            for r in runs
+        ],
+        infer_schema_length=None,
+    )
+    print(to_markdown(table))
     return 0
 
 

@@ -7,7 +7,6 @@ what exists. MLflow gets one parent run per pipeline run and one child run per m
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -27,7 +26,14 @@ from seqlm.report import Fitted, ModelResult
 from seqlm.stages import LOADERS, VOCAB_FILE, load_metrics
 from seqlm.store import Artifact, stage_key
 from tasks.registry import register_champion
-from tasks.report import log_samples, model_result, publish_comparison, sample_model, track_model
+from tasks.report import (
+    ModelRuns,
+    log_samples,
+    model_result,
+    publish_comparison,
+    sample_model,
+    track_model,
+)
 from tasks.stages import (
     build_vocabulary,
     compare_models,
@@ -40,7 +46,7 @@ from tasks.stages import (
     merge_counts,
     train_rnn,
 )
-from tasks.tracking import Tracker
+from tasks.tracking import Tracker, pipeline_run_name
 
 log = logging.getLogger("seqlm.flow")
 # The parameters' defaults as pydantic fields: Prefect shows their descriptions in the form.
@@ -72,9 +78,10 @@ def fit_models(
     vocab: Artifact,
     counts: list[Artifact],
     shards: list[Artifact],
+    runs: ModelRuns,
 ) -> list[Fitted]:
     """Every configured model, cheapest first: the unigram, one n-gram per order, then each
-    recurrent model."""
+    recurrent model (whose MLflow run in ``runs`` starts before it trains)."""
     fitted = [
         Fitted(
             "unigram",
@@ -101,8 +108,10 @@ def fit_models(
     rnn_params = {k: v for k, v in asdict(cfg.rnn).items() if k != "models"}
     for model in cfg.rnn.models:
         size = f"{cfg.rnn.nlayers}x{cfg.rnn.nhid}"
-        trained = train_rnn(store, vocab, shards, model, cfg.rnn)
-        fitted.append(Fitted(model, "rnn", size, trained, rnn_params | {"model": model}))
+        params = rnn_params | {"model": model}
+        on_epoch = runs.start(model, "rnn", params)
+        trained = train_rnn(store, vocab, shards, model, cfg.rnn, on_epoch=on_epoch)
+        fitted.append(Fitted(model, "rnn", size, trained, params))
     return fitted
 
 
@@ -203,7 +212,7 @@ def corpus_to_model(
     keys = {"corpus_key": stage_key("corpus", 1, {}, {"shards": [s.key for s in shards]})}
     keys["vocab_key"] = vocab.key
     parent = tracker.start_run(
-        f"{Path(corpus).name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        pipeline_run_name(corpus, cfg),
         {
             "corpus": corpus,
             "shard_keys": ",".join(s.key for s in shards),
@@ -213,8 +222,10 @@ def corpus_to_model(
         },
         tags=keys,
     )
+    tracker.log_corpus(parent, corpus, keys["corpus_key"])
+    runs = ModelRuns(experiment, parent, keys)
     try:
-        fitted = fit_models(store, cfg, vocab, counts, shards)
+        fitted = fit_models(store, cfg, vocab, counts, shards, runs)
         evaluations = {f.name: evaluate_model(store, f.model, vocab, shards) for f in fitted}
         # The like-for-like figure: recurrent state restarted at every line, as n-gram context is.
         line_reset = {
@@ -231,7 +242,8 @@ def corpus_to_model(
         # The comparison is logged before anything that only shows it, which may then fail alone.
         rows = publish_comparison(experiment, parent, results, compared)
         done, failed = present(
-            [(f"track {f.name}", partial(track_model, experiment, parent, f, r, keys))
+            [(f"track {f.name}",
+              partial(track_model, experiment, parent, f, r, keys, runs.started.get(f.name)))
              for f, r in zip(fitted, results, strict=True)]
             + [(f"register {min(results, key=lambda r: r.valid_ppl).model}",
                 partial(champion, experiment, parent, corpus, cfg, vocab, fitted, results, keys))]
@@ -249,6 +261,7 @@ def corpus_to_model(
             error.result = result
             raise error
     except BaseException:
+        runs.abandon()
         tracker.finish(parent, failed=True)
         raise
     tracker.finish(parent)

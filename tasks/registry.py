@@ -14,7 +14,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -59,6 +61,11 @@ def registered_name(corpus: str) -> str:
     return name
 
 
+def champion_alias(corpus_key: str) -> str:
+    """The alias of the champion of one corpus content (``champion-<corpus key>``)."""
+    return f"{CHAMPION}-{corpus_key}"
+
+
 @task(name="register-champion", cache_policy=NO_CACHE)
 def register_champion(
     experiment: str,
@@ -71,25 +78,74 @@ def register_champion(
     result: ModelResult,
     tags: dict[str, str],
 ) -> str | None:
-    """Register ``candidate`` and move the alias to it when it beats the champion on the same
-    test targets (same corpus and vocabulary keys), or when there is none for those targets.
-    Returns the new version, or None when the champion stays."""
-    tracker = Tracker(experiment)
+    """One champion per corpus content key (alias ``champion-<corpus key>``); ``champion`` is
+    that of the corpus content of the latest run. The champion moves to ``candidate`` only when
+    there is none for this content, or when ``candidate`` has a lower test perplexity on the same
+    targets (same vocabulary key); a model scored on other targets never replaces it. A model
+    registered before (same model keys) is not logged again. Returns the champion's version
+    when it moved, else None."""
+    client = Tracker(experiment).client
     name = registered_name(corpus)
-    client = tracker.client
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion = None
-    if champion is not None and all(champion.tags.get(k) == v for k, v in tags.items()):
-        best = float(champion.tags["test_ppl"])
-        if result.test_ppl >= best:
+    alias = champion_alias(tags["corpus_key"])
+    champion = _champion(client, name, tags["corpus_key"])
+    if champion is not None:
+        if champion.tags.get("vocab_key") != tags["vocab_key"]:
             log.info(
-                "%s v%s stays champion (%.3f ≤ %.3f)", name, champion.version, best, result.test_ppl
-            )
-            return None
-    elif champion is not None:
-        log.info("the champion of %s was scored on other test targets: replaced", name)
+                "%s v%s stays champion: %s was scored on other targets (another vocabulary)",
+                name, champion.version, candidate.name,
+            )  # fmt: skip
+        elif result.test_ppl >= float(champion.tags["test_ppl"]):
+            log.info(
+                "%s v%s stays champion (test perplexity %s ≤ %.3f of %s)",
+                name, champion.version, champion.tags["test_ppl"], result.test_ppl, candidate.name,
+            )  # fmt: skip
+        else:
+            champion = None
+    if champion is not None:
+        client.set_registered_model_alias(name, CHAMPION, champion.version)
+        return None
+    model_keys = ",".join(part.model.key for part in parts)
+    found = client.search_model_versions(f"name = '{name}' and tags.model_keys = '{model_keys}'")
+    if found:  # registered before (its alias since moved on): the folders are not copied again
+        version = str(found[0].version)
+    else:
+        version = _log_version(
+            experiment, parent_run, name, tokenizer, vocab_path, candidate, parts, tags
+        )
+        version_tags = {**tags, "test_ppl": str(result.test_ppl), "model": candidate.name}
+        for key, value in (version_tags | {"model_keys": model_keys}).items():
+            client.set_model_version_tag(name, version, key, value)
+    for moved in (alias, CHAMPION):
+        client.set_registered_model_alias(name, moved, version)
+    log.info("%s version %s is the champion (test perplexity %.3f)", name, version, result.test_ppl)
+    return version
+
+
+def _champion(client: MlflowClient, name: str, corpus_key: str) -> ModelVersion | None:
+    """The champion of one corpus content: its alias's version, or (registered before there
+    was one alias per content) the ``champion`` alias's when it was scored on that content."""
+    for alias in (champion_alias(corpus_key), CHAMPION):
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            continue
+        if version.tags.get("corpus_key") == corpus_key:
+            return version
+    return None
+
+
+def _log_version(
+    experiment: str,
+    parent_run: str,
+    name: str,
+    tokenizer: str,
+    vocab_path: Path,
+    candidate: Fitted,
+    parts: list[Fitted],
+    tags: dict[str, str],
+) -> str:
+    """A new model version, logged from a child run of the pipeline run."""
+    tracker = Tracker(experiment)
     run = tracker.start_run(
         f"register {candidate.name}",
         {"model": candidate.name},
@@ -104,20 +160,19 @@ def register_champion(
         "stages": [part.model.stage for part in parts],
         "weight": candidate.params.get("weight"),
     }
-    with mlflow.start_run(run_id=run):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(MODEL_CODE),
-            artifacts=artifacts,
-            model_config=config,
-            code_paths=[str(LIBRARY)],
-            pip_requirements=_REQUIREMENTS,
-            registered_model_name=name,
-        )
-    version = str(info.registered_model_version)
-    for key, value in {**tags, "test_ppl": str(result.test_ppl), "model": candidate.name}.items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    try:
+        with mlflow.start_run(run_id=run):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(MODEL_CODE),
+                artifacts=artifacts,
+                model_config=config,
+                code_paths=[str(LIBRARY)],
+                pip_requirements=_REQUIREMENTS,
+                registered_model_name=name,
+            )
+    except BaseException:
+        tracker.finish(run, failed=True)
+        raise
     tracker.finish(run)
-    log.info("%s version %s is the champion (test perplexity %.3f)", name, version, result.test_ppl)
-    return version
+    return str(info.registered_model_version)

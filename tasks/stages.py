@@ -6,7 +6,7 @@ neither caches nor persists these tasks' results: nothing a run reads back is a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from prefect import task
@@ -50,10 +50,16 @@ def fit_unigram(store: Path, vocab: Artifact, config: UnigramConfig) -> Artifact
 
 @task(name="rnn", cache_policy=NO_CACHE)
 def train_rnn(
-    store: Path, vocab: Artifact, shards: Sequence[Artifact], model: str, config: RnnConfig
+    store: Path,
+    vocab: Artifact,
+    shards: Sequence[Artifact],
+    model: str,
+    config: RnnConfig,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Artifact:
-    """Training logs its progress through the ``seqlm`` loggers (Prefect's run log), throttled."""
-    return stages.rnn(Store(store), vocab, shards, model, config)
+    """Training logs its progress through the ``seqlm`` loggers (Prefect's run log), throttled;
+    ``on_epoch`` gets each epoch's figures as it ends (MLflow's per-epoch metrics)."""
+    return stages.rnn(Store(store), vocab, shards, model, config, on_epoch=on_epoch)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -7,22 +7,29 @@ running in worker threads log to the right run.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import polars as pl
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from seqlm.config import PipelineConfig
 from seqlm.errors import SeqlmError
 from seqlm.files import file_lock
+from seqlm.report import ModelResult
+from seqlm.store import Artifact
 
 log = logging.getLogger("seqlm.tracking")
 
@@ -30,6 +37,15 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 # Who runs a pipeline run: a run left RUNNING by a process that is gone was killed.
 OWNER_PID, OWNER_HOST, OWNER_STARTED = "seqlm.pid", "seqlm.host", "seqlm.started"
 _MAX_PARAM_LENGTH = 6000
+# Without this tag the MLflow 3 UI may open the experiment in its GenAI view (traces).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The tag of the run that holds the copy of a store artifact (its key): later runs reference it.
+COPY_TAG = "copy_of"
+# Per-epoch figures of a recurrent model, logged at the epoch's step.
+EPOCH_METRICS = ("train_ppl", "valid_ppl", "tokens_per_second", "lr")
+# Each model's figures on the pipeline run, as <figure>/<model>.
+PIPELINE_FIGURES = ("test_ppl", "valid_ppl", "test_ppl_no_unk", "test_bits_per_token")
+_MAX_RUN_NAME = 250
 
 
 def tracking_uri() -> str:
@@ -49,12 +65,19 @@ class Tracker:
             # store does so unguarded: runs that start at once would migrate the same file together.
             with _sqlite_init_lock(uri):
                 self.client = MlflowClient(uri)
-                found = self.client.get_experiment_by_name(experiment)
-                self.experiment_id = (
-                    found.experiment_id if found else self.client.create_experiment(experiment)
-                )
+                self.experiment_id = self._experiment(experiment)
         except Exception as e:  # the store's own error types vary with the backend
             raise SeqlmError(f"MLflow store {uri}: cannot be used ({e})") from None
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, created or tagged as model development."""
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            return self.client.create_experiment(name, tags=EXPERIMENT_KIND)
+        for key, value in EXPERIMENT_KIND.items():
+            if found.tags.get(key) != value:
+                self.client.set_experiment_tag(found.experiment_id, key, value)
+        return found.experiment_id
 
     def start_run(
         self,
@@ -75,8 +98,21 @@ class Tracker:
         return run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, float(value), step=step)
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def log_epoch(self, run_id: str, epoch: Mapping[str, float]) -> None:
+        """One epoch's figures of a recurrent model (training's ``on_epoch``)."""
+        self.log_metrics(run_id, {k: epoch[k] for k in EPOCH_METRICS}, step=int(epoch["epoch"]))
+
+    def log_corpus(self, run_id: str, corpus: str, key: str) -> None:
+        """The corpus as the run's MLflow dataset: its path, with its content key as digest."""
+        source = LocalArtifactDatasetSource(str(Path(corpus).resolve()))
+        dataset = MetaDataset(source, name=Path(corpus).name, digest=key)
+        # The entity mlflow.log_input logs, here for a run addressed by id.
+        context = InputTag("mlflow.data.context", "corpus")
+        self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), [context])])
 
     def log_files(self, run_id: str, files: Mapping[str, bytes | str], folder: str = "") -> None:
         """Small generated files (tables, reports) logged by name."""
@@ -92,9 +128,41 @@ class Tracker:
     def log_path(self, run_id: str, path: Path, folder: str = "") -> None:
         self.client.log_artifact(run_id, str(path), folder or None)
 
-    def log_folder(self, run_id: str, path: Path, folder: str) -> None:
-        """Everything under ``path``, as ``folder/...``."""
-        self.client.log_artifacts(run_id, str(path), folder)
+    def log_once(
+        self,
+        run_id: str,
+        artifact: Artifact,
+        name: str,
+        files: Sequence[str] = (),
+        max_bytes: int | None = None,
+    ) -> str | None:
+        """A store artifact's folder (or only ``files`` of it) logged as ``name/`` by the first
+        run of the experiment that logs it; every run gets the tags ``<name>_key``,
+        ``<name>_path`` and ``<name>_run`` (the run that holds the copy), so that an unchanged
+        re-run copies nothing. Returns the run that holds the copy: None for a folder over
+        ``max_bytes``, which stays in the store only."""
+        paths = [artifact.path / f for f in files] or [artifact.path]
+        holder = self._holder(artifact.key)
+        if holder is None and (max_bytes is None or _bytes(paths) <= max_bytes):
+            holder = run_id
+            for path in paths:
+                if path.is_dir():
+                    self.client.log_artifacts(run_id, str(path), name)
+                else:
+                    self.client.log_artifact(run_id, str(path), name)
+            self.client.set_tag(run_id, COPY_TAG, artifact.key)
+        refs = {"key": artifact.key, "path": str(artifact.path), "run": holder}
+        for suffix, value in refs.items():
+            if value is not None:
+                self.client.set_tag(run_id, f"{name}_{suffix}", value)
+        return holder
+
+    def _holder(self, key: str) -> str | None:
+        """The run of the experiment (not deleted) that holds a copy of artifact ``key``."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.{COPY_TAG} = '{key}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
 
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
@@ -113,6 +181,11 @@ class Tracker:
         for run_id in sorted(dead):
             log.warning("MLflow run %s: its process is gone; marked KILLED", run_id)
         return sorted(dead)
+
+
+def _bytes(paths: Sequence[Path]) -> int:
+    files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    return sum(f.stat().st_size for f in files)
 
 
 def owner_tags() -> dict[str, str]:
@@ -164,36 +237,101 @@ def _check_writable(folder: Path, uri: str) -> None:
         raise SeqlmError(f"MLflow store {uri}: {folder} is not writable ({e.strerror})") from None
 
 
-def recent_pipelines(experiment: str, last: int) -> pl.DataFrame:
-    """One row per recent pipeline run (newest first): its start, corpus and each model's test
-    perplexity in a column of its own."""
+def metric_name(figure: str, model: str) -> str:
+    """``test_ppl/lstm``; an interpolation's ``+`` (which MLflow refuses in a name) becomes ``-``:
+    ``test_ppl/lstm-kn5``."""
+    return f"{figure}/{model.replace('+', '-')}"
+
+
+def pipeline_metrics(results: Sequence[ModelResult]) -> dict[str, float]:
+    """Every model's figures, for the pipeline run: the runs list and run comparison show the
+    models side by side. Bits per token = −Σ log2 p / N = log2 of the perplexity."""
+    metrics = {}
+    for r in results:
+        figures = {
+            "test_ppl": r.test_ppl,
+            "valid_ppl": r.valid_ppl,
+            "test_ppl_no_unk": r.test_ppl_no_unk,
+            "test_bits_per_token": math.log2(r.test_ppl),
+        }
+        metrics |= {metric_name(k, r.model): v for k, v in figures.items()}
+    return metrics
+
+
+def _literal(value: Any) -> str:
+    """A setting's value as ``--set`` takes it: ``[2,3]``, ``true``, ``whitespace``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    return str(value)
+
+
+def changed_settings(config: PipelineConfig) -> dict[str, Any]:
+    """The settings that differ from the defaults (where results go, ``run.*``, left out)."""
+    defaults = PipelineConfig().flat()
+    return {k: v for k, v in config.flat().items() if not k.startswith("run.") and defaults[k] != v}
+
+
+def pipeline_run_name(corpus: str, config: PipelineConfig) -> str:
+    """The corpus and what differs from the defaults: ``input.txt · ngram.orders=[2,3]``,
+    ``input.txt · defaults``. MLflow shows the start time beside it."""
+    changed = changed_settings(config)
+    what = " ".join(f"{k}={_literal(v)}" for k, v in changed.items()) or "defaults"
+    return f"{Path(corpus).name} · {what}"[:_MAX_RUN_NAME]
+
+
+_NGRAM = re.compile(r"([a-z]+?)(\d+)")
+_RECURRENT = ("rnn_tanh", "gru", "lstm")
+
+
+def ladder_order(model: str) -> tuple[int, int, str]:
+    """Where a model stands on the ladder: unigram, n-grams by order, rnn_tanh, gru, lstm, then
+    interpolations (and anything else)."""
+    if model == "unigram":
+        return (0, 0, model)
+    if (ngram := _NGRAM.fullmatch(model)) is not None:
+        return (1, int(ngram[2]), model)
+    if model in _RECURRENT:
+        return (2, _RECURRENT.index(model), model)
+    return (3, 0, model)
+
+
+def recent_pipelines(experiment: str, last: int) -> list[dict[str, Any]]:
+    """The recent pipeline runs (newest first): id, name, start, corpus, each model's test
+    perplexity in ladder order (from the run's ``test_ppl/<model>`` metrics) and the settings
+    that differ between the runs listed."""
     uri = tracking_uri()
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise SeqlmError(f"MLflow store {uri}: no experiment {experiment!r}")
-    parents = client.search_runs(
+    runs = client.search_runs(
         [found.experiment_id],
         filter_string="attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1000,
     )
-    parents = [r for r in parents if MLFLOW_PARENT_RUN_ID not in r.data.tags][:last]
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags][:last]
+    settings = {k for r in parents for k in r.data.params if "." in k and not k.startswith("run.")}
+    differ = sorted(k for k in settings if len({r.data.params.get(k) for r in parents}) > 1)
     rows = []
-    for parent in parents:
-        children = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
-        )
-        row = {
-            "started": time.strftime(
-                "%Y-%m-%d %H:%M", time.localtime(parent.info.start_time / 1000)
-            ),
-            "run": parent.info.run_id[:8],
-            "corpus": parent.data.params.get("corpus", ""),
+    for run in parents:
+        ppl = {
+            name.removeprefix("test_ppl/").replace("-", "+"): value
+            for name, value in run.data.metrics.items()
+            if name.startswith("test_ppl/")
         }
-        for child in sorted(children, key=lambda r: r.info.start_time):
-            if "test_ppl" in child.data.metrics:
-                row[child.info.run_name] = child.data.metrics["test_ppl"]
-        rows.append(row)
-    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+        rows.append(
+            {
+                "run": run.info.run_id,
+                "name": run.info.run_name,
+                "started": time.strftime(
+                    "%Y-%m-%dT%H:%M:%S%z", time.localtime(run.info.start_time / 1000)
+                ),
+                "corpus": run.data.params.get("corpus", ""),
+                "test_ppl": {m: ppl[m] for m in sorted(ppl, key=ladder_order)},
+                "config": {k: run.data.params.get(k) for k in differ},
+            }
+        )
+    return rows

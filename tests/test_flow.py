@@ -173,7 +173,7 @@ def test_compare_reads_recent_runs_from_mlflow(prefect_server, corpus, tmp_path,
     capsys.readouterr()
     assert main(["compare", "--experiment", "compare", "--last", "5"]) == 0
     table = capsys.readouterr().out.strip().splitlines()
-    assert table[0].split(" | ")[3:] == [r["model"] for r in rows[:-1]] + [rows[-1]["model"] + " |"]
+    assert table[0].split(" | ")[3:] == [r["model"] for r in rows] + ["config |"]
     assert len(table) == 3  # header, rule, the one run
     assert f"{rows[0]['test_ppl']:,.2f}" in table[2]
     assert main(["compare", "--experiment", "nowhere"]) == 1
