@@ -22,9 +22,11 @@ from seqlm.ngram.arpa import read_arpa, write_arpa
 from seqlm.ngram.counts import count_ngrams, write_tables
 from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
 from seqlm.ngram.model import NgramModel
+from seqlm.scoring import add_tokenizer_option, report_score, text_tokenizer
 from seqlm.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger(__name__)
+PIPELINE_MODEL = "model"  # seqlm.stages.MODEL: the saved model inside a pipeline's folder
 
 
 def training_lines(corpus: Path, tokenizer: str) -> pl.DataFrame:
@@ -70,6 +72,7 @@ def estimate_command(args: argparse.Namespace) -> int:
     )
     write_arpa(model, Path(args.arpa))
     if args.save:
+        model.info["tokenizer"] = args.tokenizer  # ARPA has no place for it; the folder has
         model.save(Path(args.save))
     if "discounts" in model.info:
         for n, d in enumerate(model.info["discounts"], start=1):
@@ -79,38 +82,32 @@ def estimate_command(args: argparse.Namespace) -> int:
 
 
 def load_model(path: Path) -> NgramModel:
-    """A saved model folder, or an ARPA file."""
-    return NgramModel.load(path) if path.is_dir() else read_arpa(path)
+    """A saved model folder, a pipeline's n-gram folder (the saved model in ``model/``), or an
+    ARPA file."""
+    if not path.is_dir():
+        return read_arpa(path)
+    pipeline_model = path / PIPELINE_MODEL
+    return NgramModel.load(pipeline_model if pipeline_model.is_dir() else path)
 
 
 def score_command(args: argparse.Namespace) -> int:
-    model = load_model(Path(args.model))
-    text = Path(args.text)
-    stream = model.vocab.stream(tokenize(read_lines(text), args.tokenizer))
+    path, text = Path(args.model), Path(args.text)
+    model = load_model(path)
+    tokenizer = text_tokenizer(path, model.info.get("tokenizer"), args.tokenizer)
+    stream = model.vocab.stream(tokenize(read_lines(text), tokenizer))
     if len(stream) == 0:
         raise SeqlmError(f"{text}: no text to score")
-    result = perplexity(model.score_stream(stream), stream)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "perplexity": result.ppl,
-                    "perplexity_no_unk": result.ppl_no_unk,
-                    "oov": result.oov,
-                    "targets": result.targets,
-                }
-            )
-        )
-    else:
-        print(f"Perplexity including OOVs:\t{result.ppl:.10g}")
-        print(f"Perplexity excluding OOVs:\t{result.ppl_no_unk:.10g}")
-        print(f"OOVs:\t{result.oov}")
-        print(f"Tokens:\t{result.targets}")
-    return 0
+    return report_score(perplexity(model.score_stream(stream), stream), text, args.json)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="whitespace")
+    parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default="whitespace",
+        help="whitespace: the text as it is (as KenLM reads it); punct: lower-cased, every "
+        "punctuation mark a token",
+    )
 
 
 def _corpus(parser: argparse.ArgumentParser) -> None:
@@ -131,21 +128,39 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     estimate = commands.add_parser("estimate", help="estimate a model and write it as ARPA")
     _corpus(estimate)
     estimate.add_argument("--arpa", required=True, help="the ARPA file to write")
-    estimate.add_argument("--smoothing", choices=SMOOTHINGS, default="kn")
+    estimate.add_argument(
+        "--smoothing",
+        choices=SMOOTHINGS,
+        default="kn",
+        help="kn: interpolated modified Kneser-Ney (as lmplz); addk: add-k; mle: no smoothing",
+    )
     estimate.add_argument("--add-k", type=float, default=1.0, help="k for --smoothing addk")
     estimate.add_argument(
         "--discount-fallback",
         action="store_true",
         help="when counts-of-counts give no valid Kneser-Ney discount, use lmplz's 0.5 1 1.5",
     )
-    estimate.add_argument("--save", help="also save the model as a binary folder (fast to load)")
+    estimate.add_argument(
+        "--save",
+        metavar="DIR",
+        help="also save the model as a binary folder (fast to load; records the tokenizer)",
+    )
     estimate.set_defaults(func=estimate_command)
 
     score = commands.add_parser("score", help="perplexity of a text under a model")
-    score.add_argument("model", metavar="MODEL", help="an ARPA file or a saved model folder")
+    score.add_argument(
+        "model",
+        metavar="MODEL",
+        help="an ARPA file, a folder written by estimate --save, or a pipeline's n-gram folder "
+        "(data/store/ngram/KEY)",
+    )
     score.add_argument("text", metavar="TEXT", help="a text file, one sentence per line")
-    score.add_argument("--json", action="store_true", help="print one JSON object")
-    _common(score)
+    score.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (perplexity, perplexity_no_unk, oov, targets)",
+    )
+    add_tokenizer_option(score)
     score.set_defaults(func=score_command)
 
     tables = commands.add_parser(

@@ -6,8 +6,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, fields, replace
@@ -19,6 +17,7 @@ import numpy as np
 from seqlm import corpus
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
+from seqlm.progress import ProgressBar
 from seqlm.rnn.config import (
     BUDGET_FIELDS,
     DEVICES,
@@ -30,6 +29,7 @@ from seqlm.rnn.config import (
     TrainConfig,
     check_settings,
 )
+from seqlm.scoring import add_tokenizer_option, report_score, text_tokenizer
 from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
 
 VOCAB_FILE = "vocab.parquet"
@@ -64,6 +64,14 @@ _TRAIN_FLAGS = [
 _CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
             "device": DEVICES, "precision": PRECISIONS}  # fmt: skip
 CHECKPOINT = "best.pt"  # what a folder given to sample or score stands for
+# A pipeline's recurrent model folder keeps best.pt in here (seqlm.stages.CHECKPOINTS), and the
+# store keeps vocabularies in <store>/vocab/<key>/ (seqlm.stages.VOCAB_FILE is VOCAB_FILE).
+PIPELINE_CHECKPOINTS = "checkpoint"
+PIPELINE_VOCAB = "vocab"
+CHECKPOINT_HELP = (
+    f"a checkpoint, the --out folder of seqlm rnn train ({CHECKPOINT}), or a pipeline's "
+    "recurrent model folder (data/store/rnn/KEY)"
+)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +81,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t = commands.add_parser("train", help="train a recurrent model on a corpus")
     t.add_argument("data", help="corpus: a file, a folder of train/valid/test files, or a folder")
     t.add_argument("--out", required=True, type=Path, help="folder for checkpoints and vocabulary")
-    t.add_argument("--tokenizer", default="whitespace", choices=corpus.TOKENIZERS)
+    t.add_argument(
+        "--tokenizer",
+        default="whitespace",
+        choices=corpus.TOKENIZERS,
+        help="whitespace: the text as it is; punct: lower-cased, every punctuation mark a token "
+        "(recorded in the checkpoint: score splits text the same way)",
+    )
     t.add_argument("--min-count", type=int, default=1, help="rarer training types become <unk>")
     model_defaults, train_defaults = ModelConfig(), TrainConfig()
     for flags, defaults in ((_MODEL_FLAGS, model_defaults), (_TRAIN_FLAGS, train_defaults)):
@@ -87,29 +101,33 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     t.set_defaults(func=train_command)
 
+    device_help = "auto (CUDA if present), cpu or cuda"
     s = commands.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
+    s.add_argument("--words", type=int, default=100, help="how many tokens to draw")
     s.add_argument(
-        "checkpoint", type=Path, help=f"a checkpoint, or a training folder ({CHECKPOINT})"
+        "--temperature", type=float, default=1.0, help="below 1 sharper, above 1 flatter"
     )
-    s.add_argument("--words", type=int, default=100)
-    s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--top-k", type=int, default=0, help="draw from the k likeliest (0: all)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto", choices=_CHOICES["device"])
+    s.add_argument("--seed", type=int, default=0, help="random seed of the draw")
+    s.add_argument("--device", default="auto", choices=_CHOICES["device"], help=device_help)
     s.set_defaults(func=sample_command)
 
     c = commands.add_parser("score", help="perplexity of a text file under a checkpoint")
-    c.add_argument(
-        "checkpoint", type=Path, help=f"a checkpoint, or a training folder ({CHECKPOINT})"
-    )
-    c.add_argument("text", type=Path, help="a text file (tokenised as the training data was)")
+    c.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
+    c.add_argument("text", type=Path, help="a text file, one sentence per line")
     c.add_argument(
         "--reset-each-line",
         action="store_true",
         help="start every line from a zero state (like-for-like with n-grams)",
     )
-    c.add_argument("--device", default="auto", choices=_CHOICES["device"])
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--device", default="auto", choices=_CHOICES["device"], help=device_help)
+    add_tokenizer_option(c)
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (perplexity, perplexity_no_unk, oov, targets)",
+    )
     c.set_defaults(func=score_command)
 
 
@@ -146,27 +164,6 @@ def _check_out(out: Path, resume: bool) -> None:
         raise SeqlmError(f"{out}: not a folder (--out names the folder for checkpoints)")
     if resume and not (out / "last.pt").is_file():
         raise SeqlmError(f"{out / 'last.pt'}: no checkpoint to resume from")
-
-
-class _ProgressBar:
-    """One stderr line, rewritten in place; only on a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, p: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        if p["windows_done"] >= p["windows"]:
-            sys.stderr.write("\r\033[K")
-        else:
-            filled = int(30 * p["windows_done"] / p["windows"])
-            sys.stderr.write(
-                f"\repoch {p['epoch']} [{'#' * filled}{'.' * (30 - filled)}] "
-                f"{p['windows_done']}/{p['windows']}  ppl {p['train_ppl']:.1f}  "
-                f"{p['tokens_per_second']:,.0f} tok/s\033[K"
-            )
-        sys.stderr.flush()
 
 
 def _ingest(data: str, tokenizer: str, shards_root: Path) -> list[Path]:
@@ -220,7 +217,7 @@ def train_command(args: argparse.Namespace) -> int:
     streams = {s: vocab.stream(df) for s, df in splits.items()}
     result = train(
         streams["train"], streams["valid"], vocab.size, config, out,
-        vocab_key=key, resume=args.resume, on_progress=_ProgressBar(),
+        vocab_key=key, resume=args.resume, on_progress=ProgressBar(),
         extra={"tokenizer": args.tokenizer},
     )  # fmt: skip
     test = perplexity(score_stream(result.model, streams["test"]), streams["test"])
@@ -253,24 +250,52 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(checkpoint: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary]:
+def checkpoint_file(path: Path) -> Path:
+    """The checkpoint a path names: a file, the --out folder of ``seqlm rnn train`` (its
+    ``best.pt``), or a pipeline's recurrent model folder (``checkpoint/best.pt``) or its
+    ``checkpoint`` folder."""
+    if not path.is_dir():
+        return path
+    for candidate in (path / CHECKPOINT, path / PIPELINE_CHECKPOINTS / CHECKPOINT):
+        if candidate.is_file():
+            return candidate
+    raise SeqlmError(
+        f"{path}: a folder without {CHECKPOINT} (give a checkpoint file, the --out folder of "
+        f"seqlm rnn train or a pipeline's model folder, data/store/rnn/KEY)"
+    )
+
+
+def checkpoint_vocabulary(checkpoint: Path, state: dict[str, Any]) -> Vocabulary:
+    """The vocabulary a checkpoint's ids mean. ``seqlm rnn train`` writes it beside the
+    checkpoint (its key: a fingerprint of its tokens); the pipeline keeps it in the store, as the
+    vocabulary artifact whose store key the checkpoint records (``<store>/vocab/<key>/``)."""
+    path = checkpoint.parent / VOCAB_FILE
+    if path.is_file():
+        vocab = Vocabulary.load(path)
+        key = vocabulary_key(vocab)
+    else:
+        stored = (
+            folder / PIPELINE_VOCAB / state["vocab_key"] / VOCAB_FILE
+            for folder in checkpoint.resolve().parents
+        )
+        found = next((p for p in stored if p.is_file()), None)
+        if found is None:
+            raise SeqlmError(
+                f"{path}: missing (the vocabulary written beside the checkpoint, or the "
+                f"store's vocab/{state['vocab_key']} of a pipeline's model)"
+            )
+        path, vocab, key = found, Vocabulary.load(found), state["vocab_key"]
+    if key != state["vocab_key"] or vocab.size != state["vocab_size"]:
+        raise SeqlmError(f"{path}: not the vocabulary {checkpoint} was trained with")
+    return vocab
+
+
+def _load(path: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary]:
     from seqlm.rnn import load_model, resolve_device
 
-    if checkpoint.is_dir():
-        if not (checkpoint / CHECKPOINT).is_file():
-            raise SeqlmError(
-                f"{checkpoint}: a folder without {CHECKPOINT} (give a checkpoint file or the "
-                "--out folder of seqlm rnn train)"
-            )
-        checkpoint = checkpoint / CHECKPOINT
+    checkpoint = checkpoint_file(path)
     model, state = load_model(checkpoint, resolve_device(device))
-    vocab_path = checkpoint.parent / VOCAB_FILE
-    if not vocab_path.is_file():
-        raise SeqlmError(f"{vocab_path}: missing (the vocabulary written beside the checkpoint)")
-    vocab = Vocabulary.load(vocab_path)
-    if vocabulary_key(vocab) != state["vocab_key"] or vocab.size != state["vocab_size"]:
-        raise SeqlmError(f"{vocab_path}: not the vocabulary {checkpoint} was trained with")
-    return model, state, vocab
+    return model, state, checkpoint_vocabulary(checkpoint, state)
 
 
 def sample_command(args: argparse.Namespace) -> int:
@@ -287,18 +312,11 @@ def score_command(args: argparse.Namespace) -> int:
     from seqlm.rnn import score_stream
 
     model, state, vocab = _load(args.checkpoint, args.device)
-    lines = corpus.tokenize(
-        corpus.read_lines(args.text), state["extra"].get("tokenizer", "whitespace")
-    )
+    recorded = state.get("extra", {}).get("tokenizer")
+    tokenizer = text_tokenizer(args.checkpoint, recorded, args.tokenizer)
+    lines = corpus.tokenize(corpus.read_lines(args.text), tokenizer)
     if lines.height == 0:
-        raise SeqlmError(f"{args.text}: no tokens to score")
+        raise SeqlmError(f"{args.text}: no text to score")
     stream = vocab.stream(lines)
     p = perplexity(score_stream(model, stream, reset_each_line=args.reset_each_line), stream)
-    result = {"perplexity": p.ppl, "perplexity_no_unk": p.ppl_no_unk, "oov": p.oov,
-              "targets": p.targets}  # fmt: skip
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"perplexity {p.ppl:.2f} ({p.ppl_no_unk:.2f} without <unk>), "
-              f"{p.oov} of {p.targets} targets <unk>")  # fmt: skip
-    return 0 if math.isfinite(p.ppl) else 1
+    return report_score(p, args.text, args.json)

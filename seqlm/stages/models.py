@@ -19,7 +19,7 @@ from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
 from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
 from seqlm.rnn.config import ModelConfig, TrainConfig
 from seqlm.stages.data import TABLES, load_vocabulary
-from seqlm.store import Artifact, Plan, Store
+from seqlm.store import MANIFEST, Artifact, Plan, Store
 from seqlm.unigram import UnigramModel
 from seqlm.vocab import Vocabulary
 
@@ -78,14 +78,31 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
             add_k=config.add_k,
             discount_fallback=config.discount_fallback,
         )
+        tokenizer = shards_tokenizer(tables_shards(tables))
+        model.info["tokenizer"] = tokenizer  # scoring a text must split it the same way
         model.save(out / MODEL)
         if config.arpa:
             write_arpa(model, out / "model.arpa")
         # A probability per n-gram, and a back-off weight per n-gram below the top order.
         parameters = 2 * sum(model.sizes) - model.sizes[-1]
-        return {"parameters": parameters} | {f"order{n}": k for n, k in enumerate(model.sizes, 1)}
+        orders = {f"order{n}": k for n, k in enumerate(model.sizes, 1)}
+        return {"parameters": parameters, "tokenizer": tokenizer} | orders
 
     return store.build(plan_ngram(tables, order, config), produce)
+
+
+def shards_tokenizer(shards: Sequence[Artifact]) -> str:
+    """How the shards' text was split into tokens: each model records it, for scoring."""
+    (tokenizer,) = {s.manifest["config"]["tokenizer"] for s in shards}
+    return tokenizer
+
+
+def tables_shards(tables: Artifact) -> list[Artifact]:
+    """The ingested shards whose counts the merged tables sum."""
+    store = Store(tables.path.parents[1])
+    counts = [store.path("counts", key) for key in tables.manifest["inputs"]["counts"]]
+    keys = [json.loads((c / MANIFEST).read_text())["inputs"]["shard"] for c in counts]
+    return [Artifact("ingest", key, store.path("ingest", key)) for key in keys]
 
 
 def plan_rnn(vocab: Artifact, shards: Sequence[Artifact], model: str, config: RnnConfig) -> Plan:
@@ -100,9 +117,11 @@ def rnn(
     model: str,
     config: RnnConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_progress: Callable[[dict[str, float]], None] | None = None,
 ) -> Artifact:
     """A recurrent model trained on the shards' train split, early-stopped on valid; a run cut
-    short (a crash, a stop) resumes from its last epoch's checkpoint."""
+    short (a crash, a stop) resumes from its last epoch's checkpoint. ``on_progress`` gets
+    training's progress within an epoch (a terminal's progress bar)."""
 
     def produce(out: Path) -> dict[str, Any]:
         from seqlm.rnn import plot_learning_curve, train  # torch: only where a model trains
@@ -110,6 +129,7 @@ def rnn(
 
         v = load_vocabulary(vocab)
         folders = [s.path for s in shards]
+        tokenizer = shards_tokenizer(shards)
         checkpoints = out / CHECKPOINTS
 
         def trained(resume: bool) -> TrainResult:
@@ -122,6 +142,8 @@ def rnn(
                 vocab_key=vocab.key,
                 resume=resume,
                 on_epoch=on_epoch,
+                on_progress=on_progress,
+                extra={"tokenizer": tokenizer},
             )
 
         resume = (checkpoints / "last.pt").exists()
@@ -144,6 +166,7 @@ def rnn(
             "device": result.device,
             "precision": result.precision,
             "stopped": result.stopped,
+            "tokenizer": tokenizer,
         }
 
     return store.build(plan_rnn(vocab, shards, model, config), produce, resumable=True)

@@ -1,0 +1,60 @@
+"""What ``seqlm ngram score`` and ``seqlm rnn score`` share: the tokenizer a text is split with,
+and one report (KenLM ``query``'s summary lines, or one JSON object) with one exit rule."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from seqlm.corpus import TOKENIZERS
+from seqlm.errors import SeqlmError
+from seqlm.evaluate import Perplexity
+
+UNRECORDED = "whitespace"  # a model with no record (an ARPA file) is read as KenLM reads text
+
+
+def add_tokenizer_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        help="how to split the text into tokens (default: the tokenizer the model records; "
+        f"{UNRECORDED} for a model that records none, as an ARPA file, as KenLM does); a "
+        "tokenizer other than the recorded one is refused",
+    )
+
+
+def text_tokenizer(model: Path, recorded: str | None, given: str | None) -> str:
+    """The tokenizer to split a text with before ``model`` scores it: the one the model was
+    trained with; ``given`` (--tokenizer) may only repeat it."""
+    if recorded is not None and given is not None and given != recorded:
+        raise SeqlmError(
+            f"{model}: trained on text split by the {recorded} tokenizer, not --tokenizer {given} "
+            "(scores would compare other tokens)"
+        )
+    return recorded or given or UNRECORDED
+
+
+def report_score(result: Perplexity, text: Path, as_json: bool) -> int:
+    """Print the report; a perplexity that is not finite (a target the model gives probability
+    0) is reported, then refused in one line (exit status 1)."""
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "perplexity": result.ppl,
+                    "perplexity_no_unk": result.ppl_no_unk,
+                    "oov": result.oov,
+                    "targets": result.targets,
+                }
+            )
+        )
+    else:
+        print(f"Perplexity including OOVs:\t{result.ppl:.10g}")
+        print(f"Perplexity excluding OOVs:\t{result.ppl_no_unk:.10g}")
+        print(f"OOVs:\t{result.oov}")
+        print(f"Tokens:\t{result.targets}")
+    if not math.isfinite(result.ppl):
+        raise SeqlmError(f"{text}: perplexity {result.ppl} (a target has probability 0)")
+    return 0

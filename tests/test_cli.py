@@ -1,0 +1,203 @@
+"""The command line as a user meets it: pipeline models scored and sampled, the tokenizer a
+model records, one score report, help for every option, --version, a closed pipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from flows.cli import main
+from seqlm import corpus, stages
+from seqlm.cli import HelpFormatter
+from seqlm.config import load_config
+from seqlm.ngram import write_arpa
+from seqlm.store import Store
+from tests.helpers import BUNDLED
+
+SEQLM = str(Path(sys.executable).with_name("seqlm"))
+# Capitals and punctuation: the punct tokenizer (the pipeline's default) and whitespace differ.
+TEXT = ["First Citizen:", "Before we proceed any further, hear me speak.", "", "You are all."]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    """An n-gram and a recurrent model built by the pipeline's stages on a small corpus (punct
+    tokenizer), and a text to score."""
+    root = tmp_path_factory.mktemp("pipeline")
+    source = root / "corpus.txt"
+    source.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:600]))
+    config = load_config(
+        None,
+        ["rnn.nhid=16", "rnn.emsize=16", "rnn.epochs=1", "rnn.bptt=10", "rnn.batch_size=4"],
+    )
+    store = Store(root / "store")
+    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(source)]
+    train = [s for s in shards if "train" in s.manifest["rows"]]
+    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], config.vocab)
+    tables = stages.count_tables(store, [stages.shard_counts(store, s, 2) for s in train], vocab)
+    text = root / "text.txt"
+    text.write_text("\n".join(TEXT) + "\n")
+    return {
+        "ngram": stages.ngram(store, tables, 2, config.ngram).path,
+        "rnn": stages.rnn(store, vocab, shards, "lstm", config.rnn).path,
+        "text": text,
+    }
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def score(capsys, *args: str) -> dict:
+    status, out, err = run_cli(capsys, *args, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+def targets(tokenizer: str) -> int:
+    """Tokens plus one </s> per line of TEXT under ``tokenizer``."""
+    lines = corpus.tokenize(pl.Series(TEXT), tokenizer)
+    return int(lines["tokens"].list.len().sum()) + lines.height
+
+
+def test_rnn_score_and_sample_take_any_folder_the_pipeline_wrote(pipeline, capsys):
+    folder = pipeline["rnn"]
+    given = [folder, folder / stages.CHECKPOINTS, folder / stages.CHECKPOINTS / "best.pt"]
+    reports = [score(capsys, "rnn", "score", path, pipeline["text"]) for path in given]
+    assert reports[0] == reports[1] == reports[2]
+    assert reports[0]["targets"] == targets("punct") != targets("whitespace")
+    status, out, err = run_cli(capsys, "rnn", "sample", folder, "--words", "30", "--seed", "1")
+    assert status == 0, err
+    vocab = set(stages.load_vocabulary(stages_vocab(folder)).tokens.to_list())
+    assert out.split() and set(out.split()) <= vocab
+
+
+def stages_vocab(rnn_folder: Path):
+    """The vocabulary artifact a recurrent model's manifest names."""
+    store = Store(rnn_folder.parents[1])
+    key = json.loads((rnn_folder / "manifest.json").read_text())["inputs"]["vocab"]
+    return store.get("vocab", key)
+
+
+def test_ngram_score_reads_the_recorded_tokenizer(pipeline, capsys):
+    folder, text = pipeline["ngram"], pipeline["text"]
+    recorded = score(capsys, "ngram", "score", folder, text)
+    assert recorded == score(capsys, "ngram", "score", folder, text, "--tokenizer", "punct")
+    assert recorded["targets"] == targets("punct")
+    # An ARPA file records no tokenizer: whitespace, as KenLM reads text, unless told otherwise.
+    arpa = folder.parent / "kn2.arpa"
+    write_arpa(stages.LOADERS["ngram"](folder), arpa)
+    assert score(capsys, "ngram", "score", arpa, text)["targets"] == targets("whitespace")
+    told = score(capsys, "ngram", "score", arpa, text, "--tokenizer", "punct")
+    assert told["perplexity"] == pytest.approx(recorded["perplexity"], rel=1e-6)
+
+
+@pytest.mark.parametrize("family", ["ngram", "rnn"])
+def test_a_tokenizer_other_than_the_recorded_one_is_refused(pipeline, capsys, family):
+    model = pipeline[family]
+    status, out, err = run_cli(
+        capsys, family, "score", model, pipeline["text"], "--tokenizer", "whitespace"
+    )
+    assert status == 1 and out == ""
+    assert err.strip() == (
+        f"seqlm: error: {model}: trained on text split by the punct tokenizer, not --tokenizer "
+        "whitespace (scores would compare other tokens)"
+    )
+
+
+def test_both_score_commands_print_one_report(pipeline, capsys):
+    reports = {}
+    for family in ("ngram", "rnn"):
+        status, out, err = run_cli(capsys, family, "score", pipeline[family], pipeline["text"])
+        assert status == 0, err
+        reports[family] = [line.split("\t")[0] for line in out.splitlines()]
+        assert sorted(score(capsys, family, "score", pipeline[family], pipeline["text"])) == [
+            "oov",
+            "perplexity",
+            "perplexity_no_unk",
+            "targets",
+        ]
+    assert (
+        reports["ngram"]
+        == reports["rnn"]
+        == [
+            "Perplexity including OOVs:",
+            "Perplexity excluding OOVs:",
+            "OOVs:",
+            "Tokens:",
+        ]
+    )
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"seqlm {version('seqlm')}"
+
+
+def all_options(parser: argparse.ArgumentParser, path: str = "seqlm"):
+    """Every (command, parser, action) of the parser and its sub-commands, help actions aside."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from all_options(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, parser, action
+
+
+def test_every_option_of_every_command_has_help_with_its_default():
+    from flows.cli import add_compare_command, add_run_command, add_serve_command
+    from seqlm.cli import build_parser
+
+    parser, commands = build_parser()
+    for add in (add_run_command, add_serve_command, add_compare_command):
+        add(commands)
+    options = list(all_options(parser))
+    assert {path for path, _, _ in options} >= {
+        "seqlm run", "seqlm serve", "seqlm compare", "seqlm ngram count", "seqlm ngram estimate",
+        "seqlm ngram score", "seqlm ngram tables", "seqlm rnn train", "seqlm rnn sample",
+        "seqlm rnn score",
+    }  # fmt: skip
+    for path, sub, action in options:
+        name = f"{path} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help, f"{name}: no help"
+        assert sub.formatter_class is HelpFormatter, f"{path}: shows no defaults"
+        shown = HelpFormatter(path)._get_help_string(action)
+        if action.option_strings and action.default not in (None, False):
+            assert "default" in shown, f"{name}: its default is not shown"
+
+
+def closed_pipe(*args: str) -> tuple[int, str]:
+    """``seqlm ARGS`` writing to a pipe whose reader has gone: exit status and stderr."""
+    process = subprocess.Popen(
+        [SEQLM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    process.stdout.close()
+    err = process.stderr.read()
+    return process.wait(timeout=120), err
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_ends_every_command_quietly(pipeline, tmp_path):
+    text = pipeline["text"]
+    for args in (
+        ["--help"],
+        ["--version"],
+        ["ngram", "score", pipeline["ngram"], text],
+        ["ngram", "tables", "--json", "--store", pipeline["ngram"].parents[1]],
+        ["rnn", "score", pipeline["rnn"], text, "--json"],
+        ["rnn", "sample", pipeline["rnn"], "--words", "2000"],
+        ["rnn", "train", "--help"],
+    ):
+        status, err = closed_pipe(*map(str, args))
+        assert status in (0, 141) and err == "", f"{args}: {status} {err}"
