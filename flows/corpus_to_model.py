@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, unmapped
+from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.guard import guard_deployment_run
@@ -173,7 +174,12 @@ def champion(
     )
 
 
-@flow(name="corpus-to-model")
+def run_name() -> str:
+    """A flow run is named by its corpus (``input.txt``, ``ptb``)."""
+    return Path(flow_run.parameters.get("corpus", DEFAULT_CORPUS)).name
+
+
+@flow(name="corpus-to-model", flow_run_name=run_name)
 def corpus_to_model(
     corpus: str = CORPUS,
     orders: list[int] | None = ORDERS,
@@ -189,7 +195,10 @@ def corpus_to_model(
     """
     settings = config.model_dump()
     guard_deployment_run(corpus, settings)  # a deployment's run: corpus roots, run.* unchanged
-    logger = get_run_logger()
+    # Prefect attaches its run-log handler to the seqlm loggers (PREFECT_LOGGING_EXTRA_LOGGERS)
+    # but leaves their level unset: WARNING in a served run. The seqlm command sets its own.
+    if logging.getLogger("seqlm").level == logging.NOTSET:
+        logging.getLogger("seqlm").setLevel(logging.INFO)
     overrides = {
         "ngram.orders": orders,
         "rnn.models": recurrent_models,
@@ -265,5 +274,5 @@ def corpus_to_model(
         tracker.finish(parent, failed=True)
         raise
     tracker.finish(parent)
-    logger.info("compared %d models; MLflow run %s", len(rows), parent)
+    log.info("compared %d models; MLflow run %s", len(rows), parent)
     return result

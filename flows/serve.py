@@ -25,17 +25,20 @@ NIGHTLY = "0 3 * * *"
 
 
 def deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> list[Any]:
+    """Both deployments; the API checks a run's parameters against the flow's typed form."""
     parameters = {"corpus": corpus}
     return [
         corpus_to_model.to_deployment(
             name="on-demand",
             parameters=parameters,
+            enforce_parameter_schema=True,
             description="Run the whole pipeline once, with the parameters given at run time.",
         ),
         corpus_to_model.to_deployment(
             name="nightly",
             cron=cron,
             parameters=parameters,
+            enforce_parameter_schema=True,
             description=f"Retrain on the corpus on the schedule {cron!r}.",
         ),
     ]

@@ -6,49 +6,101 @@ neither caches nor persists these tasks' results: nothing a run reads back is a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 
 from seqlm import stages
 from seqlm.config import CorpusConfig, NgramConfig, RnnConfig, UnigramConfig, VocabConfig
 from seqlm.corpus import Source
+from seqlm.progress import ProgressBar
 from seqlm.store import Artifact, Store
 
+log = logging.getLogger("seqlm.stages")
 
-@task(name="ingest", cache_policy=NO_CACHE)
+
+def stage_line(task: Task, run: TaskRun, state: State) -> None:
+    """One line per stage on the terminal and in the run's log: ``train lstm  built  31.20 s``."""
+    artifact = state.result()
+    done = "found" if artifact.seconds is None else f"built {artifact.seconds:8.2f} s"
+    log.info("%-28s %s", run.name, done)
+
+
+# Every stage task: the store is the cache; each says how its stage went.
+STAGE: dict[str, Any] = {"cache_policy": NO_CACHE, "on_completion": [stage_line]}
+
+
+def _source(shard: Artifact) -> str:
+    """The file a shard was ingested from, by name."""
+    return Path(shard.manifest["note"]["source"]).name
+
+
+def model_name(artifact: Artifact) -> str:
+    """A model's name as the comparison spells it (``kn5``, ``lstm``), from a model's artifact
+    or from an evaluation's (which names its model's folder, ``<stage>/<key>``)."""
+    manifest = artifact.manifest
+    if artifact.stage == "evaluate":
+        folder = manifest["inputs"]["model"]
+        stage, key = folder.split("/")
+        return model_name(Artifact(stage, key, artifact.path.parents[1] / folder))
+    config = manifest["config"]
+    if artifact.stage == "ngram":
+        return f"{config['smoothing']}{config['order']}"
+    return config.get("model", artifact.stage)
+
+
+def _evaluation_name(parameters: dict[str, Any]) -> str:
+    line_reset = " (line reset)" if parameters.get("line_reset") else ""
+    return f"evaluate {model_name(parameters['model'])}{line_reset}"
+
+
+@task(
+    name="ingest",
+    task_run_name=lambda parameters: f"ingest {parameters['source'].path.name}",
+    **STAGE,
+)
 def ingest_source(store: Path, source: Source, config: CorpusConfig) -> Artifact:
     return stages.ingest(Store(store), source, config)
 
 
-@task(name="count", cache_policy=NO_CACHE)
+@task(
+    name="count", task_run_name=lambda parameters: f"count {_source(parameters['shard'])}", **STAGE
+)
 def count_shard(store: Path, shard: Artifact, order: int) -> Artifact:
     return stages.shard_counts(Store(store), shard, order)
 
 
-@task(name="vocabulary", cache_policy=NO_CACHE)
+@task(name="vocabulary", task_run_name="vocabulary", **STAGE)
 def build_vocabulary(store: Path, counts: Sequence[Artifact], config: VocabConfig) -> Artifact:
     return stages.vocabulary(Store(store), counts, config)
 
 
-@task(name="merge-counts", cache_policy=NO_CACHE)
+@task(name="merge-counts", task_run_name="merge counts", **STAGE)
 def merge_counts(store: Path, counts: Sequence[Artifact], vocab: Artifact) -> Artifact:
     return stages.count_tables(Store(store), counts, vocab)
 
 
-@task(name="ngram", cache_policy=NO_CACHE)
+@task(
+    name="ngram",
+    task_run_name=lambda parameters: f"fit {parameters['config'].smoothing}{parameters['order']}",
+    **STAGE,
+)
 def fit_ngram(store: Path, tables: Artifact, order: int, config: NgramConfig) -> Artifact:
     return stages.ngram(Store(store), tables, order, config)
 
 
-@task(name="unigram", cache_policy=NO_CACHE)
+@task(name="unigram", task_run_name="fit unigram", **STAGE)
 def fit_unigram(store: Path, vocab: Artifact, config: UnigramConfig) -> Artifact:
     return stages.unigram(Store(store), vocab, config)
 
 
-@task(name="rnn", cache_policy=NO_CACHE)
+@task(name="rnn", task_run_name="train {model}", **STAGE)
 def train_rnn(
     store: Path,
     vocab: Artifact,
@@ -57,12 +109,17 @@ def train_rnn(
     config: RnnConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> Artifact:
-    """Training logs its progress through the ``seqlm`` loggers (Prefect's run log), throttled;
-    ``on_epoch`` gets each epoch's figures as it ends (MLflow's per-epoch metrics)."""
-    return stages.rnn(Store(store), vocab, shards, model, config, on_epoch=on_epoch)
+    """Training logs its progress through the ``seqlm`` loggers (Prefect's run log), throttled,
+    and draws a progress bar on a terminal; ``on_epoch`` gets each epoch's figures as it ends
+    (MLflow's per-epoch metrics)."""
+    bar = ProgressBar(model)
+    on_progress = bar if bar.enabled else None
+    return stages.rnn(
+        Store(store), vocab, shards, model, config, on_epoch=on_epoch, on_progress=on_progress
+    )
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", task_run_name=_evaluation_name, **STAGE)
 def evaluate_model(
     store: Path,
     model: Artifact,
@@ -73,11 +130,21 @@ def evaluate_model(
     return stages.evaluation(Store(store), model, vocab, shards, line_reset)
 
 
-@task(name="interpolate", cache_policy=NO_CACHE)
+@task(
+    name="interpolate",
+    task_run_name=lambda parameters: (
+        f"interpolate {model_name(parameters['a'])}+{model_name(parameters['b'])}"
+    ),
+    **STAGE,
+)
 def interpolate_models(store: Path, a: Artifact, b: Artifact) -> Artifact:
     return stages.interpolation(Store(store), a, b)
 
 
-@task(name="compare", cache_policy=NO_CACHE)
+@task(
+    name="compare",
+    task_run_name=lambda parameters: f"compare {len(parameters['evaluations'])} models",
+    **STAGE,
+)
 def compare_models(store: Path, evaluations: Mapping[str, Artifact]) -> Artifact:
     return stages.comparison(Store(store), evaluations)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
+import yaml
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema_from_entrypoint
 from prefect.utilities.schema_tools.validation import ValidationError, validate
@@ -72,9 +74,15 @@ def test_corpus_and_the_overrides_are_described():
     assert SCHEMA["required"] == []
 
 
-def test_prefect_deploy_derives_the_same_form_from_the_entrypoint():
-    derived = parameter_schema_from_entrypoint("flows/corpus_to_model.py:corpus_to_model")
-    assert derived.model_dump() == SCHEMA
+def test_prefect_yaml_deploys_the_flow_with_its_form_enforced():
+    project = Path(__file__).parents[1]
+    deployments = yaml.safe_load((project / "prefect.yaml").read_text())["deployments"]
+    assert [d["name"] for d in deployments] == ["on-demand", "nightly"]
+    for deployment in deployments:
+        assert deployment["enforce_parameter_schema"] is True
+        entrypoint = str(project / deployment["entrypoint"])
+        assert parameter_schema_from_entrypoint(entrypoint).model_dump() == SCHEMA
+        server_check(deployment["parameters"])
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.params import PipelineSettings
 from seqlm.store import Store
 from tests.helpers import BUNDLED, assert_merged_tables_recount
 
@@ -168,6 +169,35 @@ def test_a_deployment_run_stays_under_the_corpus_roots_and_in_the_store(service)
     assert not elsewhere.exists()
     client = MlflowClient(service["env"]["MLFLOW_TRACKING_URI"])
     assert client.get_experiment_by_name("other") is None
+
+
+@pytest.mark.slow
+def test_the_deployment_offers_the_typed_form_and_refuses_bad_settings(service):
+    api = service["env"]["PREFECT_API_URL"]
+    wait_until(
+        lambda: httpx.get(f"{api}/deployments/name/corpus-to-model/on-demand").status_code == 200,
+        90,
+        "the deployment was not registered",
+    )
+    deployment = httpx.get(f"{api}/deployments/name/corpus-to-model/on-demand", timeout=10).json()
+    assert deployment["enforce_parameter_schema"] is True
+    schema = deployment["parameter_openapi_schema"]
+    assert schema["properties"]["config"]["default"] == PipelineSettings().model_dump()
+    lr = schema["definitions"]["RnnConfig"]["properties"]["lr"]
+    assert lr["type"] == "number" and lr["description"]
+
+    # A wrong type is refused before any run exists; a wrong value fails the run in one line.
+    wrong = deployment_run(service, 'config={"rnn": {"lr": "fast"}}')
+    assert wrong.returncode != 0
+    assert "Validation failed for field 'config.rnn.lr'" in wrong.stdout + wrong.stderr
+    assert "UUID" not in wrong.stdout
+    message = failed_with(service, deployment_run(service, 'config={"rnn": {"lr": -1}}'))
+    assert "rnn.lr must be positive" in message
+
+    # The whole form sent back (the run section unchanged) runs, with the overrides on top.
+    form = json.dumps(PipelineSettings().model_dump())
+    done = deployment_run(service, f"corpus={service['corpus']}", f"config={form}")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(service):
