@@ -43,7 +43,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +100,13 @@ class Plan:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A finished stage output: its folder and what its manifest says."""
+    """A finished stage output: its folder and what its manifest says. ``seconds``: how long
+    this process took to build it; None when it was found in the store."""
 
     stage: str
     key: str
     path: Path
+    seconds: float | None = field(default=None, compare=False)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -220,7 +222,7 @@ class Store:
             return found
         _verified[final] = _identity(final, _listing(final))
         log.info("%s %s: built in %.2f s", stage, key, seconds)
-        return Artifact(stage, key, final)
+        return Artifact(stage, key, final, seconds)
 
     def _lookup(self, stage: str, key: str) -> tuple[Artifact | None, str | None]:
         """The intact artifact, or None and what was wrong with the folder (now set aside)."""

@@ -21,9 +21,9 @@ for _name, _value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
-    # MLflow's own INFO lines (database set-up, run links) in a format of their own: seqlm says
-    # what happened in its log.
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # MLflow's loggers pass their lines on to the application's handlers (one format on the
+    # terminal, where only warnings show) instead of printing them in a format of their own.
+    "MLFLOW_CONFIGURE_LOGGING": "false",
     # matplotlib's font cache and settings, which would otherwise go to the home folder.
     "MPLCONFIGDIR": str(Path.cwd() / ".cache" / "matplotlib"),
 }.items():
