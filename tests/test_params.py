@@ -20,6 +20,7 @@ from flows.params import PipelineSettings, to_config
 from seqlm.config import PipelineConfig, RunConfig
 from seqlm.corpus import DEFAULT_CORPUS, TOKENIZERS
 from seqlm.errors import SeqlmError
+from seqlm.rnn.config import MODELS as RNN_MODELS
 from tests.helpers import BUNDLED
 
 SCHEMA = corpus_to_model.parameters.model_dump()
@@ -52,14 +53,13 @@ def test_the_form_has_every_section_and_setting_with_default_and_description():
         for setting in dataclasses.fields(section.default_factory):
             shown = form["properties"][setting.name]
             assert shown["default"] == asdict(section.default_factory())[setting.name]
-            # The recurrent section's help texts may be missing: its name stands in.
-            assert shown["description"] == setting.metadata.get("help", setting.name)
-            if section.name != "rnn":
-                assert len(shown["description"]) > 20, f"{section.name}.{setting.name}"
+            assert shown["description"] == setting.metadata["help"], setting.name
     corpus = section_schema("corpus")["properties"]
     assert corpus["tokenizer"]["enum"] == list(TOKENIZERS)
     assert corpus["valid_fraction"]["type"] == "number"
     assert section_schema("ngram")["properties"]["orders"]["items"] == {"type": "integer"}
+    models = section_schema("rnn")["properties"]["models"]
+    assert models["items"]["enum"] == list(RNN_MODELS)
 
 
 def test_corpus_and_the_overrides_are_described():
