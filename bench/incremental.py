@@ -57,7 +57,7 @@ def every_stage(
     with timed(t, "counts"):
         counts = [stages.shard_counts(store, s, max(cfg.ngram.orders)) for s in train]
     with timed(t, "vocabulary"):
-        vocab = stages.vocabulary(store, counts, cfg.vocab)
+        vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], cfg.vocab)
     with timed(t, "tables"):
         tables = stages.count_tables(store, counts, vocab)
     with timed(t, "models"):
@@ -77,7 +77,7 @@ def count_and_merge(
     with timed(t, "counts"):
         counts = [stages.shard_counts(store, s, max(cfg.ngram.orders)) for s in shards]
     with timed(t, "merge"):
-        vocab = stages.vocabulary(store, counts, cfg.vocab)
+        vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in shards], cfg.vocab)
         tables = stages.count_tables(store, counts, vocab)
     return t, tables
 

@@ -45,6 +45,7 @@ from tasks.stages import (
     ingest_source,
     interpolate_models,
     merge_counts,
+    shard_types,
     train_rnn,
 )
 from tasks.tracking import Tracker, pipeline_run_name
@@ -215,9 +216,13 @@ def corpus_to_model(
 
     shards: list[Artifact] = ingest_source.map(store, sources, unmapped(cfg.corpus)).result()
     train_shards = [s for s in shards if "train" in s.manifest["rows"]]
-    max_order = max(cfg.ngram.orders, default=1)
-    counts: list[Artifact] = count_shard.map(store, train_shards, unmapped(max_order)).result()
-    vocab = build_vocabulary(store, counts, cfg.vocab)
+    # The vocabulary needs only the shards' types: n-gram orders never re-key it.
+    types: list[Artifact] = shard_types.map(store, train_shards).result()
+    vocab = build_vocabulary(store, types, cfg.vocab)
+    counts: list[Artifact] = []
+    if cfg.ngram.orders:
+        max_order = max(cfg.ngram.orders)
+        counts = count_shard.map(store, train_shards, unmapped(max_order)).result()
     keys = {"corpus_key": stage_key("corpus", 1, {}, {"shards": [s.key for s in shards]})}
     keys["vocab_key"] = vocab.key
     parent = tracker.start_run(

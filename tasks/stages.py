@@ -70,6 +70,13 @@ def ingest_source(store: Path, source: Source, config: CorpusConfig) -> Artifact
 
 
 @task(
+    name="types", task_run_name=lambda parameters: f"types {_source(parameters['shard'])}", **STAGE
+)
+def shard_types(store: Path, shard: Artifact) -> Artifact:
+    return stages.shard_types(Store(store), shard)
+
+
+@task(
     name="count", task_run_name=lambda parameters: f"count {_source(parameters['shard'])}", **STAGE
 )
 def count_shard(store: Path, shard: Artifact, order: int) -> Artifact:
@@ -77,8 +84,8 @@ def count_shard(store: Path, shard: Artifact, order: int) -> Artifact:
 
 
 @task(name="vocabulary", task_run_name="vocabulary", **STAGE)
-def build_vocabulary(store: Path, counts: Sequence[Artifact], config: VocabConfig) -> Artifact:
-    return stages.vocabulary(Store(store), counts, config)
+def build_vocabulary(store: Path, types: Sequence[Artifact], config: VocabConfig) -> Artifact:
+    return stages.vocabulary(Store(store), types, config)
 
 
 @task(name="merge-counts", task_run_name="merge counts", **STAGE)

@@ -674,7 +674,7 @@ def build_ladder(store_root: Path, corpus: Path) -> dict[str, float]:
     store = Store(store_root)
     shards = [stages.ingest(store, s, cfg.corpus) for s in discover(corpus)]
     counts = [stages.shard_counts(store, s, 3) for s in shards]
-    vocab = stages.vocabulary(store, counts, cfg.vocab)
+    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in shards], cfg.vocab)
     tables = stages.count_tables(store, counts, vocab)
     models = {f"kn{n}": stages.ngram(store, tables, n, cfg.ngram) for n in (2, 3)}
     models["unigram"] = stages.unigram(store, vocab, cfg.unigram)

@@ -51,6 +51,7 @@ def test_two_runs_at_once_share_the_store(tmp_path):
     # One source file, so one shard and one table of each kind; models: unigram and kn2.
     assert built == {
         "ingest": 1,
+        "types": 1,
         "counts": 1,
         "vocab": 1,
         "tables": 1,

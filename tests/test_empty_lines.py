@@ -105,8 +105,9 @@ def test_pipeline_stages_and_cli_give_the_same_figure(tmp_path, capsys):
     config = load_config(None, ["tokenizer=whitespace", "vocab.min_count=1", "orders=[3]"])
     store = Store(tmp_path / "store")
     shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(folder)]
-    counts = [stages.shard_counts(store, s, 3) for s in shards if "train" in s.manifest["rows"]]
-    vocab = stages.vocabulary(store, counts, config.vocab)
+    train = [s for s in shards if "train" in s.manifest["rows"]]
+    counts = [stages.shard_counts(store, s, 3) for s in train]
+    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], config.vocab)
     tables = stages.count_tables(store, counts, vocab)
     model = stages.ngram(store, tables, 3, config.ngram)
     metrics = stages.load_metrics(stages.evaluation(store, model, vocab, shards))["test"]

@@ -19,7 +19,7 @@ def run(store: Store, path, overrides, orders=(2,)):
     shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(path)]
     train = [s for s in shards if "train" in s.manifest["rows"]]
     counts = [stages.shard_counts(store, s, max(orders)) for s in train]
-    vocab = stages.vocabulary(store, counts, config.vocab)
+    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], config.vocab)
     tables = stages.count_tables(store, counts, vocab)
     models = {"unigram": stages.unigram(store, vocab, config.unigram)}
     for order in orders:
@@ -59,6 +59,7 @@ def test_stages_are_reused_by_key(tmp_path):
     run(store, corpus_file, ["discount_fallback=true", "unigram.add_k=0.5"])
     assert {stage: len(list(store.root.glob(f"{stage}/*"))) for stage in stages.STAGES} == {
         "ingest": 1,
+        "types": 1,
         "counts": 1,
         "vocab": 1,
         "tables": 1,
@@ -97,7 +98,8 @@ def test_interpolation_and_comparison(tmp_path):
     config = load_config(None, ["discount_fallback=true", "orders=[2]"])
     shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
     counts = [stages.shard_counts(store, s, 2) for s in shards]
-    vocab = stages.vocabulary(store, counts, config.vocab)
+    types = [stages.shard_types(store, s) for s in shards]
+    vocab = stages.vocabulary(store, types, config.vocab)
     tables = stages.count_tables(store, counts, vocab)
     evaluations = {
         "unigram": stages.evaluation(
@@ -123,7 +125,7 @@ def test_interpolation_and_comparison(tmp_path):
     assert (compared.path / stages.CHART_FILE).stat().st_size > 0
 
     # A model scored with another vocabulary (other <unk> positions) is refused.
-    other_vocab = stages.vocabulary(store, counts, load_config(None, ["max_size=6"]).vocab)
+    other_vocab = stages.vocabulary(store, types, load_config(None, ["max_size=6"]).vocab)
     other = stages.evaluation(
         store, stages.unigram(store, other_vocab, config.unigram), other_vocab, shards
     )
@@ -156,3 +158,74 @@ def test_count_tables_are_listed_and_plain_parquet(tmp_path, capsys):
         assert duckdb.sql(f"select count(*) from '{row['path']}'").fetchall() == [(row["rows"],)]
     assert main(["ngram", "tables", "--store", str(store.root), "--json"]) == 0
     assert [r["path"] for r in json.loads(capsys.readouterr().out)] == listing["path"].to_list()
+
+
+TINY_RNN = ["emsize=8", "nhid=8", "bptt=5", "batch_size=4", "rnn.epochs=1", "rnn.device=cpu"]
+
+
+def stage_keys(store: Store, path, overrides) -> dict[str, str]:
+    """Every stage of the pipeline through the library, by name: its artifact's key."""
+    config = load_config(None, overrides)
+    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(path)]
+    train = [s for s in shards if "train" in s.manifest["rows"]]
+    types = [stages.shard_types(store, s) for s in train]
+    counts = [stages.shard_counts(store, s, max(config.ngram.orders)) for s in train]
+    vocab = stages.vocabulary(store, types, config.vocab)
+    tables = stages.count_tables(store, counts, vocab)
+    models = {"unigram": stages.unigram(store, vocab, config.unigram)}
+    for order in config.ngram.orders:
+        models[f"kn{order}"] = stages.ngram(store, tables, order, config.ngram)
+    for model in config.rnn.models:
+        models[model] = stages.rnn(store, vocab, shards, model, config.rnn)
+    data = {"ingest": shards, "types": types, "counts": counts, "vocab": [vocab]}
+    keys = {stage: ",".join(a.key for a in found) for stage, found in data.items()}
+    keys["tables"] = tables.key
+    for name, model in models.items():
+        keys[name] = model.key
+        keys[f"evaluate {name}"] = stages.evaluation(store, model, vocab, shards).key
+    return keys
+
+
+EVERYTHING = {"ingest", "types", "counts", "vocab", "tables"} | {
+    f"{e}{m}" for m in ("unigram", "kn2", "rnn_tanh") for e in ("", "evaluate ")
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "rebuilt"),
+    [
+        ("corpus.valid_fraction=0.1", EVERYTHING),
+        ("vocab.min_count=1", EVERYTHING - {"ingest", "types", "counts"}),
+        ("unigram.add_k=0.5", {"unigram", "evaluate unigram"}),
+        # Other orders are other counts and models; the vocabulary and recurrent models stay.
+        ("ngram.orders=[3]", {"counts", "tables", "kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
+        ("ngram.orders=[2, 3]", {"counts", "tables", "kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
+        ("ngram.smoothing='addk'", {"kn2", "evaluate kn2"}),
+        ("rnn.lr=0.01", {"rnn_tanh", "evaluate rnn_tanh"}),
+        ("rnn.models=['rnn_tanh', 'gru']", {"gru", "evaluate gru"}),
+        # A cap finds the model trained without one: it would make it unless the cap cut it.
+        ("rnn.max_minutes=5", set()),
+        ("run.experiment='other'", set()),
+    ],
+)
+def test_a_config_section_rebuilds_only_what_depends_on_it(tmp_path, change, rebuilt):
+    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
+    store = Store(tmp_path / "store")
+    base = ["orders=[2]", "discount_fallback=true", "rnn.models=['rnn_tanh']", *TINY_RNN]
+    before = stage_keys(store, corpus_file, base)
+    folders = set(store.root.glob("*/*"))
+    after = stage_keys(store, corpus_file, [*base, change])
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    assert changed == rebuilt
+    # What kept its key was found, not built again: the store gained only the rebuilt stages.
+    new = {f"{p.parent.name}/{p.name}" for p in set(store.root.glob("*/*")) - folders}
+    assert len(new) == len(rebuilt - {n for n in rebuilt if n not in after})
+
+
+def test_the_same_keys_in_another_store(tmp_path):
+    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
+    base = ["orders=[2]", "discount_fallback=true", "rnn.models=['rnn_tanh']", *TINY_RNN]
+    first = stage_keys(Store(tmp_path / "a"), corpus_file, base)
+    assert (
+        stage_keys(Store(tmp_path / "b"), corpus_file, [*base, f"run.store='{tmp_path}'"]) == first
+    )

@@ -396,7 +396,7 @@ def test_a_corrupt_checkpoint_is_trained_over_from_scratch(tmp_path, caplog):
         shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
         train = [s for s in shards if "train" in s.manifest["rows"]]
         vocab = stages.vocabulary(
-            store, [stages.shard_counts(store, s, 1) for s in train], config.vocab
+            store, [stages.shard_types(store, s) for s in train], config.vocab
         )
         return stages.rnn(store, vocab, shards, "rnn_tanh", config.rnn, on_epoch)
 

@@ -14,8 +14,10 @@ from seqlm.stages.data import (
     plan_count_tables,
     plan_ingest,
     plan_shard_counts,
+    plan_shard_types,
     plan_vocabulary,
     shard_counts,
+    shard_types,
     vocabulary,
 )
 from seqlm.stages.evaluation import (
@@ -47,6 +49,7 @@ from seqlm.stages.models import (
 # Every stage's folder name in the store, in pipeline order.
 STAGES = (
     "ingest",
+    "types",
     "counts",
     "vocab",
     "tables",
@@ -87,10 +90,12 @@ __all__ = [
     "plan_ngram",
     "plan_rnn",
     "plan_shard_counts",
+    "plan_shard_types",
     "plan_unigram",
     "plan_vocabulary",
     "rnn",
     "shard_counts",
+    "shard_types",
     "unigram",
     "vocabulary",
 ]

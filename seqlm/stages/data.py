@@ -1,4 +1,5 @@
-"""Data stages: ingestion, per-shard count tables, the vocabulary, merged count tables."""
+"""Data stages: ingestion, per-shard type dictionaries and count tables, the vocabulary, merged
+count tables."""
 
 from __future__ import annotations
 
@@ -38,17 +39,34 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
     )
 
 
+def plan_shard_types(shard: Artifact) -> Plan:
+    return Plan("types", 1, {}, {"shard": shard.key})
+
+
+def shard_types(store: Store, shard: Artifact) -> Artifact:
+    """The type dictionary of one shard's train split (token, id, count): all the vocabulary
+    needs, so that counting other n-gram orders never re-keys the vocabulary."""
+
+    def produce(out: Path) -> dict[str, int]:
+        types = build_vocabulary(corpus.load_split([shard.path], "train"))
+        types.save(out / VOCAB_FILE)
+        return {"types": types.size}
+
+    return store.build(plan_shard_types(shard), produce, note=shard.manifest["note"])
+
+
 def plan_shard_counts(shard: Artifact, order: int) -> Plan:
-    return Plan("counts", 1, {"order": order}, {"shard": shard.key})
+    # The shard's type ids are its types artifact's, whose key follows from the shard's.
+    return Plan("counts", 2, {"order": order}, {"shard": shard.key})
 
 
 def shard_counts(store: Store, shard: Artifact, order: int) -> Artifact:
-    """N-gram count tables of one shard's train split, orders 1..``order``, over the shard's own
-    type table (ids independent of every other shard, so a new shard is counted alone)."""
+    """N-gram count tables of one shard's train split, orders 1..``order``, over the ids of the
+    shard's type dictionary (independent of every other shard, so a new shard is counted alone)."""
 
     def produce(out: Path) -> dict[str, int]:
+        types = Vocabulary.load(shard_types(store, shard).path / VOCAB_FILE)
         train = corpus.load_split([shard.path], "train")
-        types = build_vocabulary(train)
         tables = count_ngrams(types.stream(train), order, types.size)
         write_tables(tables, out / TABLES, types)
         return {"types": types.size} | {f"order{n}": t.height for n, t in enumerate(tables, 1)}
@@ -56,20 +74,20 @@ def shard_counts(store: Store, shard: Artifact, order: int) -> Artifact:
     return store.build(plan_shard_counts(shard, order), produce, note=shard.manifest["note"])
 
 
-def plan_vocabulary(counts: Sequence[Artifact], config: VocabConfig) -> Plan:
-    return Plan("vocab", 2, asdict(config), {"counts": [c.key for c in counts]})
+def plan_vocabulary(types: Sequence[Artifact], config: VocabConfig) -> Plan:
+    return Plan("vocab", 3, asdict(config), {"types": [t.key for t in types]})
 
 
-def vocabulary(store: Store, counts: Sequence[Artifact], config: VocabConfig) -> Artifact:
-    """The vocabulary of the train split, from the shards' merged unigram counts."""
+def vocabulary(store: Store, types: Sequence[Artifact], config: VocabConfig) -> Artifact:
+    """The vocabulary of the train split, from the shards' type dictionaries (``shard_types``)."""
 
     def produce(out: Path) -> dict[str, int]:
-        types = [Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE) for c in counts]
-        vocab = merge_vocabularies(types, config.min_count, config.max_size)
+        merged = [Vocabulary.load(t.path / VOCAB_FILE) for t in types]
+        vocab = merge_vocabularies(merged, config.min_count, config.max_size)
         vocab.save(out / VOCAB_FILE)
         return {"types": vocab.size, "train_lines": int(vocab.counts[EOS_ID])}
 
-    return store.build(plan_vocabulary(counts, config), produce)
+    return store.build(plan_vocabulary(types, config), produce)
 
 
 def load_vocabulary(vocab: Artifact) -> Vocabulary:

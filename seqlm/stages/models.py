@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -106,8 +106,17 @@ def tables_shards(tables: Artifact) -> list[Artifact]:
 
 
 def plan_rnn(vocab: Artifact, shards: Sequence[Artifact], model: str, config: RnnConfig) -> Plan:
-    settings = {k: v for k, v in asdict(config).items() if k != "models"} | {"model": model}
-    return Plan("rnn", 1, settings, {"vocab": vocab.key, "shards": [s.key for s in shards]})
+    """What one model's training depends on: every setting but the list of models, and the time
+    cap only when there is one (a model it cuts short is another model)."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("models", "max_minutes")}
+    if config.max_minutes:
+        settings["max_minutes"] = config.max_minutes
+    return Plan(
+        "rnn",
+        2,
+        settings | {"model": model},
+        {"vocab": vocab.key, "shards": [s.key for s in shards]},
+    )
 
 
 def rnn(
@@ -169,6 +178,12 @@ def rnn(
             "tokenizer": tokenizer,
         }
 
+    if config.max_minutes:
+        # The model trained without a cap is what a capped run makes unless the cap cuts it.
+        uncapped = plan_rnn(vocab, shards, model, replace(config, max_minutes=0.0))
+        found = store.get(uncapped.stage, uncapped.key)
+        if found is not None:
+            return found
     return store.build(plan_rnn(vocab, shards, model, config), produce, resumable=True)
 
 
