@@ -136,20 +136,19 @@ class Tracker:
         files: Sequence[str] = (),
         max_bytes: int | None = None,
     ) -> str | None:
-        """A store artifact's folder (or only ``files`` of it) logged as ``name/`` by the first
-        run of the experiment that logs it; every run gets the tags ``<name>_key``,
-        ``<name>_path`` and ``<name>_run`` (the run that holds the copy), so that an unchanged
-        re-run copies nothing. Returns the run that holds the copy: None for a folder over
-        ``max_bytes``, which stays in the store only."""
-        paths = [artifact.path / f for f in files] or [artifact.path]
+        """A store artifact's folder logged as ``name/`` (or only ``files`` of it, at the top)
+        by the first run of the experiment that logs it; every run gets the tags
+        ``<name>_key``, ``<name>_path`` and ``<name>_run`` (the run that holds the copy), so
+        that an unchanged re-run copies nothing. Returns the run that holds the copy: None for
+        a folder over ``max_bytes``, which stays in the store only."""
+        paths = [artifact.path / f for f in files]
         holder = self._holder(artifact.key)
-        if holder is None and (max_bytes is None or _bytes(paths) <= max_bytes):
+        if holder is None and (max_bytes is None or _bytes(paths or [artifact.path]) <= max_bytes):
             holder = run_id
             for path in paths:
-                if path.is_dir():
-                    self.client.log_artifacts(run_id, str(path), name)
-                else:
-                    self.client.log_artifact(run_id, str(path), name)
+                self.client.log_artifact(run_id, str(path))
+            if not files:
+                self.client.log_artifacts(run_id, str(artifact.path), name)
             self.client.set_tag(run_id, COPY_TAG, artifact.key)
         refs = {"key": artifact.key, "path": str(artifact.path), "run": holder}
         for suffix, value in refs.items():

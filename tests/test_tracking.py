@@ -28,7 +28,9 @@ def mlruns(tmp_path, monkeypatch):
     """An MLflow store of the test's own (the process-wide URI is set back afterwards)."""
     folder = tmp_path / "mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     yield folder
+    monkeypatch.undo()
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
