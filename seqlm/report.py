@@ -36,6 +36,10 @@ class ModelResult:
     targets: int
     oov_rate: float
     train_seconds: float
+    # Recurrent models: epochs trained, and what ended training (epochs, early_stopping, or
+    # time: the wall-clock cap cut it short, so its figures depend on the machine's speed).
+    epochs: int | None
+    stopped: str | None
     score_tokens_per_second: float
 
     @classmethod
@@ -49,6 +53,7 @@ class ModelResult:
         """``line_reset``: the metrics of a recurrent model scored with its state restarted at
         every line; an n-gram model's own context always restarts there."""
         test, valid = metrics["test"], metrics["valid"]
+        trained = fitted.model.manifest["rows"] if fitted.family == "rnn" else {}
         if line_reset is not None:
             reset_ppl = line_reset["test"]["ppl"]
         else:
@@ -66,6 +71,8 @@ class ModelResult:
             targets=test["targets"],
             oov_rate=test["oov_rate"],
             train_seconds=train_seconds,
+            epochs=trained.get("epochs"),
+            stopped=trained.get("stopped"),
             score_tokens_per_second=test["tokens_per_second"],
         )
 

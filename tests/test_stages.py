@@ -229,3 +229,22 @@ def test_the_same_keys_in_another_store(tmp_path):
     assert (
         stage_keys(Store(tmp_path / "b"), corpus_file, [*base, f"run.store='{tmp_path}'"]) == first
     )
+
+
+def test_a_model_the_time_cap_cut_is_marked_in_the_table(tmp_path):
+    from seqlm.report import Fitted, ModelResult, comparison_frame
+
+    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
+    store = Store(tmp_path / "store")
+    rows = []
+    for cap in ("1e-9", "0"):  # capped first: a capped run finds a model trained without one
+        config = load_config(None, [*TINY_RNN, "rnn.epochs=2", f"rnn.max_minutes={cap}"])
+        shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
+        vocab = stages.vocabulary(
+            store, [stages.shard_types(store, s) for s in shards], config.vocab
+        )
+        model = stages.rnn(store, vocab, shards, "gru", config.rnn)
+        metrics = stages.load_metrics(stages.evaluation(store, model, vocab, shards))
+        rows.append(ModelResult.from_metrics(Fitted("gru", "rnn", "1x8", model, {}), metrics, 0))
+    table = comparison_frame(rows)
+    assert table.select("epochs", "stopped").rows() == [(1, "time"), (2, "epochs")]

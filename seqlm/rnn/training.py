@@ -362,7 +362,13 @@ def train(
         if on_epoch is not None:
             on_epoch(metrics)
 
-    if stopped != "epochs":
+    if stopped == "time":
+        # The one budget that depends on the machine's speed: say so where it happened.
+        log.warning(
+            "%s: cut short by the time cap (%g min) at epoch %d of %d: its figures depend on "
+            "the machine's speed", config.model.model, config.max_minutes, epoch, config.epochs,
+        )  # fmt: skip
+    elif stopped != "epochs":
         log.info("stopped after epoch %d: %s", epoch, stopped.replace("_", " "))
     model.load_state_dict(best_state)
     return TrainResult(
