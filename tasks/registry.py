@@ -14,9 +14,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, Schema
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -39,6 +43,11 @@ _REQUIREMENTS = [
     "torch==2.13.0",
 ]
 MAX_NAME = 100
+# What seqlm/registry_model.py takes and gives: text, one line a row; each target's ln p.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.string, "text")]),
+    outputs=Schema([ColSpec(DataType.string, "target"), ColSpec(DataType.double, "logprob")]),
+)
 
 
 def registered_name(corpus: str) -> str:
@@ -94,10 +103,10 @@ def register_champion(
                 "%s v%s stays champion: %s was scored on other targets (another vocabulary)",
                 name, champion.version, candidate.name,
             )  # fmt: skip
-        elif result.test_ppl >= float(champion.tags["test_ppl"]):
+        elif result.test_ppl >= (best := float(champion.tags["test_ppl"])):
             log.info(
-                "%s v%s stays champion (test perplexity %s ≤ %.3f of %s)",
-                name, champion.version, champion.tags["test_ppl"], result.test_ppl, candidate.name,
+                "%s v%s stays champion (test perplexity %.3f ≤ %.3f of %s)",
+                name, champion.version, best, result.test_ppl, candidate.name,
             )  # fmt: skip
         else:
             champion = None
@@ -169,10 +178,22 @@ def _log_version(
                 model_config=config,
                 code_paths=[str(LIBRARY)],
                 pip_requirements=_REQUIREMENTS,
-                registered_model_name=name,
+                # Given, not inferred (MLflow warns when it cannot infer them), and shown in the UI.
+                signature=SIGNATURE,
+                input_example=pd.DataFrame({"text": ["a line of text", "another line"]}),
             )
+        # Registered through the client: mlflow's own registration prints lines of its own.
+        client = tracker.client
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        created = client.create_model_version(
+            name, info.model_uri, run_id=run, model_id=info.model_id
+        )
     except BaseException:
         tracker.finish(run, failed=True)
         raise
     tracker.finish(run)
-    return str(info.registered_model_version)
+    return str(created.version)
