@@ -11,10 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.runtime import task_run
 
 from seqlm import stages
 from seqlm.config import CorpusConfig, NgramConfig, RnnConfig, UnigramConfig, VocabConfig
@@ -25,15 +24,12 @@ from seqlm.store import Artifact, Store
 log = logging.getLogger("seqlm.stages")
 
 
-def stage_line(task: Task, run: TaskRun, state: State) -> None:
-    """One line per stage on the terminal and in the run's log: ``train lstm  built  31.20 s``."""
-    artifact = state.result()
+def reported(artifact: Artifact) -> Artifact:
+    """The stage's artifact, after one line on the terminal and in the run's log that says how
+    the stage went: ``train lstm    built    31.20 s`` (the task run's name)."""
     done = "found" if artifact.seconds is None else f"built {artifact.seconds:8.2f} s"
-    log.info("%-28s %s", run.name, done)
-
-
-# Every stage task: the store is the cache; each says how its stage went.
-STAGE: dict[str, Any] = {"cache_policy": NO_CACHE, "on_completion": [stage_line]}
+    log.info("%-28s %s", task_run.name, done)
+    return artifact
 
 
 def _source(shard: Artifact) -> str:
@@ -63,51 +59,55 @@ def _evaluation_name(parameters: dict[str, Any]) -> str:
 @task(
     name="ingest",
     task_run_name=lambda parameters: f"ingest {parameters['source'].path.name}",
-    **STAGE,
+    cache_policy=NO_CACHE,
 )
 def ingest_source(store: Path, source: Source, config: CorpusConfig) -> Artifact:
-    return stages.ingest(Store(store), source, config)
+    return reported(stages.ingest(Store(store), source, config))
 
 
 @task(
-    name="types", task_run_name=lambda parameters: f"types {_source(parameters['shard'])}", **STAGE
+    name="types",
+    task_run_name=lambda parameters: f"types {_source(parameters['shard'])}",
+    cache_policy=NO_CACHE,
 )
 def shard_types(store: Path, shard: Artifact) -> Artifact:
-    return stages.shard_types(Store(store), shard)
+    return reported(stages.shard_types(Store(store), shard))
 
 
 @task(
-    name="count", task_run_name=lambda parameters: f"count {_source(parameters['shard'])}", **STAGE
+    name="count",
+    task_run_name=lambda parameters: f"count {_source(parameters['shard'])}",
+    cache_policy=NO_CACHE,
 )
 def count_shard(store: Path, shard: Artifact, order: int) -> Artifact:
-    return stages.shard_counts(Store(store), shard, order)
+    return reported(stages.shard_counts(Store(store), shard, order))
 
 
-@task(name="vocabulary", task_run_name="vocabulary", **STAGE)
+@task(name="vocabulary", task_run_name="vocabulary", cache_policy=NO_CACHE)
 def build_vocabulary(store: Path, types: Sequence[Artifact], config: VocabConfig) -> Artifact:
-    return stages.vocabulary(Store(store), types, config)
+    return reported(stages.vocabulary(Store(store), types, config))
 
 
-@task(name="merge-counts", task_run_name="merge counts", **STAGE)
+@task(name="merge-counts", task_run_name="merge counts", cache_policy=NO_CACHE)
 def merge_counts(store: Path, counts: Sequence[Artifact], vocab: Artifact) -> Artifact:
-    return stages.count_tables(Store(store), counts, vocab)
+    return reported(stages.count_tables(Store(store), counts, vocab))
 
 
 @task(
     name="ngram",
     task_run_name=lambda parameters: f"fit {parameters['config'].smoothing}{parameters['order']}",
-    **STAGE,
+    cache_policy=NO_CACHE,
 )
 def fit_ngram(store: Path, tables: Artifact, order: int, config: NgramConfig) -> Artifact:
-    return stages.ngram(Store(store), tables, order, config)
+    return reported(stages.ngram(Store(store), tables, order, config))
 
 
-@task(name="unigram", task_run_name="fit unigram", **STAGE)
+@task(name="unigram", task_run_name="fit unigram", cache_policy=NO_CACHE)
 def fit_unigram(store: Path, vocab: Artifact, config: UnigramConfig) -> Artifact:
-    return stages.unigram(Store(store), vocab, config)
+    return reported(stages.unigram(Store(store), vocab, config))
 
 
-@task(name="rnn", task_run_name="train {model}", **STAGE)
+@task(name="rnn", task_run_name="train {model}", cache_policy=NO_CACHE)
 def train_rnn(
     store: Path,
     vocab: Artifact,
@@ -121,12 +121,14 @@ def train_rnn(
     (MLflow's per-epoch metrics)."""
     bar = ProgressBar(model)
     on_progress = bar if bar.enabled else None
-    return stages.rnn(
-        Store(store), vocab, shards, model, config, on_epoch=on_epoch, on_progress=on_progress
+    return reported(
+        stages.rnn(
+            Store(store), vocab, shards, model, config, on_epoch=on_epoch, on_progress=on_progress
+        )
     )
 
 
-@task(name="evaluate", task_run_name=_evaluation_name, **STAGE)
+@task(name="evaluate", task_run_name=_evaluation_name, cache_policy=NO_CACHE)
 def evaluate_model(
     store: Path,
     model: Artifact,
@@ -134,7 +136,7 @@ def evaluate_model(
     shards: Sequence[Artifact],
     line_reset: bool = False,
 ) -> Artifact:
-    return stages.evaluation(Store(store), model, vocab, shards, line_reset)
+    return reported(stages.evaluation(Store(store), model, vocab, shards, line_reset))
 
 
 @task(
@@ -142,16 +144,16 @@ def evaluate_model(
     task_run_name=lambda parameters: (
         f"interpolate {model_name(parameters['a'])}+{model_name(parameters['b'])}"
     ),
-    **STAGE,
+    cache_policy=NO_CACHE,
 )
 def interpolate_models(store: Path, a: Artifact, b: Artifact) -> Artifact:
-    return stages.interpolation(Store(store), a, b)
+    return reported(stages.interpolation(Store(store), a, b))
 
 
 @task(
     name="compare",
     task_run_name=lambda parameters: f"compare {len(parameters['evaluations'])} models",
-    **STAGE,
+    cache_policy=NO_CACHE,
 )
 def compare_models(store: Path, evaluations: Mapping[str, Artifact]) -> Artifact:
-    return stages.comparison(Store(store), evaluations)
+    return reported(stages.comparison(Store(store), evaluations))
