@@ -19,7 +19,7 @@ from seqlm.cli import build_parser, run_command
 from seqlm.config import load_config, writable_file
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.files import atomic_write_text
-from seqlm.report import LIKE_FOR_LIKE, to_markdown
+from seqlm.report import LIKE_FOR_LIKE, figures, to_markdown
 
 LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
 
@@ -82,7 +82,7 @@ def show_result(result: dict[str, Any], report: str | None) -> None:
     for name, lines in result["samples"].items():
         print(f"{name}:", *(f"  {line}" for line in lines), sep="\n")
     print()
-    print(to_markdown(pl.DataFrame(rows)))
+    print(to_markdown(figures(pl.DataFrame(rows))))  # the timings are in the report and MLflow
     print(LIKE_FOR_LIKE)
 
 

@@ -95,8 +95,17 @@ LIKE_FOR_LIKE = (
 )
 
 
+# Seconds and speeds change from run to run; every other column is fixed by the config and data.
+TIMINGS = ("train_seconds", "score_tokens_per_second")
+
+
 def comparison_frame(results: Sequence[ModelResult]) -> pl.DataFrame:
     return pl.DataFrame([asdict(r) for r in results])
+
+
+def figures(frame: pl.DataFrame) -> pl.DataFrame:
+    """The comparison without its timings: what two runs of one config print alike."""
+    return frame.drop(TIMINGS, strict=False)
 
 
 def to_markdown(frame: pl.DataFrame) -> str:
