@@ -195,11 +195,14 @@ EVERYTHING = {"ingest", "types", "counts", "vocab", "tables"} | {
     ("change", "rebuilt"),
     [
         ("corpus.valid_fraction=0.1", EVERYTHING),
-        ("vocab.min_count=1", EVERYTHING - {"ingest", "types", "counts"}),
+        ("vocab.max_size=8", EVERYTHING - {"ingest", "types", "counts"}),
+        # The same vocabulary under another cut-off: what is estimated from it stays.
+        ("vocab.min_count=1", EVERYTHING - {"ingest", "types", "counts", "kn2"}),
         ("unigram.add_k=0.5", {"unigram", "evaluate unigram"}),
-        # Other orders are other counts and models; the vocabulary and recurrent models stay.
+        # Other orders are other counts and models; the vocabulary, the recurrent models and a
+        # model of an order counted before stay.
         ("ngram.orders=[3]", {"counts", "tables", "kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
-        ("ngram.orders=[2, 3]", {"counts", "tables", "kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
+        ("ngram.orders=[2, 3]", {"counts", "tables", "kn3", "evaluate kn3"}),
         ("ngram.smoothing='addk'", {"kn2", "evaluate kn2"}),
         ("rnn.lr=0.01", {"rnn_tanh", "evaluate rnn_tanh"}),
         ("rnn.models=['rnn_tanh', 'gru']", {"gru", "evaluate gru"}),

@@ -60,7 +60,12 @@ def plan_ngram(tables: Artifact, order: int, config: NgramConfig) -> Plan:
         settings["add_k"] = config.add_k
     if config.smoothing == "kn":
         settings["discount_fallback"] = config.discount_fallback
-    return Plan("ngram", 1, settings, {"tables": tables.key})
+    # Keyed by the content of what it reads (the tables of orders 1..n and their vocabulary), not
+    # by the tables' key, which also covers higher orders: other n-gram orders leave it alone.
+    files = tables.manifest["files"]
+    read = [TABLES_VOCAB_FILE, *(f"order{n}.parquet" for n in range(1, order + 1))]
+    digests = {name: files.get(f"{TABLES}/{name}", {}).get("xxh3_128") for name in read}
+    return Plan("ngram", 2, settings, {"tables": digests})
 
 
 def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Artifact:
