@@ -26,7 +26,6 @@ from seqlm.scoring import add_tokenizer_option, report_score, text_tokenizer
 from seqlm.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger(__name__)
-PIPELINE_MODEL = "model"  # seqlm.stages.MODEL: the saved model inside a pipeline's folder
 
 
 def training_lines(corpus: Path, tokenizer: str) -> pl.DataFrame:
@@ -84,9 +83,11 @@ def estimate_command(args: argparse.Namespace) -> int:
 def load_model(path: Path) -> NgramModel:
     """A saved model folder, a pipeline's n-gram folder (the saved model in ``model/``), or an
     ARPA file."""
+    from seqlm.stages import MODEL  # the saved model inside a pipeline's folder
+
     if not path.is_dir():
         return read_arpa(path)
-    pipeline_model = path / PIPELINE_MODEL
+    pipeline_model = path / MODEL
     return NgramModel.load(pipeline_model if pipeline_model.is_dir() else path)
 
 

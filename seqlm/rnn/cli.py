@@ -64,10 +64,7 @@ _TRAIN_FLAGS = [
 _CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
             "device": DEVICES, "precision": PRECISIONS}  # fmt: skip
 CHECKPOINT = "best.pt"  # what a folder given to sample or score stands for
-# A pipeline's recurrent model folder keeps best.pt in here (seqlm.stages.CHECKPOINTS), and the
-# store keeps vocabularies in <store>/vocab/<key>/ (seqlm.stages.VOCAB_FILE is VOCAB_FILE).
-PIPELINE_CHECKPOINTS = "checkpoint"
-PIPELINE_VOCAB = "vocab"
+PIPELINE_VOCAB = "vocab"  # the store keeps vocabularies in <store>/vocab/<key>/vocab.parquet
 CHECKPOINT_HELP = (
     f"a checkpoint, the --out folder of seqlm rnn train ({CHECKPOINT}), or a pipeline's "
     "recurrent model folder (data/store/rnn/KEY)"
@@ -254,9 +251,11 @@ def checkpoint_file(path: Path) -> Path:
     """The checkpoint a path names: a file, the --out folder of ``seqlm rnn train`` (its
     ``best.pt``), or a pipeline's recurrent model folder (``checkpoint/best.pt``) or its
     ``checkpoint`` folder."""
+    from seqlm.stages import CHECKPOINTS  # where a pipeline's model folder keeps best.pt
+
     if not path.is_dir():
         return path
-    for candidate in (path / CHECKPOINT, path / PIPELINE_CHECKPOINTS / CHECKPOINT):
+    for candidate in (path / CHECKPOINT, path / CHECKPOINTS / CHECKPOINT):
         if candidate.is_file():
             return candidate
     raise SeqlmError(
