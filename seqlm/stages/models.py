@@ -19,7 +19,7 @@ from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
 from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
 from seqlm.rnn.config import ModelConfig, TrainConfig
 from seqlm.stages.data import TABLES, load_vocabulary
-from seqlm.store import MANIFEST, Artifact, Plan, Store
+from seqlm.store import Artifact, Plan, Store
 from seqlm.unigram import UnigramModel
 from seqlm.vocab import Vocabulary
 
@@ -104,10 +104,13 @@ def shards_tokenizer(shards: Sequence[Artifact]) -> str:
 
 def tables_shards(tables: Artifact) -> list[Artifact]:
     """The ingested shards whose counts the merged tables sum."""
-    store = Store(tables.path.parents[1])
-    counts = [store.path("counts", key) for key in tables.manifest["inputs"]["counts"]]
-    keys = [json.loads((c / MANIFEST).read_text())["inputs"]["shard"] for c in counts]
-    return [Artifact("ingest", key, store.path("ingest", key)) for key in keys]
+    store = Store(tables.path.parents[1])  # <store>/tables/<key>
+
+    def found(stage: str, key: str) -> Artifact:
+        return Artifact(stage, key, store.path(stage, key))
+
+    counts = [found("counts", key) for key in tables.manifest["inputs"]["counts"]]
+    return [found("ingest", c.manifest["inputs"]["shard"]) for c in counts]
 
 
 def plan_rnn(vocab: Artifact, shards: Sequence[Artifact], model: str, config: RnnConfig) -> Plan:
