@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqlm.corpus import read_lines, tokenize
+from seqlm.corpus import load_corpus
 from seqlm.evaluate import perplexity
 from seqlm.ngram import NgramModel, count_ngrams, fit, read_arpa, write_arpa
 from seqlm.ngram.estimate import first_seen
@@ -38,7 +38,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="seqlm-bench-"))
 
     start = time.perf_counter()
-    train = tokenize(read_lines(args.data / "ptb.train.txt"), "whitespace")
+    train = load_corpus(args.data, "whitespace", splits=["train"])["train"]
     vocab = build_vocabulary(train)
     stream = vocab.stream(train)
     tables = count_ngrams(stream, args.order, vocab.size)
@@ -50,7 +50,7 @@ def main() -> None:
     times["count+estimate"] = times["count"] + time.perf_counter() - start
     model.save(work / "model")
 
-    test_lines = tokenize(read_lines(args.data / "ptb.test.txt"), "whitespace")
+    test_lines = load_corpus(args.data, "whitespace", splits=["test"])["test"]
     start = time.perf_counter()
     loaded = read_arpa(work / "m.arpa")
     test = loaded.vocab.stream(test_lines)

@@ -223,19 +223,10 @@ def load_streams(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], int]:
     if args.streams:
         z = np.load(args.streams)
         return {s: z[s] for s in ("train", "valid", "test")}, int(z["vocab_size"])
-    import tempfile
-
-    from seqlm import corpus  # only here: polars is needed to ingest text
+    from seqlm.corpus import load_corpus  # only here: polars is needed to read text
     from seqlm.vocab import build_vocabulary
 
-    with tempfile.TemporaryDirectory() as tmp:
-        dirs = []
-        for i, source in enumerate(corpus.discover(args.data)):
-            d = Path(tmp) / str(i)
-            d.mkdir()
-            corpus.ingest(source, d, "whitespace")
-            dirs.append(d)
-        splits = {s: corpus.load_split(dirs, s) for s in corpus.SPLITS}
+    splits = load_corpus(args.data, "whitespace")
     vocab = build_vocabulary(splits["train"])
     return {s: vocab.stream(df) for s, df in splits.items()}, vocab.size
 

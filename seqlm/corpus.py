@@ -185,30 +185,68 @@ def split_blocks(
     return {s: (starts[s], lengths[s]) for s in SPLITS}
 
 
-def ingest(
+FRACTIONS = (0.9, 0.05, 0.05)  # a whole file's train, valid and test blocks
+
+
+def split_source(
     source: Source,
-    out_dir: Path,
     tokenizer: str,
     text_field: str = "text",
-    fractions: Sequence[float] = (0.9, 0.05, 0.05),
-) -> dict[str, int]:
-    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``.
-
-    Returns the number of lines per split. A file with no line is refused, and so is training
-    text (a train split file, or a whole file's train block) with no word.
-    """
+    fractions: Sequence[float] | None = FRACTIONS,
+) -> dict[str, pl.DataFrame]:
+    """The tokenised lines of one source file by split: a split file's own split; any other file
+    cut into blocks by ``fractions`` or, with None, training text whole (as ``lmplz`` reads its
+    input). A file with no line is refused, and so is training text with no word."""
     lines = tokenize(read_lines(source.path, text_field), tokenizer)
     if lines.height == 0:
         raise SeqlmError(f"{source.path}: empty corpus (no lines)")
     if source.split is not None:
         blocks = {source.split: (0, lines.height)}
+    elif fractions is None:
+        blocks = {"train": (0, lines.height)}
     else:
         blocks = split_blocks(lines.height, fractions, source.path)
     if "train" in blocks:
         require_words(lines.slice(*blocks["train"]), source.path)
-    for split, (start, length) in blocks.items():
-        lines.slice(start, length).write_parquet(out_dir / f"{split}.parquet", compression="zstd")
-    return {split: length for split, (_, length) in blocks.items()}
+    return {split: lines.slice(start, length) for split, (start, length) in blocks.items()}
+
+
+def ingest(
+    source: Source,
+    out_dir: Path,
+    tokenizer: str,
+    text_field: str = "text",
+    fractions: Sequence[float] = FRACTIONS,
+) -> dict[str, int]:
+    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``; returns the
+    number of lines per split."""
+    splits = split_source(source, tokenizer, text_field, fractions)
+    for split, lines in splits.items():
+        lines.write_parquet(out_dir / f"{split}.parquet", compression="zstd")
+    return {split: lines.height for split, lines in splits.items()}
+
+
+def load_corpus(
+    path: str | Path,
+    tokenizer: str,
+    splits: Sequence[str] = SPLITS,
+    text_field: str = "text",
+    fractions: Sequence[float] | None = FRACTIONS,
+) -> dict[str, pl.DataFrame]:
+    """The tokenised lines of each of ``splits`` of a corpus, in memory, concatenated over its
+    files in order, as the pipeline's ingestion splits them (``split_source``); the command-line
+    tools and benchmarks read a corpus with it. Split files of other splits are not read."""
+    parts: dict[str, list[pl.DataFrame]] = {split: [] for split in splits}
+    for source in discover(path):
+        if source.split is not None and source.split not in parts:
+            continue
+        for split, lines in split_source(source, tokenizer, text_field, fractions).items():
+            if split in parts:
+                parts[split].append(lines)
+    for split, frames in parts.items():
+        if not frames:
+            raise SeqlmError(f"{path}: no {split} text")
+    return {split: pl.concat(frames) for split, frames in parts.items()}
 
 
 def load_split(shard_dirs: Sequence[Path], split: str) -> pl.DataFrame:

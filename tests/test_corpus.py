@@ -7,7 +7,17 @@ import os
 import polars as pl
 import pytest
 
-from seqlm.corpus import Source, discover, ingest, load_split, read_lines, split_blocks, tokenize
+from seqlm.corpus import (
+    SPLITS,
+    Source,
+    discover,
+    ingest,
+    load_corpus,
+    load_split,
+    read_lines,
+    split_blocks,
+    tokenize,
+)
 from seqlm.errors import SeqlmError
 from tests.helpers import write_lines
 
@@ -159,3 +169,23 @@ def test_non_regular_files_are_refused_by_name_and_skipped_in_a_directory(tmp_pa
     with pytest.raises(SeqlmError, match=r"pipe\.txt: not a regular file"):
         read_lines(tmp_path / "pipe.txt")
     assert [s.path.name for s in discover(tmp_path)] == ["a.txt"]
+
+
+def test_load_corpus_reads_each_split_as_ingestion_writes_it(tmp_path):
+    folder = tmp_path / "corpus"
+    write_lines(folder / "a.txt", [f"Word{i}, and more." for i in range(40)])
+    write_lines(folder / "b.txt", ["", *(f"other {i}" for i in range(19))])
+    shards = []
+    for i, source in enumerate(discover(folder)):
+        shards.append(tmp_path / "shards" / str(i))
+        shards[-1].mkdir(parents=True)
+        ingest(source, shards[-1], "punct")
+    loaded = load_corpus(folder, "punct")
+    for split in SPLITS:
+        assert loaded[split].equals(load_split(shards, split))
+    # Whole files as training text (as lmplz reads its input); a split not asked for is not read.
+    assert load_corpus(folder, "punct", ["train"], fractions=None)["train"].height == 60
+    write_lines(tmp_path / "split" / "train.txt", ["a b"])
+    (tmp_path / "split" / "valid.txt").write_bytes(b"\xff")
+    (tmp_path / "split" / "test.txt").write_text("c\n")
+    assert load_corpus(tmp_path / "split", "whitespace", ["train", "test"])["test"].height == 1
