@@ -1,3 +1,5 @@
-"""Prefect flows and deployments; ``tasks`` is imported first for the project's settings."""
+"""Prefect flows and deployments, and the ``seqlm`` command (``flows.cli``).
 
-import tasks  # noqa: F401
+Importing this package sets nothing and imports neither Prefect nor MLflow: the entry points apply
+the project's environment defaults first (``flows.settings``).
+"""

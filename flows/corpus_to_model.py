@@ -17,9 +17,9 @@ from prefect import flow, unmapped
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.cli import error_line
 from flows.guard import guard_deployment_run
 from flows.params import PipelineSettings, override
-from seqlm.cli import error_line
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.errors import SeqlmError

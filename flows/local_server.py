@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from flows.settings import apply_defaults
 from seqlm.errors import SeqlmError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -27,7 +28,9 @@ STARTUP_SECONDS = 120.0  # a cold start migrates the database: allow for a slow,
 
 
 def ephemeral_app() -> object:
-    """The API without the UI or the scheduling services, as Prefect's own temporary server."""
+    """The API without the UI or the scheduling services, as Prefect's own temporary server.
+    The server process's entry point: the project's defaults go in before Prefect is imported."""
+    apply_defaults()
     from prefect.server.api.server import create_app
 
     return create_app(ephemeral=True)

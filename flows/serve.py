@@ -3,7 +3,9 @@
 Two deployments: ``on-demand`` (no schedule; started with ``prefect deployment run``) and
 ``nightly`` (retrains on a cron schedule). Both need a Prefect server at ``PREFECT_API_URL``.
 Their runs read corpora only under the corpus roots (``flows.guard``), which the runs started by
-this process inherit through ``SEQLM_CORPUS_ROOTS``.
+this process inherit through ``SEQLM_CORPUS_ROOTS``, and the project's environment defaults.
+``serve_deployments`` is the served process's entry point: Prefect is imported there, once those
+defaults are in the environment.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prefect import serve
 
-from flows.corpus_to_model import corpus_to_model
 from flows.guard import ROOTS_ENV, check_inside_roots, corpus_roots
+from flows.settings import apply_defaults
 from seqlm.corpus import DEFAULT_CORPUS
 from seqlm.errors import SeqlmError
 
 NIGHTLY = "0 3 * * *"
+LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
 
 
 def deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> list[Any]:
     """Both deployments; the API checks a run's parameters against the flow's typed form."""
+    from flows.corpus_to_model import corpus_to_model
+
     parameters = {"corpus": corpus}
     return [
         corpus_to_model.to_deployment(
@@ -62,6 +66,11 @@ def serve_deployments(
 ) -> None:
     """Serve both deployments; ``roots`` (else ``SEQLM_CORPUS_ROOTS``, else the working
     directory) are the folders their runs may read a corpus from, the default ``corpus`` too."""
+    # Prefect reads its settings (the API URL too) once, when imported: the defaults go in first.
+    apply_defaults()
+    os.environ.setdefault("PREFECT_API_URL", LOCAL_PREFECT_API)
+    from prefect import serve
+
     if roots:
         os.environ[ROOTS_ENV] = os.pathsep.join(str(Path(root).resolve()) for root in roots)
     check_inside_roots(Path(corpus), corpus_roots())

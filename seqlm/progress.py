@@ -1,7 +1,7 @@
 """A training progress bar for a terminal: one stderr line, rewritten in place.
 
 Only on a terminal (never in a log file or a Prefect run log, where training logs throttled lines
-instead); a log line written meanwhile clears it first (``seqlm.cli.TerminalFormatter``).
+instead); a log line written meanwhile clears it first (``flows.cli.TerminalFormatter``).
 """
 
 from __future__ import annotations

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-from seqlm.corpus import TOKENIZERS
+import numpy as np
+
+from seqlm.corpus import TOKENIZERS, read_lines, tokenize
 from seqlm.errors import SeqlmError
-from seqlm.evaluate import Perplexity
+from seqlm.evaluate import Perplexity, perplexity
+from seqlm.vocab import Vocabulary
 
 UNRECORDED = "whitespace"  # a model with no record (an ARPA file) is read as KenLM reads text
 
@@ -34,6 +38,21 @@ def text_tokenizer(model: Path, recorded: str | None, given: str | None) -> str:
             "(scores would compare other tokens)"
         )
     return recorded or given or UNRECORDED
+
+
+def score_text(
+    text: Path,
+    tokenizer: str,
+    vocab: Vocabulary,
+    score: Callable[[np.ndarray], np.ndarray],
+    as_json: bool,
+) -> int:
+    """Score every target of ``text`` (its tokens and one ``</s>`` per line, over ``vocab``'s
+    ids) with ``score`` (the stream's per-target natural-log probabilities) and report it."""
+    stream = vocab.stream(tokenize(read_lines(text), tokenizer))
+    if len(stream) == 0:
+        raise SeqlmError(f"{text}: no text to score")
+    return report_score(perplexity(score(stream), stream), text, as_json)
 
 
 def report_score(result: Perplexity, text: Path, as_json: bool) -> int:

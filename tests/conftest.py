@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.settings import apply_defaults
 from tests.helpers import PTB
 
 _HOME = Path(tempfile.mkdtemp(prefix="seqlm-tests-"))
@@ -19,6 +20,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
 os.environ["MPLCONFIGDIR"] = str(_HOME / "matplotlib")
+apply_defaults()  # the project's other defaults, as every entry point sets them, before Prefect
 
 
 @pytest.fixture(scope="session")

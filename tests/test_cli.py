@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -13,9 +14,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from flows.cli import main
+from flows.cli import HelpFormatter, build_parser, main
 from seqlm import corpus, stages
-from seqlm.cli import HelpFormatter
 from seqlm.config import load_config
 from seqlm.ngram import write_arpa
 from seqlm.store import Store
@@ -156,17 +156,11 @@ def all_options(parser: argparse.ArgumentParser, path: str = "seqlm"):
 
 
 def test_every_option_of_every_command_has_help_with_its_default():
-    from flows.cli import add_compare_command, add_run_command, add_serve_command
-    from seqlm.cli import build_parser
-
-    parser, commands = build_parser()
-    for add in (add_run_command, add_serve_command, add_compare_command):
-        add(commands)
-    options = list(all_options(parser))
+    options = list(all_options(build_parser()))
     assert {path for path, _, _ in options} >= {
         "seqlm run", "seqlm serve", "seqlm compare", "seqlm ngram count", "seqlm ngram estimate",
-        "seqlm ngram score", "seqlm ngram tables", "seqlm rnn train", "seqlm rnn sample",
-        "seqlm rnn score",
+        "seqlm ngram score", "seqlm ngram tables", "seqlm store tables", "seqlm rnn train",
+        "seqlm rnn sample", "seqlm rnn score",
     }  # fmt: skip
     for path, sub, action in options:
         name = f"{path} {'/'.join(action.option_strings) or action.dest}"
@@ -201,3 +195,29 @@ def test_a_closed_pipe_ends_every_command_quietly(pipeline, tmp_path):
     ):
         status, err = closed_pipe(*map(str, args))
         assert status in (0, 141) and err == "", f"{args}: {status} {err}"
+
+
+def test_the_tools_start_without_prefect_or_mlflow():
+    """The parser and the library's tools import neither Prefect nor MLflow: ``main`` applies the
+    project's environment defaults before either reads its settings."""
+    code = (
+        "import sys\nfrom flows.cli import main\ntry:\n    status = main(sys.argv[1:])\n"
+        "except SystemExit as done:\n    status = done.code\n"
+        "print(status, sorted(m for m in ('prefect', 'mlflow') if m in sys.modules))"
+    )
+    for args in (["--help"], ["ngram", "tables", "--store", "absent"], ["rnn", "score", "-h"]):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+        )
+        assert done.stdout.splitlines()[-1] == "0 []", (args, done.stdout, done.stderr)
+
+
+def test_the_environment_defaults_never_override_the_user(tmp_path, monkeypatch):
+    from flows.settings import apply_defaults
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREFECT_HOME")
+    monkeypatch.setenv("MLFLOW_CONFIGURE_LOGGING", "true")
+    apply_defaults()
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / ".prefect")
+    assert os.environ["MLFLOW_CONFIGURE_LOGGING"] == "true"

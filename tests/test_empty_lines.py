@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flows.cli import main
 from seqlm import corpus, stages
-from seqlm.cli import main
 from seqlm.config import load_config
 from seqlm.rnn.config import ModelConfig
 from seqlm.rnn.model import RNNLM

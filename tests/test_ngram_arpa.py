@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from seqlm.cli import main
+from flows.cli import main
 from seqlm.corpus import read_lines, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity

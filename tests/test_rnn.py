@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlm.cli import main
+from flows.cli import main
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.rnn import (

@@ -138,7 +138,7 @@ def test_count_tables_are_listed_and_plain_parquet(tmp_path, capsys):
     import duckdb
     import pyarrow.parquet as pq
 
-    from seqlm.cli import main
+    from flows.cli import main
 
     corpus_file = write_lines(tmp_path / "c.txt", lines(200))
     store = Store(tmp_path / "store")

@@ -1,12 +1,15 @@
-"""The ``seqlm`` command: the library's tools plus the orchestrated pipeline (``seqlm run``)."""
+"""``seqlm run | serve | compare``: the orchestrated pipeline, its deployments and its tracked runs.
+
+Prefect and MLflow are imported by the commands when they run, after ``flows.cli.main`` applied
+the project's environment defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
@@ -14,14 +17,16 @@ from typing import Any
 
 import polars as pl
 
-import tasks  # noqa: F401  (the project's environment defaults, before anything reads them)
-from seqlm.cli import build_parser, run_command
 from seqlm.config import load_config, writable_file
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.files import atomic_write_text
 from seqlm.report import LIKE_FOR_LIKE, figures, to_markdown
 
-LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    add_run_command(commands)
+    add_serve_command(commands)
+    add_compare_command(commands)
 
 
 def add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -102,7 +107,7 @@ def quiet_failures(args: argparse.Namespace) -> Iterator[None]:
 
 def _not_prefect_failure(record: logging.LogRecord) -> bool:
     """False for a flow or task run's failure as Prefect logs it: its traceback and "Finished in
-    state Failed" (its INFO lines show only with --verbose anyway: ``seqlm.cli``)."""
+    state Failed" (its INFO lines show only with --verbose anyway: ``flows.cli``)."""
     return not (
         record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
         and record.levelno >= logging.ERROR
@@ -132,12 +137,10 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="a folder the deployment runs may read corpora from; repeatable (default: "
         "SEQLM_CORPUS_ROOTS, os.pathsep-separated, else the working directory)",
     )
-    serve.set_defaults(func=serve_deployments)
+    serve.set_defaults(func=serve_command)
 
 
-def serve_deployments(args: argparse.Namespace) -> int:
-    # Prefect reads its API URL once, when imported: the default goes in before that.
-    os.environ.setdefault("PREFECT_API_URL", LOCAL_PREFECT_API)
+def serve_command(args: argparse.Namespace) -> int:
     from flows.serve import NIGHTLY, serve_deployments
 
     serve_deployments(args.corpus, args.cron or NIGHTLY, args.corpus_root)
@@ -192,11 +195,3 @@ def compare_runs(args: argparse.Namespace) -> int:
     )
     print(to_markdown(table))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, commands = build_parser()
-    add_run_command(commands)
-    add_serve_command(commands)
-    add_compare_command(commands)
-    return run_command(parser, argv)

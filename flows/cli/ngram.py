@@ -7,42 +7,27 @@ read, otherwise every file whole (as ``lmplz`` counts its whole input).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from seqlm.corpus import TOKENIZERS, discover, read_lines, require_words, tokenize
-from seqlm.errors import SeqlmError
-from seqlm.evaluate import perplexity
+from flows.cli import add_score_options
+from flows.cli.store import add_tables_command
+from seqlm.corpus import TOKENIZERS, load_corpus
 from seqlm.ngram.arpa import read_arpa, write_arpa
 from seqlm.ngram.counts import count_ngrams, write_tables
 from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
 from seqlm.ngram.model import NgramModel
-from seqlm.scoring import add_tokenizer_option, report_score, text_tokenizer
+from seqlm.scoring import score_text, text_tokenizer
 from seqlm.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger(__name__)
 
 
-def training_lines(corpus: Path, tokenizer: str) -> pl.DataFrame:
-    sources = discover(corpus)
-    if any(s.split for s in sources):
-        sources = [s for s in sources if s.split == "train"]
-
-    def read(path: Path) -> pl.DataFrame:
-        lines = tokenize(read_lines(path), tokenizer)
-        require_words(lines, path)  # as ingestion refuses a training file with no word
-        return lines
-
-    return pl.concat([read(s.path) for s in sources])
-
-
 def _train_stream(args: argparse.Namespace) -> tuple[Vocabulary, np.ndarray]:
-    lines = training_lines(Path(args.corpus), args.tokenizer)
+    lines = load_corpus(args.corpus, args.tokenizer, splits=["train"], fractions=None)["train"]
     vocab = build_vocabulary(lines)
     return vocab, vocab.stream(lines)
 
@@ -95,13 +80,12 @@ def score_command(args: argparse.Namespace) -> int:
     path, text = Path(args.model), Path(args.text)
     model = load_model(path)
     tokenizer = text_tokenizer(path, model.info.get("tokenizer"), args.tokenizer)
-    stream = model.vocab.stream(tokenize(read_lines(text), tokenizer))
-    if len(stream) == 0:
-        raise SeqlmError(f"{text}: no text to score")
-    return report_score(perplexity(model.score_stream(stream), stream), text, args.json)
+    return score_text(text, tokenizer, model.vocab, model.score_stream, args.json)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _corpus(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpus", metavar="CORPUS", help="a text file or a corpus directory")
+    parser.add_argument("--order", "-o", type=int, required=True, help="n-gram order (1-10)")
     parser.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
@@ -109,12 +93,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="whitespace: the text as it is (as KenLM reads it); punct: lower-cased, every "
         "punctuation mark a token",
     )
-
-
-def _corpus(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("corpus", metavar="CORPUS", help="a text file or a corpus directory")
-    parser.add_argument("--order", "-o", type=int, required=True, help="n-gram order (1-10)")
-    _common(parser)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -156,39 +134,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "(data/store/ngram/KEY)",
     )
     score.add_argument("text", metavar="TEXT", help="a text file, one sentence per line")
-    score.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object (perplexity, perplexity_no_unk, oov, targets)",
-    )
-    add_tokenizer_option(score)
+    add_score_options(score)
     score.set_defaults(func=score_command)
 
-    tables = commands.add_parser(
-        "tables",
-        help="list the count tables in the artifact store",
-        description="List the pipeline's count tables (plain Parquet, one file per order): per "
-        "shard over the shard's own type ids (with its vocab.parquet), and merged over a "
-        "vocabulary's ids. Columns: store key, kind, corpus, order, rows, bytes, path.",
-    )
-    tables.add_argument("--store", default="data/store", help="the store (default: data/store)")
-    tables.add_argument("--json", action="store_true", help="print a JSON list")
-    tables.set_defaults(func=tables_command)
-
-
-def tables_command(args: argparse.Namespace) -> int:
-    from seqlm.report import to_markdown
-    from seqlm.stages import list_count_tables
-    from seqlm.store import Store
-
-    store = Path(args.store)
-    if store.exists() and not store.is_dir():
-        raise SeqlmError(f"--store {store}: not a directory")
-    listing = list_count_tables(Store(store))
-    if args.json:
-        print(json.dumps(listing.to_dicts(), indent=2))
-    elif listing.height:
-        print(to_markdown(listing))
-    else:
-        print(f"no count tables in {args.store}")
-    return 0
+    add_tables_command(commands)  # the store's count tables, also `seqlm store tables`

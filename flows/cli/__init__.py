@@ -1,8 +1,11 @@
-"""The library's command line: tools that need neither Prefect nor MLflow.
+"""The ``seqlm`` command: one parser for the orchestrated pipeline and the library's tools.
 
-``seqlm ngram`` and ``seqlm rnn`` live here; ``flows.cli`` adds the orchestrated commands
-(``seqlm run`` and friends) to this same parser.
-Every command is a function ``(args) -> exit status`` set as ``func`` on its sub-parser.
+Command groups, each a module with ``add_commands(subparsers)``: ``pipeline`` (run, serve,
+compare), ``ngram`` and ``rnn`` (the library's tools, as KenLM's and the PyTorch example's), and
+``store`` (browsing the artifact store). Every command is a function ``(args) -> exit status`` set
+as ``func`` on its sub-parser. No module the parser imports imports Prefect or MLflow (the commands
+that need them import them when they run), so ``main`` applies the project's environment defaults
+before either reads its settings, and ``seqlm ngram`` starts without them.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from flows.settings import apply_defaults
+from seqlm.corpus import TOKENIZERS
 from seqlm.errors import SeqlmError
-from seqlm.ngram.cli import add_commands as add_ngram_commands
-from seqlm.rnn.cli import add_commands as add_rnn_commands
+from seqlm.scoring import UNRECORDED
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -49,7 +53,11 @@ def package_version() -> str:
         return "unknown"
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+def build_parser() -> argparse.ArgumentParser:
+    # The groups import this module's helpers: imported here, once it is complete.
+    from flows.cli import ngram, pipeline, store
+    from seqlm.rnn import cli as rnn
+
     parser = Parser(
         prog="seqlm",
         description="Corpus-to-model language models: unigram, Kneser-Ney n-gram and recurrent "
@@ -67,14 +75,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
         help="print the version and exit",
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_ngram_commands(commands)
-    add_rnn_commands(commands)
-    return parser, commands
+    for group in (pipeline, ngram, rnn, store):
+        group.add_commands(commands)
+    return parser
 
 
-def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run the chosen command, and turn bad input or a failed file operation into one
     clear line and exit status 1. A bug keeps its traceback."""
+    apply_defaults()
+    parser = build_parser()
     try:
         try:
             args = parser.parse_args(argv)
@@ -95,6 +105,20 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> 
             raise
         print(f"seqlm: error: {message}", file=sys.stderr)
         return 1
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line for bad input (``SeqlmError``) or a failed file operation (``OSError``:
+    ``path: reason``), also when another error wraps it (``raise ... from``); None for a bug."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, SeqlmError):
+            return str(cause)
+        if isinstance(cause, OSError):
+            reason = cause.strerror or str(cause)
+            return f"{cause.filename}: {reason}" if cause.filename is not None else reason
+        cause = cause.__cause__
+    return None
 
 
 def log_to_terminal(verbose: bool) -> None:
@@ -140,20 +164,18 @@ class TerminalFormatter(logging.Formatter):
         return self.clear + super().format(record)
 
 
-def error_line(error: BaseException) -> str | None:
-    """The one line for bad input (``SeqlmError``) or a failed file operation (``OSError``:
-    ``path: reason``), also when another error wraps it (``raise ... from``); None for a bug."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, SeqlmError):
-            return str(cause)
-        if isinstance(cause, OSError):
-            reason = cause.strerror or str(cause)
-            return f"{cause.filename}: {reason}" if cause.filename is not None else reason
-        cause = cause.__cause__
-    return None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser, _ = build_parser()
-    return run_command(parser, argv)
+def add_score_options(parser: argparse.ArgumentParser) -> None:
+    """What both ``score`` commands take beside the model and the text: the text's tokenizer and
+    the report's form (``seqlm.scoring``)."""
+    parser.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        help="how to split the text into tokens (default: the tokenizer the model records; "
+        f"{UNRECORDED} for a model that records none, as an ARPA file, as KenLM does); a "
+        "tokenizer other than the recorded one is refused",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (perplexity, perplexity_no_unk, oov, targets)",
+    )
