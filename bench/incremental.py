@@ -55,17 +55,18 @@ def every_stage(
         shards = [stages.ingest(store, s, cfg.corpus) for s in sources]
     train = [s for s in shards if "train" in s.manifest["rows"]]
     with timed(t, "counts"):
-        counts = [stages.shard_counts(store, s, max(cfg.ngram.orders)) for s in train]
+        counts = [stages.counts(store, s, max(cfg.ngram.orders)) for s in train]
     with timed(t, "vocabulary"):
-        vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], cfg.vocab)
+        vocab = stages.vocab(store, [stages.types(store, s) for s in train], cfg.vocab)
     with timed(t, "tables"):
-        tables = stages.count_tables(store, counts, vocab)
+        tables = stages.tables(store, counts, vocab)
     with timed(t, "models"):
         models = [stages.unigram(store, vocab, cfg.unigram)]
         models += [stages.ngram(store, tables, order, cfg.ngram) for order in cfg.ngram.orders]
     with timed(t, "evaluation"):
+        data = stages.Prepared(tuple(shards), vocab, tables)
         for model in models:
-            stages.evaluation(store, model, vocab, shards)
+            stages.evaluate(store, model, data)
     return t, tables
 
 
@@ -75,10 +76,10 @@ def count_and_merge(
     """Per-shard counts (found or made), then the vocabulary and the merged tables."""
     t: dict[str, float] = {}
     with timed(t, "counts"):
-        counts = [stages.shard_counts(store, s, max(cfg.ngram.orders)) for s in shards]
+        counts = [stages.counts(store, s, max(cfg.ngram.orders)) for s in shards]
     with timed(t, "merge"):
-        vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in shards], cfg.vocab)
-        tables = stages.count_tables(store, counts, vocab)
+        vocab = stages.vocab(store, [stages.types(store, s) for s in shards], cfg.vocab)
+        tables = stages.tables(store, counts, vocab)
     return t, tables
 
 
@@ -91,7 +92,7 @@ def check_recount(store: Store, tables: Artifact) -> float:
     vocab = stages.load_vocabulary(store.get("vocab", tables.manifest["inputs"]["vocab"]))
     counts = [store.get("counts", key) for key in tables.manifest["inputs"]["counts"]]
     shards = [store.path("ingest", c.manifest["inputs"]["shard"]) for c in counts]
-    merged = read_tables(tables.path / stages.TABLES)
+    merged = read_tables(tables.path / stages.TABLES_DIR)
     start = time.perf_counter()
     train = corpus.load_split(shards, "train")
     recount = count_ngrams(vocab.stream(train), len(merged), vocab.size)

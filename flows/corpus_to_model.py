@@ -1,19 +1,19 @@
-"""The ``corpus-to-model`` flow: ingest → vocabulary → models → evaluation → comparison.
+"""The ``corpus-to-model`` flow: prepare → fit → evaluate → mix → compare → publish.
 
-Every stage is a task over the artifact store, so a re-run on an unchanged corpus only re-reads
-what exists. MLflow gets one parent run per pipeline run and one child run per model.
+Every stage is a task over the artifact store (``seqlm.pipeline`` is the stage sequence; this
+flow runs it with Prefect tasks), so a re-run on an unchanged corpus only re-reads what exists.
+MLflow gets one parent run per pipeline run and one child run per model.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -23,32 +23,14 @@ from flows.params import PipelineSettings, override
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.errors import SeqlmError
-from seqlm.report import Fitted, ModelResult
-from seqlm.stages import LOADERS, VOCAB_FILE, load_metrics
-from seqlm.store import Artifact, stage_key
+from seqlm.pipeline import compare, evaluate, fit, mix, prepare
+from seqlm.report import ModelResult, identity
+from seqlm.stages import LOADERS, Prepared, Scored
+from seqlm.store import Store
 from tasks.registry import register_champion
-from tasks.report import (
-    ModelRuns,
-    log_samples,
-    model_result,
-    publish_comparison,
-    sample_model,
-    track_model,
-)
-from tasks.stages import (
-    build_vocabulary,
-    compare_models,
-    count_shard,
-    evaluate_model,
-    fit_ngram,
-    fit_unigram,
-    ingest_source,
-    interpolate_models,
-    merge_counts,
-    shard_types,
-    train_rnn,
-)
-from tasks.tracking import Tracker, pipeline_run_name
+from tasks.report import log_samples, publish_comparison, sample_model, track_model
+from tasks.stages import PrefectRunner
+from tasks.tracking import PipelineRun, Tracker, pipeline_run
 
 log = logging.getLogger("seqlm.flow")
 # The parameters' defaults as pydantic fields: Prefect shows their descriptions in the form.
@@ -65,114 +47,6 @@ CONFIG = Field(
 ORDERS = override("ngram", "orders")
 RECURRENT_MODELS = override("rnn", "models")
 MAX_MINUTES = override("rnn", "max_minutes")
-
-
-class PresentationFailed(SeqlmError):
-    """The models are compared and the comparison is logged, but a step that shows them (child
-    runs, registry, samples) failed. ``result`` holds what the flow would have returned."""
-
-    result: dict[str, Any]
-
-
-def fit_models(
-    store: Path,
-    cfg: PipelineConfig,
-    vocab: Artifact,
-    counts: list[Artifact],
-    shards: list[Artifact],
-    runs: ModelRuns,
-) -> list[Fitted]:
-    """Every configured model, cheapest first: the unigram, one n-gram per order, then each
-    recurrent model (whose MLflow run in ``runs`` starts before it trains)."""
-    fitted = [
-        Fitted(
-            "unigram",
-            "unigram",
-            "1-gram",
-            fit_unigram(store, vocab, cfg.unigram),
-            asdict(cfg.unigram),
-        )
-    ]
-    if cfg.ngram.orders:
-        tables = merge_counts(store, counts, vocab)
-        # The count tables stay in the store: the runs reference them by key and path.
-        params = asdict(cfg.ngram) | {"tables_key": tables.key, "tables_path": tables.path}
-        for order in cfg.ngram.orders:
-            fitted.append(
-                Fitted(
-                    f"{cfg.ngram.smoothing}{order}",
-                    "ngram",
-                    f"{order}-gram",
-                    fit_ngram(store, tables, order, cfg.ngram),
-                    params | {"order": order},
-                )
-            )
-    rnn_params = {k: v for k, v in asdict(cfg.rnn).items() if k != "models"}
-    for model in cfg.rnn.models:
-        size = f"{cfg.rnn.nlayers}x{cfg.rnn.nhid}"
-        params = rnn_params | {"model": model}
-        on_epoch = runs.start(model, "rnn", params)
-        trained = train_rnn(store, vocab, shards, model, cfg.rnn, on_epoch=on_epoch)
-        fitted.append(Fitted(model, "rnn", size, trained, params))
-    return fitted
-
-
-def best_mixture(
-    store: Path, fitted: list[Fitted], evaluations: dict[str, Artifact]
-) -> Fitted | None:
-    """The best recurrent model interpolated with the best n-gram model (best on valid)."""
-    best = {}
-    for family in ("rnn", "ngram"):
-        members = [f.name for f in fitted if f.family == family]
-        if not members:
-            return None
-        best[family] = min(members, key=lambda m: load_metrics(evaluations[m])["valid"]["ppl"])
-    mixed = interpolate_models(store, evaluations[best["rnn"]], evaluations[best["ngram"]])
-    weight = load_metrics(mixed)["weight"]
-    return Fitted(
-        f"{best['rnn']}+{best['ngram']}",
-        "interpolated",
-        f"λ={weight:.3f}",
-        mixed,
-        {"rnn": best["rnn"], "ngram": best["ngram"], "weight": weight},
-    )
-
-
-def present(steps: list[tuple[str, Callable[[], Any]]]) -> tuple[dict[str, Any], list[str]]:
-    """Run every step, each independent of the others: what each returned by its name, and the
-    names of those that failed, each logged as one line (``sample lstm: <error>``)."""
-    done, failed = {}, []
-    for name, step in steps:
-        try:
-            done[name] = step()
-        except Exception as e:  # the work is done: one failed presentation must not hide the rest
-            log.error("%s: %s", name, error_line(e) or f"{type(e).__name__}: {e}")
-            failed.append(name)
-    return done, failed
-
-
-def champion(
-    experiment: str,
-    parent: str,
-    corpus: str,
-    cfg: PipelineConfig,
-    vocab: Artifact,
-    fitted: list[Fitted],
-    results: list[ModelResult],
-    keys: dict[str, str],
-) -> str | None:
-    """Offer the best model on valid to the registry (interpolations with their two parts)."""
-    best = min(results, key=lambda r: r.valid_ppl)
-    by_name = {f.name: f for f in fitted}
-    candidate = by_name[best.model]
-    if candidate.family == "interpolated":
-        parts = [by_name[candidate.params["rnn"]], by_name[candidate.params["ngram"]]]
-    else:
-        parts = [candidate]
-    vocab_file = vocab.path / VOCAB_FILE
-    return register_champion(
-        experiment, parent, corpus, cfg.corpus.tokenizer, vocab_file, candidate, parts, best, keys
-    )
 
 
 def run_name() -> str:
@@ -194,8 +68,38 @@ def corpus_to_model(
     parent run's id. The parameters' types and descriptions come from ``seqlm.config``
     (``flows.params``): Prefect shows them as a form and checks them before a run starts.
     """
-    settings = config.model_dump()
-    guard_deployment_run(corpus, settings)  # a deployment's run: corpus roots, run.* unchanged
+    cfg = checked_config(corpus, config, orders, recurrent_models, max_minutes)
+    sources = discover(corpus)
+    runner = PrefectRunner(Store(cfg.run.check_store()))  # fails before any work if unwritable
+    tracker = Tracker(cfg.run.experiment)  # likewise for MLflow
+    tracker.end_abandoned_runs()  # runs of killed processes, left RUNNING
+    # Prepare: each file's token shards; the vocabulary and count tables of the train split.
+    data = prepare(runner, sources, cfg)
+    with pipeline_run(tracker, corpus, cfg, data) as parent:  # FAILED if the block raises
+        # Fit the ladder; each recurrent model's child run logs its epochs as they end.
+        models = fit(runner, data, cfg, callbacks=parent.training(data, cfg.rnn))
+        # Evaluate every model on the same targets; mix the best recurrent and n-gram models.
+        scored = mix(runner, evaluate(runner, data, models))
+        # Compare: the table, the per-token table and the chart, written in the store.
+        compared = compare(runner, scored)
+        # Publish the comparison first: the steps that only show it may then fail alone.
+        rows = publish_comparison(parent, compared)
+        result = present(parent, corpus, cfg.corpus.tokenizer, data, scored, rows)
+    log.info("compared %d models; MLflow run %s", len(rows), parent.run_id)
+    return result
+
+
+def checked_config(
+    corpus: str,
+    settings: PipelineSettings,
+    orders: list[int] | None,
+    recurrent_models: list[str] | None,
+    max_minutes: float | None,
+) -> PipelineConfig:
+    """The run's config: the settings and the flat overrides, checked before any work (and a
+    deployment's run kept to its corpus roots, its run section unchanged)."""
+    values = settings.model_dump()
+    guard_deployment_run(corpus, values)
     # Prefect attaches its run-log handler to the seqlm loggers (PREFECT_LOGGING_EXTRA_LOGGERS)
     # but leaves their level unset: WARNING in a served run. The seqlm command sets its own.
     if logging.getLogger("seqlm").level == logging.NOTSET:
@@ -205,79 +109,71 @@ def corpus_to_model(
         "rnn.models": recurrent_models,
         "rnn.max_minutes": max_minutes,
     }
-    cfg = PipelineConfig.from_dict(settings).with_values(
-        {key: value for key, value in overrides.items() if value is not None}
-    )
-    sources = discover(corpus)
-    store = cfg.run.check_store()  # fails here, before any work, if it cannot be written
-    experiment = cfg.run.experiment
-    tracker = Tracker(experiment)  # fails here, before any work, if MLflow cannot be written
-    tracker.end_abandoned_runs()  # runs of killed processes, left RUNNING
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return PipelineConfig.from_dict(values).with_values(given)
 
-    shards: list[Artifact] = ingest_source.map(store, sources, unmapped(cfg.corpus)).result()
-    train_shards = [s for s in shards if "train" in s.manifest["rows"]]
-    # The vocabulary needs only the shards' types: n-gram orders never re-key it.
-    types: list[Artifact] = shard_types.map(store, train_shards).result()
-    vocab = build_vocabulary(store, types, cfg.vocab)
-    counts: list[Artifact] = []
-    if cfg.ngram.orders:
-        max_order = max(cfg.ngram.orders)
-        counts = count_shard.map(store, train_shards, unmapped(max_order)).result()
-    keys = {"corpus_key": stage_key("corpus", 1, {}, {"shards": [s.key for s in shards]})}
-    keys["vocab_key"] = vocab.key
-    parent = tracker.start_run(
-        pipeline_run_name(corpus, cfg),
-        {
-            "corpus": corpus,
-            "shard_keys": ",".join(s.key for s in shards),
-            **keys,
-            "vocab_size": vocab.manifest["rows"]["types"],
-            **cfg.flat(),
-        },
-        tags=keys,
+
+class PresentationFailed(SeqlmError):
+    """The models are compared and the comparison is logged, but a step that shows them (child
+    runs, registry, samples) failed. ``result`` holds what the flow would have returned."""
+
+    result: dict[str, Any]
+
+
+def present(
+    parent: PipelineRun,
+    corpus: str,
+    tokenizer: str,
+    data: Prepared,
+    scored: Sequence[Scored],
+    rows: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Every model's child run, the champion offered to the registry, a few sampled lines per
+    model: each step independent of the others. The flow's result; PresentationFailed (holding
+    it) when a step failed."""
+    results = [ModelResult(**row) for row in rows]
+    best = min(results, key=lambda r: r.valid_ppl)
+    models = [s.model for s in scored]
+    steps = [
+        (f"track {r.model}", partial(track_model, parent, m, r))
+        for m, r in zip(models, results, strict=True)
+    ]
+    steps.append(
+        (
+            f"register {best.model}",
+            partial(register_champion, parent, corpus, tokenizer, data, models, best),
+        )
     )
-    tracker.log_corpus(parent, corpus, keys["corpus_key"])
-    runs = ModelRuns(experiment, parent, keys)
-    try:
-        fitted = fit_models(store, cfg, vocab, counts, shards, runs)
-        evaluations = {f.name: evaluate_model(store, f.model, vocab, shards) for f in fitted}
-        # The like-for-like figure: recurrent state restarted at every line, as n-gram context is.
-        line_reset = {
-            f.name: evaluate_model(store, f.model, vocab, shards, line_reset=True)
-            for f in fitted
-            if f.family == "rnn"
-        }
-        mixture = best_mixture(store, fitted, evaluations)
-        if mixture is not None:
-            fitted.append(mixture)
-            evaluations[mixture.name] = mixture.model
-        compared = compare_models(store, evaluations)  # refuses models scored on other targets
-        results = [model_result(f, evaluations[f.name], line_reset.get(f.name)) for f in fitted]
-        # The comparison is logged before anything that only shows it, which may then fail alone.
-        rows = publish_comparison(experiment, parent, results, compared)
-        done, failed = present(
-            [(f"track {f.name}",
-              partial(track_model, experiment, parent, f, r, keys, runs.started.get(f.name)))
-             for f, r in zip(fitted, results, strict=True)]
-            + [(f"register {min(results, key=lambda r: r.valid_ppl).model}",
-                partial(champion, experiment, parent, corpus, cfg, vocab, fitted, results, keys))]
-            + [(f"sample {f.name}", partial(sample_model, f, vocab))
-               for f in fitted if f.model.stage in LOADERS]
-        )  # fmt: skip
-        samples = {name.removeprefix("sample "): lines for name, lines in done.items()
-                   if name.startswith("sample ")}  # fmt: skip
-        failed += present([("log samples", partial(log_samples, experiment, parent, samples))])[1]
-        result = {"comparison": rows, "samples": samples, "mlflow_run": parent}
-        if failed:
-            error = PresentationFailed(
-                f"MLflow run {parent}: the comparison is logged, but {', '.join(failed)} failed"
-            )
-            error.result = result
-            raise error
-    except BaseException:
-        runs.abandon()
-        tracker.finish(parent, failed=True)
-        raise
-    tracker.finish(parent)
-    log.info("compared %d models; MLflow run %s", len(rows), parent)
+    steps += [
+        (f"sample {identity(m).name}", partial(sample_model, m, data))
+        for m in models
+        if m.stage in LOADERS
+    ]
+    done, failed = _run_each(steps)
+    samples = {
+        name.removeprefix("sample "): lines
+        for name, lines in done.items()
+        if name.startswith("sample ")
+    }
+    failed += _run_each([("log samples", partial(log_samples, parent, samples))])[1]
+    result = {"comparison": list(rows), "samples": samples, "mlflow_run": parent.run_id}
+    if failed:
+        error = PresentationFailed(
+            f"MLflow run {parent.run_id}: the comparison is logged, but {', '.join(failed)} failed"
+        )
+        error.result = result
+        raise error
     return result
+
+
+def _run_each(steps: list[tuple[str, Callable[[], Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """Run every step, each independent of the others: what each returned by its name, and the
+    names of those that failed, each logged as one line (``sample lstm: <error>``)."""
+    done, failed = {}, []
+    for name, step in steps:
+        try:
+            done[name] = step()
+        except Exception as e:  # the work is done: one failed presentation must not hide the rest
+            log.error("%s: %s", name, error_line(e) or f"{type(e).__name__}: {e}")
+            failed.append(name)
+    return done, failed

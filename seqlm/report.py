@@ -12,14 +12,19 @@ from seqlm.store import Artifact
 
 
 @dataclass(frozen=True)
-class Fitted:
-    """A trained model of the pipeline: its name, family, size, artifact and parameters."""
+class Identity:
+    """How the comparison names a model: recorded in its artifact's manifest by its stage."""
 
-    name: str
+    name: str  # kn5, lstm, lstm+kn5
     family: str  # unigram, ngram, rnn or interpolated
-    size: str  # "3-gram", "2x200", ...
-    model: Artifact
-    params: dict[str, Any]
+    size: str  # 5-gram, 1x128, λ=0.412
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "family": self.family, "size": self.size}
+
+
+def identity(model: Artifact) -> Identity:
+    return Identity(**model.manifest["rows"]["model"])
 
 
 @dataclass(frozen=True)
@@ -45,23 +50,24 @@ class ModelResult:
     @classmethod
     def from_metrics(
         cls,
-        fitted: Fitted,
+        model: Identity,
         metrics: Mapping[str, Any],
+        trained: Mapping[str, Any],
         train_seconds: float,
         line_reset: Mapping[str, Any] | None = None,
     ) -> ModelResult:
-        """``line_reset``: the metrics of a recurrent model scored with its state restarted at
-        every line; an n-gram model's own context always restarts there."""
+        """``trained``: what the model's stage recorded (a recurrent model's epochs and why it
+        stopped); ``line_reset``: the metrics of a recurrent model scored with its state
+        restarted at every line (an n-gram model's own context always restarts there)."""
         test, valid = metrics["test"], metrics["valid"]
-        trained = fitted.model.manifest["rows"] if fitted.family == "rnn" else {}
         if line_reset is not None:
             reset_ppl = line_reset["test"]["ppl"]
         else:
-            reset_ppl = test["ppl"] if fitted.family in ("unigram", "ngram") else None
+            reset_ppl = test["ppl"] if model.family in ("unigram", "ngram") else None
         return cls(
-            model=fitted.name,
-            family=fitted.family,
-            size=fitted.size,
+            model=model.name,
+            family=model.family,
+            size=model.size,
             parameters=int(metrics["num_parameters"]),
             test_ppl=test["ppl"],
             test_ppl_no_unk=test["ppl_no_unk"],

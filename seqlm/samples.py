@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
+from seqlm.lm import LanguageModel
 from seqlm.vocab import EOS, EOS_ID, Vocabulary
 
 
-class Sampler(Protocol):
-    def sample(self, n_words: int, seed: int = 0) -> np.ndarray: ...
-
-
 def sample_lines(
-    model: Sampler, vocab: Vocabulary, n_lines: int = 3, seed: int = 0, max_words: int = 400
+    model: LanguageModel, vocab: Vocabulary, n_lines: int = 3, seed: int = 0, max_words: int = 400
 ) -> list[str]:
     """Up to ``n_lines`` lines of ``max_words`` ids drawn in all, tokens joined by spaces.
 

@@ -26,6 +26,7 @@ from seqlm.errors import SeqlmError
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPECIALS = (UNK, BOS, EOS)
+VOCAB_FILE = "vocab.parquet"  # how a vocabulary is named wherever it is saved beside what uses it
 
 
 @dataclass(frozen=True)

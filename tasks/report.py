@@ -1,30 +1,40 @@
-"""Tracking tasks: a child MLflow run per model; the comparison on the parent run and in Prefect."""
+"""Tracking tasks: what the store already holds, logged to MLflow and shown in Prefect.
+
+The comparison is published on the parent run first; the steps that only show the models (a
+child run per model, the registry, sampled lines) come after it and may each fail alone.
+"""
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from seqlm.report import LIKE_FOR_LIKE, Fitted, ModelResult, comparison_frame, to_markdown
+from seqlm.report import LIKE_FOR_LIKE, ModelResult, to_markdown
 from seqlm.samples import sample_lines
 from seqlm.stages import (
     CHART_FILE,
+    COMPARISON_FILE,
     HISTORY_FILE,
     LOADERS,
+    NGRAM,
+    TABLES,
     TOKENS_FILE,
+    Prepared,
+    load_comparison,
     load_metrics,
     load_vocabulary,
 )
+from seqlm.stages.data import beside
 from seqlm.store import Artifact
-from tasks.tracking import Tracker, pipeline_metrics
+from tasks.tracking import PipelineRun, pipeline_metrics
+
+log = logging.getLogger("seqlm.flow")
 
 # A model folder bigger than this (a large n-gram model) is never copied into MLflow: the runs
 # reference it in the store by key and path.
@@ -33,83 +43,71 @@ MAX_LOGGED_BYTES = 50 << 20
 TRAINED_FACTS = ("device", "precision", "epochs", "stopped")
 
 
-def model_result(fitted: Fitted, evaluation: Artifact, line_reset: Artifact | None) -> ModelResult:
-    """A model's row of the comparison, from its evaluations (and its like-for-like one)."""
-    return ModelResult.from_metrics(
-        fitted,
-        load_metrics(evaluation),
-        train_seconds=fitted.model.manifest["seconds"],
-        line_reset=load_metrics(line_reset) if line_reset else None,
+def model_params(model: Artifact) -> dict[str, Any]:
+    """A model's settings as its stage keyed them, and where its inputs lie in the store."""
+    manifest = model.manifest
+    params = dict(manifest["config"])
+    if model.stage == NGRAM.name:  # the count tables stay in the store, referenced
+        tables = beside(model, TABLES.name, manifest["note"]["tables"])
+        params |= {"tables_key": tables.key, "tables_path": str(tables.path)}
+    if "parts" in manifest["rows"]:
+        params |= {
+            "parts": "+".join(manifest["rows"]["parts"]),
+            "weight": load_metrics(model)["weight"],
+        }
+    return params
+
+
+@task(name="publish-comparison", cache_policy=NO_CACHE)
+def publish_comparison(parent: PipelineRun, compared: Artifact) -> list[dict[str, Any]]:
+    """The comparison on the parent run: each model's figures as ``<figure>/<model>`` metrics,
+    the table as Parquet and Markdown, the chart and the per-token table; and as Prefect table
+    and Markdown artifacts."""
+    frame = load_comparison(compared)
+    results = [ModelResult(**row) for row in frame.to_dicts()]
+    markdown = to_markdown(frame)
+    tracker = parent.tracker
+    tracker.log_path(parent.run_id, compared.path / COMPARISON_FILE)
+    tracker.log_files(parent.run_id, {"comparison.md": markdown})
+    tracker.log_path(parent.run_id, compared.path / CHART_FILE)
+    # The per-token table grows with the test text: one copy per comparison key.
+    tracker.log_once(parent.run_id, compared, "comparison", files=[TOKENS_FILE])
+    best = min(results, key=lambda r: r.test_ppl)
+    metrics = {"best_test_ppl": best.test_ppl} | pipeline_metrics(results)
+    tracker.log_metrics(parent.run_id, metrics)
+    rows = frame.to_dicts()
+    create_table_artifact(
+        key="comparison", table=rows, description="Perplexity of every model on the test split."
     )
-
-
-@dataclass
-class ModelRuns:
-    """The child runs of a pipeline run that start before their model is fitted: a recurrent
-    model's, so that its epochs are logged as they happen."""
-
-    experiment: str
-    parent_run: str
-    tags: Mapping[str, str]
-    started: dict[str, str] = field(default_factory=dict)
-
-    def start(
-        self, name: str, family: str, params: Mapping[str, Any]
-    ) -> Callable[[dict[str, float]], None]:
-        """Start the model's run; returns what logs an epoch to it (training's ``on_epoch``)."""
-        tracker = Tracker(self.experiment)
-        run = start_model_run(tracker, self.parent_run, name, family, params, self.tags)
-        self.started[name] = run
-        return partial(tracker.log_epoch, run)
-
-    def abandon(self) -> None:
-        """Mark FAILED the runs still RUNNING (the pipeline failed before tracking them)."""
-        tracker = Tracker(self.experiment)
-        for run in self.started.values():
-            if tracker.client.get_run(run).info.status == "RUNNING":
-                tracker.finish(run, failed=True)
-
-
-def start_model_run(
-    tracker: Tracker,
-    parent_run: str,
-    name: str,
-    family: str,
-    params: Mapping[str, Any],
-    tags: Mapping[str, str],
-) -> str:
-    """A model's child run, named by the model."""
-    return tracker.start_run(name, params, tags={"family": family, **tags}, parent=parent_run)
+    create_markdown_artifact(
+        key="comparison-report",
+        markdown=f"# Perplexity on the test split\n\n{markdown}\n{LIKE_FOR_LIKE}\n",
+        description="The models side by side, as logged to MLflow.",
+    )
+    return rows
 
 
 @task(name="track-model", cache_policy=NO_CACHE)
-def track_model(
-    experiment: str,
-    parent_run: str,
-    fitted: Fitted,
-    result: ModelResult,
-    tags: Mapping[str, str],
-    run: str | None = None,
-) -> None:
-    """The model's child run (``run``, started before training, or a new one): its params, its
-    metrics (per epoch too, for a recurrent model) and its model folder, copied by the first run
-    that logs it and referenced by the others."""
-    tracker = Tracker(experiment)
-    run = run or start_model_run(
-        tracker, parent_run, fitted.name, fitted.family, fitted.params, tags
+def track_model(parent: PipelineRun, model: Artifact, result: ModelResult) -> None:
+    """The model's child run (started before training, or a new one): its params, its metrics
+    (per epoch too, for a recurrent model) and its model folder, copied by the first run that
+    logs it and referenced by the others."""
+    run = parent.started.get(result.model) or parent.start_model_run(
+        result.model, result.family, model_params(model)
     )
+    tracker = parent.tracker
     try:
-        _log_model(tracker, run, fitted, result)
+        _log_model(parent, run, model, result)
     except BaseException:
         tracker.finish(run, failed=True)
         raise
     tracker.finish(run)
 
 
-def _log_model(tracker: Tracker, run: str, fitted: Fitted, result: ModelResult) -> None:
-    model = fitted.model
+def _log_model(parent: PipelineRun, run: str, model: Artifact, result: ModelResult) -> None:
+    tracker = parent.tracker
     rows = model.manifest["rows"]
-    tracker.client.log_param(run, "size", fitted.size)
+    tracker.client.log_param(run, "size", result.size)
     for key in TRAINED_FACTS:
         if key in rows:
             tracker.client.set_tag(run, f"trained.{key}", str(rows[key]))
@@ -128,50 +126,17 @@ def _log_model(tracker: Tracker, run: str, fitted: Fitted, result: ModelResult) 
     tracker.log_once(run, model, "model", max_bytes=MAX_LOGGED_BYTES)
 
 
-@task(name="publish-comparison", cache_policy=NO_CACHE)
-def publish_comparison(
-    experiment: str, parent_run: str, results: Sequence[ModelResult], compared: Artifact
-) -> list[dict[str, Any]]:
-    """The comparison on the parent run: each model's figures as ``<figure>/<model>`` metrics,
-    the table as Parquet and Markdown, the chart and the per-token table; and as Prefect table
-    and Markdown artifacts."""
-    frame = comparison_frame(results)
-    markdown = to_markdown(frame)
-    tracker = Tracker(experiment)
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer, compression="zstd")
-    tracker.log_files(
-        parent_run, {"comparison.parquet": buffer.getvalue(), "comparison.md": markdown}
-    )
-    tracker.log_path(parent_run, compared.path / CHART_FILE)
-    # The per-token table grows with the test text: one copy per comparison key.
-    tracker.log_once(parent_run, compared, "comparison", files=[TOKENS_FILE])
-    best = min(results, key=lambda r: r.test_ppl)
-    tracker.log_metrics(parent_run, {"best_test_ppl": best.test_ppl} | pipeline_metrics(results))
-    rows = frame.to_dicts()
-    create_table_artifact(
-        key="comparison", table=rows, description="Perplexity of every model on the test split."
-    )
-    create_markdown_artifact(
-        key="comparison-report",
-        markdown=f"# Perplexity on the test split\n\n{markdown}\n{LIKE_FOR_LIKE}\n",
-        description="The models side by side, as logged to MLflow.",
-    )
-    return rows
-
-
 @task(name="sample", cache_policy=NO_CACHE)
-def sample_model(fitted: Fitted, vocab: Artifact, seed: int = 0) -> list[str]:
+def sample_model(model: Artifact, data: Prepared, seed: int = 0) -> list[str]:
     """A few lines written by the model."""
-    model = LOADERS[fitted.model.stage](fitted.model.path)
-    return sample_lines(model, load_vocabulary(vocab), seed=seed)
+    return sample_lines(LOADERS[model.stage](model.path), load_vocabulary(data.vocab), seed=seed)
 
 
 @task(name="log-samples", cache_policy=NO_CACHE)
-def log_samples(experiment: str, parent_run: str, samples: Mapping[str, list[str]]) -> None:
+def log_samples(parent: PipelineRun, samples: Mapping[str, list[str]]) -> None:
     """The sampled lines as ``samples.md`` on the parent run."""
     text = "".join(
         f"## {name}\n\n" + "".join(f"- {line}\n" for line in lines) + "\n"
         for name, lines in samples.items()
     )
-    Tracker(experiment).log_files(parent_run, {"samples.md": text})
+    parent.tracker.log_files(parent.run_id, {"samples.md": text})

@@ -13,10 +13,12 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
@@ -25,11 +27,16 @@ from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from seqlm.config import PipelineConfig
+from seqlm.config import PipelineConfig, RnnConfig
 from seqlm.errors import SeqlmError
 from seqlm.files import file_lock
+from seqlm.pipeline import progress_bar
 from seqlm.report import ModelResult
-from seqlm.store import Artifact
+from seqlm.stages import Prepared, plan_rnn
+from seqlm.store import Artifact, stage_key
+
+if TYPE_CHECKING:
+    from seqlm.rnn.training import Callbacks
 
 log = logging.getLogger("seqlm.tracking")
 
@@ -57,6 +64,7 @@ class Tracker:
 
     def __init__(self, experiment: str) -> None:
         uri = tracking_uri()
+        self.experiment = experiment
         if uri.startswith("sqlite:///"):
             _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
         mlflow.set_tracking_uri(uri)
@@ -180,6 +188,72 @@ class Tracker:
         for run_id in sorted(dead):
             log.warning("MLflow run %s: its process is gone; marked KILLED", run_id)
         return sorted(dead)
+
+
+@dataclass
+class PipelineRun:
+    """One pipeline run's tracking, opened once and passed as one value: its experiment, its
+    parent run, the tags every run of it carries (the corpus and vocabulary keys), and the child
+    runs started before their model was fitted (a recurrent model's: its epochs log as they end)."""
+
+    experiment: str
+    run_id: str
+    tags: dict[str, str]
+    started: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tracker(self) -> Tracker:
+        return Tracker(self.experiment)
+
+    def start_model_run(self, name: str, family: str, params: Mapping[str, Any]) -> str:
+        """A model's child run, named by the model."""
+        tags = {"family": family, **self.tags}
+        return self.tracker.start_run(name, params, tags=tags, parent=self.run_id)
+
+    def training(self, data: Prepared, config: RnnConfig) -> Callable[[str], Callbacks]:
+        """What follows each recurrent model's training: its child run, started with the
+        model's settings, gets each epoch's figures; a terminal shows a progress bar."""
+
+        def follow(model: str) -> Callbacks:
+            run = self.start_model_run(model, "rnn", plan_rnn(data, model, config).config)
+            self.started[model] = run
+            return replace(progress_bar(model), on_epoch=partial(self.tracker.log_epoch, run))
+
+        return follow
+
+    def abandon(self) -> None:
+        """Mark FAILED the child runs still RUNNING (the pipeline failed before tracking them)."""
+        tracker = self.tracker
+        for run in self.started.values():
+            if tracker.client.get_run(run).info.status == "RUNNING":
+                tracker.finish(run, failed=True)
+
+
+@contextmanager
+def pipeline_run(
+    tracker: Tracker, corpus: str, config: PipelineConfig, data: Prepared
+) -> Iterator[PipelineRun]:
+    """The parent run of a pipeline run: FINISHED when the block ends, FAILED (with the child
+    runs left RUNNING) when it raises."""
+    corpus_key = stage_key("corpus", 1, {}, {"shards": [s.key for s in data.shards]})
+    keys = {"corpus_key": corpus_key, "vocab_key": data.vocab.key}
+    params = {
+        "corpus": corpus,
+        "shard_keys": ",".join(s.key for s in data.shards),
+        **keys,
+        "vocab_size": data.vocab.manifest["rows"]["types"],
+        **config.flat(),
+    }
+    run_id = tracker.start_run(pipeline_run_name(corpus, config), params, tags=keys)
+    tracker.log_corpus(run_id, corpus, corpus_key)
+    parent = PipelineRun(tracker.experiment, run_id, keys)
+    try:
+        yield parent
+    except BaseException:
+        parent.abandon()
+        tracker.finish(run_id, failed=True)
+        raise
+    tracker.finish(run_id)
 
 
 def _bytes(paths: Sequence[Path]) -> int:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # conftest imports this module before it sets up the environment
     import polars as pl
 
+    from seqlm.config import PipelineConfig
+    from seqlm.stages import Prepared
     from seqlm.store import Artifact, Store
     from seqlm.vocab import Vocabulary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB = SHARED / "ptb"
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare" / "input.txt"
+SEQLM = Path(sys.executable).with_name("seqlm")  # the installed command, beside the venv's python
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -22,16 +27,39 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def bundled_corpus(path: Path, stop: int, start: int = 0) -> Path:
+    """Lines ``start`` to ``stop`` of the bundled corpus at ``path``: a small real text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[start:stop]))
+    return path
+
+
+def prepare(store: Store, path: Path, config: PipelineConfig) -> Prepared:
+    """The pipeline's data stages on a corpus, in this process: shards, vocabulary, tables."""
+    from seqlm import corpus, pipeline
+
+    return pipeline.prepare(pipeline.Local(store), corpus.discover(path), config)
+
+
+def run_seqlm(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The ``seqlm`` command in a subprocess, its output captured as text."""
+    return subprocess.run(
+        [str(SEQLM), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def assert_merged_tables_recount(store: Store, tables: Artifact) -> tuple[Vocabulary, pl.DataFrame]:
     """Assert that the merged tables of ``tables`` (a ``tables/`` artifact) equal a full recount:
     the train text of every shard they were merged from, counted at once over their vocabulary,
     every order. Returns that vocabulary and train text."""
     from seqlm import corpus, stages
     from seqlm.ngram import count_ngrams, read_tables
-    from seqlm.ngram.counts import VOCAB_FILE, word_columns
-    from seqlm.vocab import Vocabulary
+    from seqlm.ngram.counts import word_columns
+    from seqlm.vocab import VOCAB_FILE, Vocabulary
 
-    folder = tables.path / stages.TABLES
+    folder = tables.path / stages.TABLES_DIR
     vocab = Vocabulary.load(folder / VOCAB_FILE)
     counts = [store.get("counts", key) for key in tables.manifest["inputs"]["counts"]]
     shards = [store.path("ingest", c.manifest["inputs"]["shard"]) for c in counts]

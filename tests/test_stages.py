@@ -5,30 +5,26 @@ import json
 import polars as pl
 import pytest
 
-from seqlm import corpus, stages
+from seqlm import pipeline, stages
 from seqlm.config import load_config
 from seqlm.errors import SeqlmError
 from seqlm.ngram import read_tables
+from seqlm.pipeline import Local
+from seqlm.report import identity
 from seqlm.store import Store
 from seqlm.vocab import build_vocabulary
-from tests.helpers import assert_merged_tables_recount, write_lines
+from tests.helpers import assert_merged_tables_recount, prepare, write_lines
 
 
 def run(store: Store, path, overrides, orders=(2,)):
-    config = load_config(None, [*overrides, f"orders={list(orders)}"])
-    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(path)]
-    train = [s for s in shards if "train" in s.manifest["rows"]]
-    counts = [stages.shard_counts(store, s, max(orders)) for s in train]
-    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], config.vocab)
-    tables = stages.count_tables(store, counts, vocab)
-    models = {"unigram": stages.unigram(store, vocab, config.unigram)}
-    for order in orders:
-        models[f"kn{order}"] = stages.ngram(store, tables, order, config.ngram)
-    metrics = {
-        name: stages.load_metrics(stages.evaluation(store, model, vocab, shards))
-        for name, model in models.items()
-    }
-    return metrics, tables
+    """The unigram and KN models of ``orders`` through the pipeline's phases: each model's
+    metrics by name, and the merged count tables."""
+    config = load_config(None, [*overrides, f"orders={list(orders)}", "rnn.models=[]"])
+    runner = Local(store)
+    data = prepare(store, path, config)
+    scored = pipeline.evaluate(runner, data, pipeline.fit(runner, data, config))
+    metrics = {identity(s.model).name: stages.load_metrics(s.evaluation) for s in scored}
+    return metrics, data.tables
 
 
 def test_ptb_matches_the_convention_and_kenlm(ptb, tmp_path):
@@ -41,7 +37,7 @@ def test_ptb_matches_the_convention_and_kenlm(ptb, tmp_path):
     assert metrics["unigram"]["num_parameters"] == 10000  # 9,999 PTB types + </s>
     # Through the store's per-shard tables, the same figure as KenLM's lmplz -o 3.
     assert metrics["kn3"]["test"]["ppl"] == pytest.approx(148.281, rel=5e-4)
-    assert [t.height for t in read_tables(tables.path / stages.TABLES)][1:] == [264990, 586558]
+    assert [t.height for t in read_tables(tables.path / stages.TABLES_DIR)][1:] == [264990, 586558]
 
 
 def lines(n: int, offset: int = 0) -> list[str]:
@@ -87,7 +83,7 @@ def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(tmp_path):
     # A full recount: all train text at once, over the merged vocabulary.
     assert len(list(store.root.glob("vocab/*"))) == 2
     vocab, train = assert_merged_tables_recount(store, tables)
-    assert len(read_tables(tables.path / stages.TABLES)) == 3
+    assert len(read_tables(tables.path / stages.TABLES_DIR)) == 3
     assert vocab.table.equals(build_vocabulary(train, min_count=2).table)
     assert grown["kn3"]["test"]["targets"] > 0
 
@@ -96,41 +92,43 @@ def test_interpolation_and_comparison(tmp_path):
     corpus_file = write_lines(tmp_path / "c.txt", lines(300))
     store = Store(tmp_path / "store")
     config = load_config(None, ["discount_fallback=true", "orders=[2]"])
-    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
-    counts = [stages.shard_counts(store, s, 2) for s in shards]
-    types = [stages.shard_types(store, s) for s in shards]
-    vocab = stages.vocabulary(store, types, config.vocab)
-    tables = stages.count_tables(store, counts, vocab)
-    evaluations = {
-        "unigram": stages.evaluation(
-            store, stages.unigram(store, vocab, config.unigram), vocab, shards
-        ),
-        "kn2": stages.evaluation(
-            store, stages.ngram(store, tables, 2, config.ngram), vocab, shards
-        ),
-    }
-    mixed = stages.interpolation(store, evaluations["kn2"], evaluations["unigram"])
+    data = prepare(store, corpus_file, config)
+    models = [stages.unigram(store, data.vocab, config.unigram)]
+    models.append(stages.ngram(store, data.tables, 2, config.ngram))
+    unigram, kn2 = (stages.Scored(m, stages.evaluate(store, m, data)) for m in models)
+    mixed = stages.interpolate(store, kn2.evaluation, unigram.evaluation)
     metrics = stages.load_metrics(mixed)
-    parts = [stages.load_metrics(e) for e in evaluations.values()]
+    parts = [stages.load_metrics(s.evaluation) for s in (unigram, kn2)]
     assert 0 <= metrics["weight"] <= 1
     # λ maximises the valid likelihood, and λ = 0 or 1 would give back either part.
     assert metrics["valid"]["ppl"] <= min(p["valid"]["ppl"] for p in parts) + 1e-9
     assert metrics["num_parameters"] == sum(p["num_parameters"] for p in parts)
+    assert identity(mixed).name == "kn2+unigram"
+    assert stages.interpolated_parts(mixed) == models[::-1]
 
-    compared = stages.comparison(store, evaluations | {"mixed": mixed})
+    compared = stages.compare(store, [unigram, kn2, stages.Scored(mixed, mixed)])
     tokens = pl.read_parquet(compared.path / stages.TOKENS_FILE)
-    assert tokens.columns == ["position", "target", "is_unk", "unigram", "kn2", "mixed"]
+    assert tokens.columns == ["position", "target", "is_unk", "unigram", "kn2", "kn2+unigram"]
     assert tokens.height == metrics["test"]["targets"]
     assert tokens["kn2"].sum() == pytest.approx(parts[1]["test"]["logprob"])
     assert (compared.path / stages.CHART_FILE).stat().st_size > 0
+    # The comparison table the command line prints, from the store alone.
+    table = stages.load_comparison(compared)
+    assert table["model"].to_list() == ["unigram", "kn2", "kn2+unigram"]
+    assert table["test_ppl"].to_list() == pytest.approx(
+        [p["test"]["ppl"] for p in parts] + [metrics["test"]["ppl"]]
+    )
 
     # A model scored with another vocabulary (other <unk> positions) is refused.
-    other_vocab = stages.vocabulary(store, types, load_config(None, ["max_size=6"]).vocab)
-    other = stages.evaluation(
-        store, stages.unigram(store, other_vocab, config.unigram), other_vocab, shards
-    )
+    shard_types = [stages.types(store, s) for s in data.train_shards]
+    other_vocab = stages.vocab(store, shard_types, load_config(None, ["max_size=6"]).vocab)
+    other = stages.unigram(store, other_vocab, config.unigram)
+    other_data = stages.Prepared(data.shards, other_vocab)
+    scored_other = stages.Scored(other, stages.evaluate(store, other, other_data))
     with pytest.raises(SeqlmError, match="different vocabularies cannot be compared"):
-        stages.comparison(store, evaluations | {"other": other})
+        stages.compare(store, [kn2, scored_other])
+    with pytest.raises(SeqlmError, match="two models of one name"):
+        stages.compare(store, [unigram, unigram])
     assert not list(store.root.glob("compare/.tmp-*"))
 
 
@@ -166,23 +164,20 @@ TINY_RNN = ["emsize=8", "nhid=8", "bptt=5", "batch_size=4", "rnn.epochs=1", "rnn
 def stage_keys(store: Store, path, overrides) -> dict[str, str]:
     """Every stage of the pipeline through the library, by name: its artifact's key."""
     config = load_config(None, overrides)
-    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(path)]
-    train = [s for s in shards if "train" in s.manifest["rows"]]
-    types = [stages.shard_types(store, s) for s in train]
-    counts = [stages.shard_counts(store, s, max(config.ngram.orders)) for s in train]
-    vocab = stages.vocabulary(store, types, config.vocab)
-    tables = stages.count_tables(store, counts, vocab)
-    models = {"unigram": stages.unigram(store, vocab, config.unigram)}
-    for order in config.ngram.orders:
-        models[f"kn{order}"] = stages.ngram(store, tables, order, config.ngram)
-    for model in config.rnn.models:
-        models[model] = stages.rnn(store, vocab, shards, model, config.rnn)
-    data = {"ingest": shards, "types": types, "counts": counts, "vocab": [vocab]}
-    keys = {stage: ",".join(a.key for a in found) for stage, found in data.items()}
-    keys["tables"] = tables.key
-    for name, model in models.items():
-        keys[name] = model.key
-        keys[f"evaluate {name}"] = stages.evaluation(store, model, vocab, shards).key
+    runner = Local(store)
+    data = prepare(store, path, config)
+    scored = pipeline.evaluate(runner, data, pipeline.fit(runner, data, config))
+    keys = {
+        "ingest": ",".join(s.key for s in data.shards),
+        "types": ",".join(data.vocab.manifest["inputs"]["types"]),
+        "counts": ",".join(data.tables.manifest["inputs"]["counts"]),
+        "vocab": data.vocab.key,
+        "tables": data.tables.key,
+    }
+    for s in scored:
+        name = identity(s.model).name
+        keys[name] = s.model.key
+        keys[f"evaluate {name}"] = s.evaluation.key
     return keys
 
 
@@ -235,19 +230,15 @@ def test_the_same_keys_in_another_store(tmp_path):
 
 
 def test_a_model_the_time_cap_cut_is_marked_in_the_table(tmp_path):
-    from seqlm.report import Fitted, ModelResult, comparison_frame
+    from seqlm.report import comparison_frame
 
     corpus_file = write_lines(tmp_path / "c.txt", lines(200))
     store = Store(tmp_path / "store")
     rows = []
     for cap in ("1e-9", "0"):  # capped first: a capped run finds a model trained without one
         config = load_config(None, [*TINY_RNN, "rnn.epochs=2", f"rnn.max_minutes={cap}"])
-        shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
-        vocab = stages.vocabulary(
-            store, [stages.shard_types(store, s) for s in shards], config.vocab
-        )
-        model = stages.rnn(store, vocab, shards, "gru", config.rnn)
-        metrics = stages.load_metrics(stages.evaluation(store, model, vocab, shards))
-        rows.append(ModelResult.from_metrics(Fitted("gru", "rnn", "1x8", model, {}), metrics, 0))
+        data = prepare(store, corpus_file, config)
+        model = stages.rnn(store, data, "gru", config.rnn)
+        rows.append(stages.model_result(stages.Scored(model, stages.evaluate(store, model, data))))
     table = comparison_frame(rows)
     assert table.select("epochs", "stopped").rows() == [(1, "time"), (2, "epochs")]

@@ -21,12 +21,11 @@ import polars as pl
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.lines import check_order, pad_lines
-from seqlm.vocab import Vocabulary
+from seqlm.vocab import VOCAB_FILE, Vocabulary
 
 COUNT = "count"
 ID_TYPES = (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 NUMPY_ID_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
-VOCAB_FILE = "vocab.parquet"
 
 
 def word_columns(order: int) -> list[str]:

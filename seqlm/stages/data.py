@@ -1,5 +1,11 @@
 """Data stages: ingestion, per-shard type dictionaries and count tables, the vocabulary, merged
-count tables."""
+count tables.
+
+Contract: ``ingest`` reads one source file and writes its token shards per split; ``types`` and
+``counts`` read one shard's train split (over the shard's own type ids, so that a new shard is
+counted alone); ``vocab`` merges the type dictionaries; ``tables`` sums the count tables over the
+vocabulary's ids (cut-off types become ``<unk>``).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,19 @@ import polars as pl
 from seqlm import corpus
 from seqlm.config import CorpusConfig, VocabConfig
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
-from seqlm.ngram.counts import VOCAB_FILE as TABLES_VOCAB_FILE
 from seqlm.ngram.counts import id_dtype, word_columns
+from seqlm.stages.stage import Stage
 from seqlm.store import Artifact, Plan, Store, file_digest
-from seqlm.vocab import EOS_ID, Vocabulary, build_vocabulary, merge_vocabularies
+from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary, merge_vocabularies
 
-VOCAB_FILE = "vocab.parquet"
-TABLES = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
+TABLES_DIR = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
 
 
 def plan_ingest(source: corpus.Source, config: CorpusConfig) -> Plan:
     settings = {"tokenizer": config.tokenizer, "text_field": config.text_field}
     if source.split is None:
         settings["fractions"] = config.fractions
-    return Plan("ingest", 2, settings, {"file": file_digest(source.path), "split": source.split})
+    return INGEST.plan_of(settings, {"file": file_digest(source.path), "split": source.split})
 
 
 def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifact:
@@ -39,103 +44,138 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
     )
 
 
-def plan_shard_types(shard: Artifact) -> Plan:
-    return Plan("types", 1, {}, {"shard": shard.key})
+def plan_types(shard: Artifact) -> Plan:
+    return TYPES.plan_of({}, {"shard": shard.key})
 
 
-def shard_types(store: Store, shard: Artifact) -> Artifact:
+def types(store: Store, shard: Artifact) -> Artifact:
     """The type dictionary of one shard's train split (token, id, count): all the vocabulary
     needs, so that counting other n-gram orders never re-keys the vocabulary."""
 
     def produce(out: Path) -> dict[str, int]:
-        types = build_vocabulary(corpus.load_split([shard.path], "train"))
-        types.save(out / VOCAB_FILE)
-        return {"types": types.size}
+        found = build_vocabulary(corpus.load_split([shard.path], "train"))
+        found.save(out / VOCAB_FILE)
+        return {"types": found.size}
 
-    return store.build(plan_shard_types(shard), produce, note=shard.manifest["note"])
+    return store.build(plan_types(shard), produce, note=shard.manifest["note"])
 
 
-def plan_shard_counts(shard: Artifact, order: int) -> Plan:
+def plan_counts(shard: Artifact, order: int) -> Plan:
     # The shard's type ids are its types artifact's, whose key follows from the shard's.
-    return Plan("counts", 2, {"order": order}, {"shard": shard.key})
+    return COUNTS.plan_of({"order": order}, {"shard": shard.key})
 
 
-def shard_counts(store: Store, shard: Artifact, order: int) -> Artifact:
+def counts(store: Store, shard: Artifact, order: int) -> Artifact:
     """N-gram count tables of one shard's train split, orders 1..``order``, over the ids of the
-    shard's type dictionary (independent of every other shard, so a new shard is counted alone)."""
+    shard's type dictionary."""
 
     def produce(out: Path) -> dict[str, int]:
-        types = Vocabulary.load(shard_types(store, shard).path / VOCAB_FILE)
+        shard_types = Vocabulary.load(types(store, shard).path / VOCAB_FILE)
         train = corpus.load_split([shard.path], "train")
-        tables = count_ngrams(types.stream(train), order, types.size)
-        write_tables(tables, out / TABLES, types)
-        return {"types": types.size} | {f"order{n}": t.height for n, t in enumerate(tables, 1)}
+        counted = count_ngrams(shard_types.stream(train), order, shard_types.size)
+        write_tables(counted, out / TABLES_DIR, shard_types)
+        return {"types": shard_types.size} | {
+            f"order{n}": t.height for n, t in enumerate(counted, 1)
+        }
 
-    return store.build(plan_shard_counts(shard, order), produce, note=shard.manifest["note"])
-
-
-def plan_vocabulary(types: Sequence[Artifact], config: VocabConfig) -> Plan:
-    return Plan("vocab", 3, asdict(config), {"types": [t.key for t in types]})
+    return store.build(plan_counts(shard, order), produce, note=shard.manifest["note"])
 
 
-def vocabulary(store: Store, types: Sequence[Artifact], config: VocabConfig) -> Artifact:
-    """The vocabulary of the train split, from the shards' type dictionaries (``shard_types``)."""
+def plan_vocab(shard_types: Sequence[Artifact], config: VocabConfig) -> Plan:
+    return VOCAB.plan_of(asdict(config), {"types": [t.key for t in shard_types]})
+
+
+def vocab(store: Store, shard_types: Sequence[Artifact], config: VocabConfig) -> Artifact:
+    """The vocabulary of the train split, from the shards' type dictionaries."""
 
     def produce(out: Path) -> dict[str, int]:
-        merged = [Vocabulary.load(t.path / VOCAB_FILE) for t in types]
-        vocab = merge_vocabularies(merged, config.min_count, config.max_size)
-        vocab.save(out / VOCAB_FILE)
-        return {"types": vocab.size, "train_lines": int(vocab.counts[EOS_ID])}
+        merged = [Vocabulary.load(t.path / VOCAB_FILE) for t in shard_types]
+        vocabulary = merge_vocabularies(merged, config.min_count, config.max_size)
+        vocabulary.save(out / VOCAB_FILE)
+        return {"types": vocabulary.size, "train_lines": int(vocabulary.counts[EOS_ID])}
 
-    return store.build(plan_vocabulary(types, config), produce)
-
-
-def load_vocabulary(vocab: Artifact) -> Vocabulary:
-    return Vocabulary.load(vocab.path / VOCAB_FILE)
+    return store.build(plan_vocab(shard_types, config), produce)
 
 
-def plan_count_tables(counts: Sequence[Artifact], vocab: Artifact) -> Plan:
-    return Plan("tables", 1, {}, {"counts": [c.key for c in counts], "vocab": vocab.key})
+def load_vocabulary(vocabulary: Artifact) -> Vocabulary:
+    return Vocabulary.load(vocabulary.path / VOCAB_FILE)
 
 
-def count_tables(store: Store, counts: Sequence[Artifact], vocab: Artifact) -> Artifact:
+def vocab_tokenizer(vocabulary: Artifact) -> str:
+    """How the text of the vocabulary's shards was split into tokens: each model records it,
+    since scoring a text must split it the same way."""
+    shard_types = [
+        beside(vocabulary, TYPES.name, key) for key in vocabulary.manifest["inputs"]["types"]
+    ]
+    return shards_tokenizer(
+        [beside(t, INGEST.name, t.manifest["inputs"]["shard"]) for t in shard_types]
+    )
+
+
+def shards_tokenizer(shards: Sequence[Artifact]) -> str:
+    (tokenizer,) = {s.manifest["config"]["tokenizer"] for s in shards}
+    return tokenizer
+
+
+def beside(artifact: Artifact, stage: str, key: str) -> Artifact:
+    """An input of ``artifact`` (its ``stage`` and ``key``), in the same store."""
+    store = artifact.path.parents[1]  # <store>/<stage>/<key>
+    return Artifact(stage, key, store / stage / key)
+
+
+def plan_tables(shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Plan:
+    return TABLES.plan_of({}, {"counts": [c.key for c in shard_counts], "vocab": vocabulary.key})
+
+
+def tables(store: Store, shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Artifact:
     """The shards' count tables merged over the vocabulary's ids (cut-off types become
     ``<unk>``, and their n-grams are summed with it)."""
 
     def produce(out: Path) -> dict[str, int]:
-        v = load_vocabulary(vocab)
+        v = load_vocabulary(vocabulary)
         dtype = id_dtype(v.size)
         remapped = []
-        for c in counts:
-            mapping = v.id_map(Vocabulary.load(c.path / TABLES / TABLES_VOCAB_FILE))
+        for c in shard_counts:
+            mapping = v.id_map(Vocabulary.load(c.path / TABLES_DIR / VOCAB_FILE))
             remapped.append(
                 [
                     t.with_columns(
                         pl.Series(w, mapping[t[w].to_numpy()], dtype=dtype) for w in word_columns(n)
                     )
-                    for n, t in enumerate(read_tables(c.path / TABLES), start=1)
+                    for n, t in enumerate(read_tables(c.path / TABLES_DIR), start=1)
                 ]
             )
-        tables = merge_tables(remapped)
-        write_tables(tables, out / TABLES, v)
-        return {f"order{n}": t.height for n, t in enumerate(tables, start=1)}
+        merged = merge_tables(remapped)
+        write_tables(merged, out / TABLES_DIR, v)
+        return {f"order{n}": t.height for n, t in enumerate(merged, start=1)}
 
-    sources = [c.manifest["note"].get("source", "") for c in counts]
-    return store.build(plan_count_tables(counts, vocab), produce, note={"sources": sources})
+    sources = [c.manifest["note"].get("source", "") for c in shard_counts]
+    return store.build(plan_tables(shard_counts, vocabulary), produce, note={"sources": sources})
+
+
+def _shard_name(arguments: dict) -> str:
+    return Path(arguments["shard"].manifest["note"]["source"]).name
+
+
+INGEST = Stage("ingest", 2, plan_ingest, ingest, lambda a: f"ingest {a['source'].path.name}")
+TYPES = Stage("types", 1, plan_types, types, lambda a: f"types {_shard_name(a)}")
+COUNTS = Stage("counts", 2, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
+VOCAB = Stage("vocab", 3, plan_vocab, vocab, lambda a: "vocabulary")
+TABLES = Stage("tables", 1, plan_tables, tables, lambda a: "merge counts")
 
 
 def list_count_tables(store: Store) -> pl.DataFrame:
     """Every count table in the store: per shard (over the shard's own type ids) and merged
     (over a vocabulary's ids), one row per order."""
     rows = []
-    for kind, stage in (("shard", "counts"), ("merged", "tables")):
+    for kind, stage in (("shard", COUNTS.name), ("merged", TABLES.name)):
         for folder in sorted((store.root / stage).glob("*/")):
             artifact = store.get(stage, folder.name)
             if artifact is None:
                 continue
             note = artifact.manifest.get("note", {})
             corpus_name = note.get("source") or ", ".join(note.get("sources", []))
-            for path in sorted((folder / TABLES).glob("order*.parquet"), key=_order_of):
+            for path in sorted((folder / TABLES_DIR).glob("order*.parquet"), key=_order_of):
                 rows.append(
                     {
                         "key": folder.name,

@@ -1,4 +1,9 @@
-"""Evaluation stages: every model scored on the same targets, and models combined."""
+"""Evaluation stages: every model scored on the same targets, models combined, and compared.
+
+Contract: ``evaluate`` writes one model's per-target log-probabilities on valid and test;
+``interpolate`` mixes two evaluations (and is a model and an evaluation of its own); ``compare``
+refuses models scored on other targets and writes the comparison table the command line prints.
+"""
 
 from __future__ import annotations
 
@@ -13,65 +18,59 @@ import numpy as np
 import polars as pl
 
 from seqlm import corpus
-from seqlm.combine import interpolate, tune_weight
+from seqlm.combine import interpolate as mix_logprobs
+from seqlm.combine import tune_weight
 from seqlm.compare import per_token_frame
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
-from seqlm.plots import perplexity_bars
-from seqlm.stages.data import load_vocabulary
+from seqlm.report import Identity, ModelResult, comparison_frame, identity
+from seqlm.stages.data import beside, load_vocabulary
 from seqlm.stages.models import LOADERS
+from seqlm.stages.stage import Prepared, Scored, Stage
 from seqlm.store import Artifact, Plan, Store
 
 METRICS_FILE = "metrics.json"
 TOKENS_FILE = "tokens.parquet"
 CHART_FILE = "perplexity.png"
+COMPARISON_FILE = "comparison.parquet"
 EVAL_SPLITS = ("valid", "test")
 
 
-def plan_evaluation(
-    model: Artifact, vocab: Artifact, shards: Sequence[Artifact], line_reset: bool = False
-) -> Plan:
-    inputs = {"model": f"{model.stage}/{model.key}", "vocab": vocab.key}
-    config = {"line_reset": True} if line_reset else {}
-    return Plan("evaluate", 2, config, inputs | {"shards": [s.key for s in shards]})
+def plan_evaluate(model: Artifact, data: Prepared, line_reset: bool = False) -> Plan:
+    inputs = {"model": _ref(model), "vocab": data.vocab.key, "shards": [s.key for s in data.shards]}
+    return EVALUATE.plan_of({"line_reset": True} if line_reset else {}, inputs)
 
 
-def evaluation(
-    store: Store,
-    model: Artifact,
-    vocab: Artifact,
-    shards: Sequence[Artifact],
-    line_reset: bool = False,
-) -> Artifact:
+def evaluate(store: Store, model: Artifact, data: Prepared, line_reset: bool = False) -> Artifact:
     """Per-target log-probabilities (``<split>.parquet``) and perplexities of a model on valid
     and test. ``line_reset``: a recurrent model's state restarts at every line, as an n-gram
     model's context does (the like-for-like figure)."""
 
     def produce(out: Path) -> dict[str, int]:
-        v = load_vocabulary(vocab)
+        v = load_vocabulary(data.vocab)
         lm = LOADERS[model.stage](model.path)
         if line_reset:
-            lm = replace(lm, reset_each_line=True)
+            lm = replace(lm, line_reset=True)
         scores = {}
         for split in EVAL_SPLITS:
-            targets = v.stream(corpus.load_split([s.path for s in shards], split))
+            targets = v.stream(corpus.load_split([s.path for s in data.shards], split))
             start = time.perf_counter()
             logprobs = lm.score_stream(targets)
             scores[split] = (targets, logprobs, time.perf_counter() - start)
         return _write_scores(out, scores, {"num_parameters": model.manifest["rows"]["parameters"]})
 
-    return store.build(plan_evaluation(model, vocab, shards, line_reset), produce)
+    return store.build(plan_evaluate(model, data, line_reset), produce)
 
 
-def plan_interpolation(a: Artifact, b: Artifact) -> Plan:
-    return Plan("interpolate", 1, {}, {"a": a.key, "b": b.key})
+def plan_interpolate(a: Artifact, b: Artifact) -> Plan:
+    return INTERPOLATE.plan_of({}, {"a": a.key, "b": b.key})
 
 
-def interpolation(store: Store, a: Artifact, b: Artifact) -> Artifact:
+def interpolate(store: Store, a: Artifact, b: Artifact) -> Artifact:
     """Two evaluated models mixed per target, p = λ·p_a + (1−λ)·p_b, λ tuned on valid: an
-    evaluation in its own right (``weight`` is λ)."""
+    evaluation in its own right (``weight`` is λ), and a model named ``<a>+<b>``."""
 
-    def produce(out: Path) -> dict[str, int]:
+    def produce(out: Path) -> dict[str, Any]:
         start = time.perf_counter()
         valid = per_token_frame({"a": a.path, "b": b.path}, "valid")
         weight = tune_weight(valid["a"].to_numpy(), valid["b"].to_numpy())
@@ -80,47 +79,86 @@ def interpolation(store: Store, a: Artifact, b: Artifact) -> Artifact:
         for split in EVAL_SPLITS:
             frame = per_token_frame({"a": a.path, "b": b.path}, split)
             start = time.perf_counter()
-            mixed = interpolate(frame["a"].to_numpy(), frame["b"].to_numpy(), weight)
+            mixed = mix_logprobs(frame["a"].to_numpy(), frame["b"].to_numpy(), weight)
             scores[split] = (frame["target"].to_numpy(), mixed, time.perf_counter() - start)
         parameters = load_metrics(a)["num_parameters"] + load_metrics(b)["num_parameters"]
         extra = {"num_parameters": parameters, "weight": weight, "tune_seconds": tune_seconds}
-        return _write_scores(out, scores, extra) | {"parameters": parameters}
+        parts = [identity(evaluated_model(e)).name for e in (a, b)]
+        name = Identity("+".join(parts), "interpolated", f"λ={weight:.3f}")
+        rows = _write_scores(out, scores, extra)
+        return rows | {"model": name.as_dict(), "parameters": parameters, "parts": parts}
 
-    return store.build(plan_interpolation(a, b), produce)
-
-
-def plan_comparison(evaluations: Mapping[str, Artifact]) -> Plan:
-    inputs = {name: f"{e.stage}/{e.key}" for name, e in evaluations.items()}
-    return Plan("compare", 1, {}, inputs)
+    return store.build(plan_interpolate(a, b), produce)
 
 
-def comparison(store: Store, evaluations: Mapping[str, Artifact]) -> Artifact:
-    """Checks that every model was scored on the same targets, then writes the per-token table
-    of the test split (``tokens.parquet``) and a bar chart of test perplexity
-    (``perplexity.png``)."""
+def evaluated_model(evaluation: Artifact) -> Artifact:
+    """The model an evaluation scored (an interpolation is its own model)."""
+    if evaluation.stage == INTERPOLATE.name:
+        return evaluation
+    stage, key = evaluation.manifest["inputs"]["model"].split("/")
+    return beside(evaluation, stage, key)
 
-    vocabularies = {name: _vocab_key(store, e) for name, e in evaluations.items()}
-    if len(set(vocabularies.values())) > 1:
-        listed = ", ".join(f"{name}: {key}" for name, key in vocabularies.items())
+
+def interpolated_parts(mixed: Artifact) -> list[Artifact]:
+    """The two models an interpolation mixes."""
+    inputs = mixed.manifest["inputs"]
+    return [evaluated_model(beside(mixed, EVALUATE.name, inputs[part])) for part in "ab"]
+
+
+def plan_compare(scored: Sequence[Scored]) -> Plan:
+    evaluations = [[_ref(s.evaluation), s.line_reset and _ref(s.line_reset)] for s in scored]
+    return COMPARE.plan_of({}, {"evaluations": evaluations})
+
+
+def compare(store: Store, scored: Sequence[Scored]) -> Artifact:
+    """Checks that every model was scored on the same targets, then writes the comparison (one
+    row per model: ``comparison.parquet``), the per-token table of the test split
+    (``tokens.parquet``) and a bar chart of test perplexity (``perplexity.png``)."""
+    names = [identity(s.model).name for s in scored]
+    vocabularies = [(name, _vocab_key(store, s.evaluation)) for name, s in zip(names, scored)]
+    if len({key for _, key in vocabularies}) > 1:
+        listed = ", ".join(f"{name}: {key}" for name, key in vocabularies)
         raise SeqlmError(f"models scored with different vocabularies cannot be compared ({listed})")
+    if len(set(names)) < len(names):
+        raise SeqlmError(f"two models of one name cannot be compared side by side ({names})")
 
     def produce(out: Path) -> dict[str, int]:
-        folders = {name: e.path for name, e in evaluations.items()}
-        per_token_frame(folders, "valid")
+        from seqlm.plots import perplexity_bars  # matplotlib: only where a chart is drawn
+
+        results = [model_result(s) for s in scored]
+        folders = {r.model: s.evaluation.path for r, s in zip(results, scored, strict=True)}
+        per_token_frame(folders, "valid")  # refuses models scored on other targets
         tokens = per_token_frame(folders, "test")
         tokens.write_parquet(out / TOKENS_FILE, compression="zstd")
-        test_ppl = [load_metrics(e)["test"]["ppl"] for e in evaluations.values()]
-        perplexity_bars(list(evaluations), test_ppl, out / CHART_FILE)
-        return {"targets": tokens.height, "models": len(evaluations)}
+        comparison_frame(results).write_parquet(out / COMPARISON_FILE, compression="zstd")
+        perplexity_bars([r.model for r in results], [r.test_ppl for r in results], out / CHART_FILE)
+        return {"targets": tokens.height, "models": len(results)}
 
-    return store.build(plan_comparison(evaluations), produce)
+    return store.build(plan_compare(scored), produce)
+
+
+def model_result(scored: Scored) -> ModelResult:
+    """A model's row of the comparison, from its evaluations and its artifact's manifest."""
+    manifest = scored.model.manifest
+    reset = load_metrics(scored.line_reset) if scored.line_reset else None
+    return ModelResult.from_metrics(
+        Identity(**manifest["rows"]["model"]),
+        load_metrics(scored.evaluation),
+        trained=manifest["rows"],
+        train_seconds=manifest["seconds"],
+        line_reset=reset,
+    )
+
+
+def load_comparison(compared: Artifact) -> pl.DataFrame:
+    return pl.read_parquet(compared.path / COMPARISON_FILE)
 
 
 def _vocab_key(store: Store, evaluation: Artifact) -> str:
     """The vocabulary an evaluation (or an interpolation of two) was scored with."""
     inputs = evaluation.manifest["inputs"]
-    if evaluation.stage == "interpolate":
-        part = store.get("evaluate", inputs["a"]) or store.get("interpolate", inputs["a"])
+    if evaluation.stage == INTERPOLATE.name:
+        part = store.get(EVALUATE.name, inputs["a"]) or store.get(INTERPOLATE.name, inputs["a"])
         if part is None:
             raise SeqlmError(f"{evaluation.path}: its part {inputs['a']} is not in the store")
         return _vocab_key(store, part)
@@ -129,6 +167,11 @@ def _vocab_key(store: Store, evaluation: Artifact) -> str:
 
 def load_metrics(evaluation: Artifact) -> dict[str, Any]:
     return json.loads((evaluation.path / METRICS_FILE).read_text())
+
+
+def _ref(artifact: Artifact) -> str:
+    """An input's reference when it may come from more than one stage: ``<stage>/<key>``."""
+    return f"{artifact.stage}/{artifact.key}"
 
 
 def _write_scores(
@@ -147,3 +190,18 @@ def _write_scores(
         }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return {split: metrics[split]["targets"] for split in scores}
+
+
+def _evaluate_label(arguments: Mapping[str, Any]) -> str:
+    line_reset = " (line reset)" if arguments.get("line_reset") else ""
+    return f"evaluate {identity(arguments['model']).name}{line_reset}"
+
+
+def _interpolate_label(arguments: Mapping[str, Any]) -> str:
+    parts = (identity(evaluated_model(arguments[p])).name for p in "ab")
+    return "interpolate " + "+".join(parts)
+
+
+EVALUATE = Stage("evaluate", 2, plan_evaluate, evaluate, _evaluate_label)
+INTERPOLATE = Stage("interpolate", 2, plan_interpolate, interpolate, _interpolate_label)
+COMPARE = Stage("compare", 2, plan_compare, compare, lambda a: f"compare {len(a['scored'])} models")

@@ -1,0 +1,71 @@
+"""What a stage is, and the records the stages pass on.
+
+A stage is one record: its name (its folder in the store, its Prefect task's name and its
+function's name in ``seqlm.stages``), its version, its plan (what its key is made of, known
+before any work) and its build (the artifact: found by key, or made and saved).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from seqlm.store import Artifact, Plan, Store
+
+log = logging.getLogger("seqlm.stages")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    # Bump when the same config and inputs would now give another output (a new file format, a
+    # fixed bug): the keys change, so every store builds the stage anew.
+    version: int
+    plan: Callable[..., Plan]
+    build: Callable[..., Artifact]  # (store, *inputs) -> the artifact
+    label: Callable[[Mapping[str, Any]], str]  # a run in a few words, from build's arguments
+
+    def plan_of(self, config: Mapping[str, Any], inputs: Mapping[str, Any]) -> Plan:
+        return Plan(self.name, self.version, config, inputs)
+
+    def arguments(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Build's arguments by parameter name, as Prefect hands them to a task run's name."""
+        return inspect.signature(self.build).bind(*args, **kwargs).arguments
+
+    def run(self, store: Store, *args: Any, **kwargs: Any) -> Artifact:
+        """The artifact, after one line that says how the stage went (``fit kn5  found``)."""
+        artifact = self.build(store, *args, **kwargs)
+        report(self.label(self.arguments(store, *args, **kwargs)), artifact)
+        return artifact
+
+
+def report(label: str, artifact: Artifact) -> None:
+    done = "found" if artifact.seconds is None else f"built {artifact.seconds:8.2f} s"
+    log.info("%-28s %s", label, done)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The prepared corpus every model reads: the shards (each split of each file), the
+    vocabulary of the train split, and the merged count tables (None without n-gram models)."""
+
+    shards: tuple[Artifact, ...]
+    vocab: Artifact
+    tables: Artifact | None = None
+
+    @property
+    def train_shards(self) -> list[Artifact]:
+        return [s for s in self.shards if "train" in s.manifest["rows"]]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model and its evaluations: on valid and test, and for a recurrent model also with its
+    state restarted at every line (``line_reset``). An interpolation is its own evaluation."""
+
+    model: Artifact
+    evaluation: Artifact
+    line_reset: Artifact | None = None
