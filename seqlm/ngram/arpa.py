@@ -13,6 +13,7 @@ import itertools
 import logging
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -77,6 +78,21 @@ def read_arpa(path: Path) -> NgramModel:
     return model if model is not None else _read_lines(path, data)
 
 
+class _Level(NamedTuple):
+    """One order of a model being read, sorted by ``key`` (context row × vocabulary size + word).
+
+    ``packed`` holds the n-gram's ids side by side in one integer where they fit, so that finding
+    a context of the order above is one sorted search rather than one per word (None otherwise).
+    """
+
+    context: np.ndarray
+    word: np.ndarray
+    p: np.ndarray
+    bo: np.ndarray
+    key: np.ndarray
+    packed: np.ndarray | None
+
+
 class _Irregular(Exception):
     """The file is not in the plain layout the fast reader takes (maybe not wrong: re-read)."""
 
@@ -89,6 +105,30 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
     back-off, separated by single tabs or spaces (spaces become tabs first)."""
     if b"\r" in data:
         raise _Irregular
+    sizes, first = _fast_header(data)
+    bodies = _fast_bodies(data, first, len(sizes))
+    unigrams = _fast_section(data, bodies[0], sizes, 1, pl.String)
+    if unigrams["w1"].is_duplicated().any() or unigrams["w1"].str.contains(r"\s").any():
+        raise _Irregular
+    unigrams = _with_unk(path, unigrams)
+    vocab = _vocabulary(unigrams)
+    enum = pl.Enum(vocab.tokens)
+    levels = [_unigram_level(vocab, unigrams, enum)]
+    for n in range(2, len(sizes) + 1):
+        frame = _fast_section(data, bodies[n - 1], sizes, n, enum)
+        ids = [frame[f"w{i}"].to_physical().to_numpy() for i in range(1, n + 1)]
+        p = frame["p"].to_numpy()
+        bo = frame["bo"].to_numpy() if n < len(sizes) else np.zeros(len(p))
+        del frame
+        levels.append(_link(vocab.size, levels, ids, p, bo))  # _Unlinked: re-read, name the line
+        if levels[-1].packed is not None:  # packed ids find the next contexts: drop the older ones
+            levels[-2] = levels[-2]._replace(packed=None)
+    return _model(path, vocab, levels)
+
+
+def _fast_header(data: bytes) -> tuple[list[int], int]:
+    """The ``\\data\\`` header's n-gram counts, and where the ``\\1-grams:`` marker's line starts
+    (less one: at its newline)."""
     begin = data.find(b"\\data\\\n")
     if begin < 0 or data[:begin].strip():
         raise _Irregular
@@ -108,7 +148,11 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
     if not sizes:
         raise _Irregular
     check_order(len(sizes))
-    order = len(sizes)
+    return sizes, first
+
+
+def _fast_bodies(data: bytes, first: int, order: int) -> list[tuple[int, int]]:
+    """Each order's body as ``(start, end)`` byte offsets, between its marker and the next."""
     bodies, pos = [], first + 1
     for n in range(1, order + 1):
         start = pos + len(f"\\{n}-grams:\n")
@@ -120,45 +164,33 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
         bodies.append((start, pos))
     if data[pos + len(b"\\end\\\n") :].strip():
         raise _Irregular
+    return bodies
 
-    def section(n: int, words: pl.DataType) -> pl.DataFrame:
-        start, end = bodies[n - 1]
-        while end > start and data[end - 1] in b" \t\n":
-            end -= 1
-        schema = {"p": pl.Float64} | {f"w{i}": words for i in range(1, n + 1)}
-        # Lines without a back-off read as null only after a full-width row: lead with one.
-        lead = b"0" + b"\t<s>" * n + b"\t0\n" if n < order else b""
-        body = b"".join((lead, memoryview(data)[start:end])).replace(b" ", b"\t")
-        if n < order:
-            schema["bo"] = pl.Float64
-        frame = pl.read_csv(body, separator="\t", has_header=False, schema=schema, quote_char=None)
-        if n < order:
-            frame = frame.slice(1).with_columns(pl.col("bo").fill_null(0.0))
-        if (
-            frame.height != sizes[n - 1]
-            or frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
-            or frame.select(_bad_weights(n < order).any()).item()
-        ):
-            raise _Irregular
-        return frame
 
-    unigrams = section(1, pl.String)
-    if unigrams["w1"].is_duplicated().any() or unigrams["w1"].str.contains(r"\s").any():
+def _fast_section(
+    data: bytes, body: tuple[int, int], sizes: list[int], n: int, words: pl.DataType
+) -> pl.DataFrame:
+    """Order ``n``'s entries: ``p``, ``w1..wn`` (of type ``words``) and, below the top, ``bo``."""
+    start, end = body
+    while end > start and data[end - 1] in b" \t\n":
+        end -= 1
+    top = n == len(sizes)
+    schema = {"p": pl.Float64} | {f"w{i}": words for i in range(1, n + 1)}
+    # Lines without a back-off read as null only after a full-width row: lead with one.
+    lead = b"" if top else b"0" + b"\t<s>" * n + b"\t0\n"
+    text = b"".join((lead, memoryview(data)[start:end])).replace(b" ", b"\t")
+    if not top:
+        schema["bo"] = pl.Float64
+    frame = pl.read_csv(text, separator="\t", has_header=False, schema=schema, quote_char=None)
+    if not top:
+        frame = frame.slice(1).with_columns(pl.col("bo").fill_null(0.0))
+    if (
+        frame.height != sizes[n - 1]
+        or frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
+        or frame.select(_bad_weights(not top).any()).item()
+    ):
         raise _Irregular
-    unigrams = _with_unk(path, unigrams)
-    vocab = _vocabulary(unigrams)
-    enum = pl.Enum(vocab.tokens)
-    levels = [_unigram_level(vocab, unigrams, enum)]
-    for n in range(2, order + 1):
-        frame = section(n, enum)
-        ids = [frame[f"w{i}"].to_physical().to_numpy() for i in range(1, n + 1)]
-        p = frame["p"].to_numpy()
-        bo = frame["bo"].to_numpy() if n < order else np.zeros(len(p))
-        del frame
-        levels.append(_link(vocab.size, levels, ids, p, bo))  # _Unlinked: re-read, name the line
-        if levels[-1][5] is not None:  # packed ids find the next contexts: drop the older ones
-            levels[-2] = (*levels[-2][:5], None)
-    return _model(path, vocab, levels)
+    return frame
 
 
 def _with_unk(path: Path, unigrams: pl.DataFrame) -> pl.DataFrame:
@@ -182,12 +214,13 @@ def _vocabulary(unigrams: pl.DataFrame) -> Vocabulary:
     )
 
 
-def _unigram_level(vocab: Vocabulary, unigrams: pl.DataFrame, enum: pl.DataType) -> tuple:
+def _unigram_level(vocab: Vocabulary, unigrams: pl.DataFrame, enum: pl.DataType) -> _Level:
     ids = unigrams["w1"].cast(enum).to_physical().to_numpy().astype(np.int64)
     order = np.argsort(ids)
     p = unigrams["p"].to_numpy()[order]
     bo = unigrams["bo"].to_numpy()[order] if "bo" in unigrams.columns else np.zeros(len(ids))
-    return np.zeros(vocab.size, dtype=np.int64), ids[order], p, bo, ids[order], ids[order]
+    ids = ids[order]
+    return _Level(np.zeros(vocab.size, dtype=np.int64), ids, p, bo, key=ids, packed=ids)
 
 
 class _Unlinked(Exception):
@@ -196,24 +229,21 @@ class _Unlinked(Exception):
         self.row, self.problem = row, problem
 
 
-def _link(size: int, levels: list, ids: list[np.ndarray], p: np.ndarray, bo: np.ndarray) -> tuple:
-    """One order's level ``(context, word, p, bo, key, packed)`` sorted by key, from its word
-    ids and the levels below; ``_Unlinked`` names an entry whose context is unlisted, or a repeat.
-
-    ``packed`` holds the n-gram's ids side by side in one integer where they fit, so that finding
-    a context is one sorted search rather than one per word.
-    """
+def _link(
+    size: int, levels: list[_Level], ids: list[np.ndarray], p: np.ndarray, bo: np.ndarray
+) -> _Level:
+    """One order's level from its word ids and the levels below; ``_Unlinked`` names an entry
+    whose context is unlisted, or a repeat."""
     n, bits = len(ids), max(int(size - 1).bit_length(), 1)
     word = ids[-1].astype(np.int64)
     if n == 2:
         rows = ids[0].astype(np.int64)
-    elif levels[-1][5] is not None:
-        prefix = _pack(ids[:-1], bits)
-        rows = lookup(levels[-1][5], prefix)
+    elif levels[-1].packed is not None:
+        rows = lookup(levels[-1].packed, _pack(ids[:-1], bits))
     else:
         rows = ids[0].astype(np.int64)
         for k in range(2, n):
-            rows = lookup(levels[k - 1][4], rows * size + ids[k - 1])
+            rows = lookup(levels[k - 1].key, rows * size + ids[k - 1])
             if np.any(rows < 0):
                 break
     if np.any(rows < 0):
@@ -221,13 +251,13 @@ def _link(size: int, levels: list, ids: list[np.ndarray], p: np.ndarray, bo: np.
     key = rows * size + word
     packed = _pack(ids, bits) if n * bits <= 63 else None
     if np.all(key[1:] > key[:-1]):
-        return rows, word, p, bo, key, packed
+        return _Level(rows, word, p, bo, key, packed)
     order = np.argsort(key, kind="stable")
     key = key[order]
     if np.any(key[1:] == key[:-1]):
         raise _Unlinked(int(order[1:][key[1:] == key[:-1]][0]), " is listed twice")
     packed = packed[order] if packed is not None else None
-    return rows[order], word[order], p[order], bo[order], key, packed
+    return _Level(rows[order], word[order], p[order], bo[order], key, packed)
 
 
 def _pack(ids: list[np.ndarray], bits: int) -> np.ndarray:
@@ -238,15 +268,14 @@ def _pack(ids: list[np.ndarray], bits: int) -> np.ndarray:
     return out
 
 
-def _model(path: Path, vocab: Vocabulary, levels: list) -> NgramModel:
-    context, word, prob, backoff, *_ = zip(*levels, strict=True)
+def _model(path: Path, vocab: Vocabulary, levels: list[_Level]) -> NgramModel:
     return NgramModel(
         vocab,
-        list(context),
-        list(word),
-        list(prob),
-        list(backoff),
-        {"smoothing": "arpa", "source": str(path)},
+        context=[level.context for level in levels],
+        word=[level.word for level in levels],
+        log10_prob=[level.p for level in levels],
+        log10_backoff=[level.bo for level in levels],
+        info={"smoothing": "arpa", "source": str(path)},
     )
 
 
