@@ -28,10 +28,6 @@ class UnigramModel:
         with np.errstate(divide="ignore"):
             return cls(np.log(counts) - np.log(counts.sum()))
 
-    @property
-    def num_parameters(self) -> int:
-        return len(self.logprob) - 1
-
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         """Natural-log probability of each target."""
         return self.logprob[stream]

@@ -33,10 +33,9 @@ VOCAB_FILE = "vocab.parquet"
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Per target: log10 p, and the length of the longest n-gram that matched."""
+    """Per target: log10 p, and where each line ends."""
 
     log10_prob: np.ndarray
-    matched: np.ndarray
     line_end: np.ndarray  # True at each line's </s>
 
     def sentence_log10(self) -> np.ndarray:
@@ -67,15 +66,6 @@ class NgramModel:
     def _keys(self) -> list[np.ndarray]:
         return [c * self.vocab.size + w for c, w in zip(self.context, self.word, strict=True)]
 
-    def words(self, n: int) -> list[np.ndarray]:
-        """The columns w1..wn of order n, rebuilt by walking the context rows down."""
-        cols = [self.word[n - 1]]
-        rows = self.context[n - 1]
-        for k in range(n - 1, 0, -1):
-            cols.append(self.word[k - 1][rows])
-            rows = self.context[k - 1][rows]
-        return cols[::-1]
-
     def score_tokens(self, stream: np.ndarray) -> TokenScores:
         """log10 p of every target of a vocabulary stream, each line from a one-``<s>`` context."""
         stream = np.asarray(stream)
@@ -84,7 +74,6 @@ class NgramModel:
         padded, offset = pad_lines(stream)
         row = lookup(self._keys[0], padded)  # rows of the n-gram of each order ending at t
         best = np.where(row >= 0, self.log10_prob[0][np.maximum(row, 0)], -np.inf)
-        matched = np.where(row >= 0, 1, 0)
         backoff = np.zeros(len(padded))  # Σ back-offs of contexts from the match's length up
         for n in range(2, self.order + 1):
             context_row = np.roll(row, 1)
@@ -95,13 +84,8 @@ class NgramModel:
             found = row >= 0
             best = np.where(found, self.log10_prob[n - 1][np.maximum(row, 0)], best)
             backoff[found] = 0.0
-            matched[found] = n
         is_target = offset > 0
-        return TokenScores(
-            log10_prob=(best + backoff)[is_target],
-            matched=matched[is_target],
-            line_end=stream == EOS_ID,
-        )
+        return TokenScores(log10_prob=(best + backoff)[is_target], line_end=stream == EOS_ID)
 
     def _backoff_at(self, k: int, context_row: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """Back-off of the length-k context ending just before each position (0 if unlisted)."""

@@ -125,10 +125,6 @@ class RNNScorer:
     reset_each_line: bool = False
     columns: int = 1
 
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())  # a tied matrix counts once
-
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         return score_stream(
             self.model, stream, reset_each_line=self.reset_each_line, columns=self.columns
