@@ -1,6 +1,6 @@
 """The MLflow Model Registry: the best model of a corpus, and its ``champion`` alias.
 
-A model is logged as code (``seqlm/registry_model.py``) with the ``seqlm`` package beside it and
+A model is logged as code (``tasks/registry_model.py``) with the ``seqlm`` package beside it and
 the model folders as artifacts: loading it from the registry unpickles nothing and needs neither
 Prefect nor this package.
 """
@@ -33,7 +33,7 @@ log = logging.getLogger("seqlm.registry")
 
 CHAMPION = "champion"
 LIBRARY = Path(seqlm.__file__).parent
-MODEL_CODE = LIBRARY / "registry_model.py"
+MODEL_CODE = Path(__file__).with_name("registry_model.py")
 # What loading the model imports (the registry tests check it), at the versions that logged it.
 _REQUIREMENTS = [
     *(
@@ -43,7 +43,7 @@ _REQUIREMENTS = [
     "torch==2.13.0",
 ]
 MAX_NAME = 100
-# What seqlm/registry_model.py takes and gives: text, one line a row; each target's ln p.
+# What tasks/registry_model.py takes and gives: text, one line a row; each target's ln p.
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.string, "text")]),
     outputs=Schema([ColSpec(DataType.string, "target"), ColSpec(DataType.double, "logprob")]),

@@ -1,9 +1,9 @@
 """The registered model's definition, logged to MLflow as code ("models from code").
 
-MLflow runs this file to load a registered seqlm model, so loading unpickles no Python object and
-needs neither Prefect nor the ``tasks`` package: only this file and the ``seqlm`` package, which
-is logged beside it. It is MLflow's model definition, not part of the library: nothing in
-``seqlm`` imports it (the library stays free of MLflow), and ``tasks.registry`` names it by path.
+MLflow runs this file by its path to load a registered seqlm model, so loading unpickles no
+Python object and needs neither Prefect nor the rest of the ``tasks`` package (whose
+``__init__`` it never runs): only this file and the ``seqlm`` package, which is logged beside it.
+Nothing imports it: ``tasks.registry`` names it by path.
 
 The model scores text (a ``text`` column, one line a row) with the model's own tokenizer and
 vocabulary and returns each target's natural-log probability, so reloading the champion from the

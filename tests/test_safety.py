@@ -27,17 +27,14 @@ from flows.corpus_to_model import corpus_to_model
 from flows.guard import ROOTS_ENV, check_deployment_request, corpus_roots
 from seqlm.errors import SeqlmError
 from tasks.registry import CHAMPION, MAX_NAME, registered_name
-from tests.helpers import BUNDLED
+from tests.helpers import bundled_corpus, run_seqlm
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    path = tmp_path / "corpus" / "input.txt"
-    path.parent.mkdir()
-    path.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:1000]))
-    return path
+    return bundled_corpus(tmp_path / "corpus" / "input.txt", 1000)
 
 
 def config(tmp_path: Path, experiment: str, rnn: bool = False) -> dict:
@@ -151,7 +148,7 @@ def test_the_registered_model_loads_as_code_without_prefect(prefect_server, corp
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path)))
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert not any(f.endswith(".pkl") for f in files), sorted(files)
-    assert "code/seqlm/registry_model.py" in files
+    assert "registry_model.py" in files  # the model's definition, beside MLmodel
     assert {f.split("/")[1] for f in files if f.startswith("code/")} == {"seqlm"}
     requirements = (folder / "requirements.txt").read_text().split()
     assert "torch==2.13.0" in requirements
@@ -256,8 +253,7 @@ def test_commands_write_nothing_in_the_home_folder(tmp_path):
     project = tmp_path / "project"
     home.mkdir()
     project.mkdir()
-    text = project / "corpus.txt"
-    text.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:1000]))
+    text = bundled_corpus(project / "corpus.txt", 1000)
     tiny = ["--emsize", "8", "--nhid", "8", "--epochs", "1", "--max-minutes", "0.05"]
     commands = [
         ["ngram", "estimate", str(text), "-o", "2", "--arpa", "kn2.arpa"],
@@ -265,14 +261,7 @@ def test_commands_write_nothing_in_the_home_folder(tmp_path):
         ["run", "--corpus", str(text), "--set", "rnn.models=[]", "--set", "orders=[2]"],
     ]
     for args in commands:
-        done = subprocess.run(
-            [str(BIN / "seqlm"), *args],
-            cwd=project,
-            env=project_env(home),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_seqlm(args, cwd=project, env=project_env(home))
         assert done.returncode == 0, done.stderr
         assert not list(home.rglob("*")), (args, sorted(home.rglob("*")))
     assert (project / "rnn" / "learning_curve.png").is_file()
