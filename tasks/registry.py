@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,8 +27,11 @@ from prefect.cache_policies import NO_CACHE
 
 import seqlm
 from seqlm.corpus import SUFFIXES
-from seqlm.report import Fitted, ModelResult
-from tasks.tracking import Tracker
+from seqlm.report import ModelResult, identity
+from seqlm.stages import Prepared, interpolated_parts, load_metrics
+from seqlm.store import Artifact
+from seqlm.vocab import VOCAB_FILE
+from tasks.tracking import PipelineRun
 
 log = logging.getLogger("seqlm.registry")
 
@@ -77,15 +81,12 @@ def champion_alias(corpus_key: str) -> str:
 
 @task(name="register-champion", cache_policy=NO_CACHE)
 def register_champion(
-    experiment: str,
-    parent_run: str,
+    parent: PipelineRun,
     corpus: str,
     tokenizer: str,
-    vocab_path: Path,
-    candidate: Fitted,
-    parts: list[Fitted],
+    data: Prepared,
+    models: Sequence[Artifact],
     result: ModelResult,
-    tags: dict[str, str],
 ) -> str | None:
     """One champion per corpus content key (alias ``champion-<corpus key>``); ``champion`` is
     that of the corpus content of the latest run. The champion moves to ``candidate`` only when
@@ -93,7 +94,10 @@ def register_champion(
     targets (same vocabulary key); a model scored on other targets never replaces it. A model
     registered before (same model keys) is not logged again. Returns the champion's version
     when it moved, else None."""
-    client = Tracker(experiment).client
+    candidate = next(m for m in models if identity(m).name == result.model)
+    parts = interpolated_parts(candidate) if "parts" in candidate.manifest["rows"] else [candidate]
+    tags = parent.tags
+    client = parent.tracker.client
     name = registered_name(corpus)
     alias = champion_alias(tags["corpus_key"])
     champion = _champion(client, name, tags["corpus_key"])
@@ -101,27 +105,27 @@ def register_champion(
         if champion.tags.get("vocab_key") != tags["vocab_key"]:
             log.info(
                 "%s v%s stays champion: %s was scored on other targets (another vocabulary)",
-                name, champion.version, candidate.name,
+                name, champion.version, result.model,
             )  # fmt: skip
         elif result.test_ppl >= (best := float(champion.tags["test_ppl"])):
             log.info(
                 "%s v%s stays champion (test perplexity %.3f ≤ %.3f of %s)",
-                name, champion.version, best, result.test_ppl, candidate.name,
+                name, champion.version, best, result.test_ppl, result.model,
             )  # fmt: skip
         else:
             champion = None
     if champion is not None:
         client.set_registered_model_alias(name, CHAMPION, champion.version)
         return None
-    model_keys = ",".join(part.model.key for part in parts)
+    model_keys = ",".join(part.key for part in parts)
     found = client.search_model_versions(f"name = '{name}' and tags.model_keys = '{model_keys}'")
     if found:  # registered before (its alias since moved on): the folders are not copied again
         version = str(found[0].version)
     else:
         version = _log_version(
-            experiment, parent_run, name, tokenizer, vocab_path, candidate, parts, tags
+            parent, name, tokenizer, data.vocab.path / VOCAB_FILE, candidate, parts
         )
-        version_tags = {**tags, "test_ppl": str(result.test_ppl), "model": candidate.name}
+        version_tags = {**tags, "test_ppl": str(result.test_ppl), "model": result.model}
         for key, value in (version_tags | {"model_keys": model_keys}).items():
             client.set_model_version_tag(name, version, key, value)
     for moved in (alias, CHAMPION):
@@ -144,31 +148,22 @@ def _champion(client: MlflowClient, name: str, corpus_key: str) -> ModelVersion 
 
 
 def _log_version(
-    experiment: str,
-    parent_run: str,
+    parent: PipelineRun,
     name: str,
     tokenizer: str,
     vocab_path: Path,
-    candidate: Fitted,
-    parts: list[Fitted],
-    tags: dict[str, str],
+    candidate: Artifact,
+    parts: list[Artifact],
 ) -> str:
     """A new model version, logged from a child run of the pipeline run."""
-    tracker = Tracker(experiment)
-    run = tracker.start_run(
-        f"register {candidate.name}",
-        {"model": candidate.name},
-        tags={"family": "registry", **tags},
-        parent=parent_run,
-    )
+    tracker = parent.tracker
+    model = identity(candidate).name
+    run = parent.start_model_run(f"register {model}", "registry", {"model": model})
     artifacts = {"vocab": str(vocab_path)} | {
-        f"part{i}": str(part.model.path) for i, part in enumerate(parts)
+        f"part{i}": str(part.path) for i, part in enumerate(parts)
     }
-    config = {
-        "tokenizer": tokenizer,
-        "stages": [part.model.stage for part in parts],
-        "weight": candidate.params.get("weight"),
-    }
+    weight = load_metrics(candidate)["weight"] if len(parts) > 1 else None
+    config = {"tokenizer": tokenizer, "stages": [part.stage for part in parts], "weight": weight}
     try:
         with mlflow.start_run(run_id=run):
             info = mlflow.pyfunc.log_model(

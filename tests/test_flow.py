@@ -15,16 +15,17 @@ from mlflow.tracking import MlflowClient
 from flows.cli import main
 from flows.corpus_to_model import corpus_to_model
 from tasks.registry import CHAMPION, registered_name
-from tests.helpers import BUNDLED
+from tests.helpers import bundled_corpus
+
+# Every test here runs the whole flow on Prefect's test server.
+pytestmark = pytest.mark.slow
 
 METRICS = {"test_ppl", "test_ppl_no_unk", "valid_ppl", "oov_rate", "train_seconds"}
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:2000]))
-    return path
+    return bundled_corpus(tmp_path / "corpus.txt", 2000)
 
 
 def config(tmp_path, experiment: str, rnn: bool = False) -> dict:
@@ -43,8 +44,22 @@ def config(tmp_path, experiment: str, rnn: bool = False) -> dict:
     }
 
 
-def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_path):
-    result = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow", rnn=True))
+@pytest.fixture(scope="module")
+def ladder(prefect_server, tmp_path_factory):
+    """The flow run twice on one corpus and store (the second finds every stage): the folder,
+    the corpus and both results."""
+    folder = tmp_path_factory.mktemp("flow")
+    corpus = bundled_corpus(folder / "corpus.txt", 2000)
+    first = corpus_to_model(corpus=str(corpus), config=config(folder, "flow", rnn=True))
+    built = {p: p.stat().st_mtime for p in (folder / "store").glob("*/*/manifest.json")}
+    second = corpus_to_model(corpus=str(corpus), config=config(folder, "flow", rnn=True))
+    rebuilt = {p: p.stat().st_mtime for p in (folder / "store").glob("*/*/manifest.json")}
+    assert rebuilt == built  # the second run found every stage in the store
+    return folder, corpus, first, second
+
+
+def test_flow_tracks_a_parent_and_a_child_per_model(ladder):
+    _, corpus, result, again = ladder
     rows = result["comparison"]
     names = [r["model"] for r in rows]
     assert names[:4] == ["unigram", "kn2", "kn3", "lstm"]
@@ -60,15 +75,16 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name("flow")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert len(parents) == 1
+    parent = client.get_run(result["mlflow_run"])
+    children = {
+        r.info.run_name: r
+        for r in client.search_runs(
+            [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+    }
     assert sorted(children) == sorted([*names, f"register {best['model']}"])
-    parent = parents[0]
     for row in rows:
         child = children[row["model"]]
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["family"] == row["family"]
         assert child.data.tags["vocab_key"] == parent.data.params["vocab_key"]
         assert set(child.data.metrics) >= METRICS
@@ -107,37 +123,47 @@ def test_flow_tracks_a_parent_and_a_child_per_model(prefect_server, corpus, tmp_
     assert all(len(result["samples"][name]) == 3 for name in names[:3])
     assert all(all(lines) for lines in result["samples"].values())
 
-    # A second run finds every stage in the store and records a new pipeline run.
-    store = tmp_path / "store"
-    built = {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")}
-    again = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "flow", rnn=True))
-    assert again["comparison"] == rows
-    assert {p: p.stat().st_mtime for p in store.glob("*/*/manifest.json")} == built
+    # The second run found every stage in the store and recorded a new pipeline run.
+    assert again["comparison"] == rows and again["mlflow_run"] != result["mlflow_run"]
     # One registration run (the first champion) beside two pipelines of 1 + len(rows) runs.
     assert len(client.search_runs([experiment.experiment_id])) == 2 * (1 + len(rows)) + 1
 
 
-def test_champion_reloads_from_the_registry(prefect_server, corpus, tmp_path):
-    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry", rnn=True))[
-        "comparison"
-    ]
+def test_the_comparison_comes_from_the_library_alone(ladder):
+    """The table the flow returns is the compare stage's, in the store."""
+    from seqlm import stages
+    from seqlm.store import Store
+
+    folder, _, result, _ = ladder
+    store = Store(folder / "store")
+    (compared,) = [store.get("compare", p.name) for p in (folder / "store/compare").iterdir()]
+    assert stages.load_comparison(compared).to_dicts() == result["comparison"]
+
+
+def test_champion_reloads_from_the_registry(ladder):
+    folder, corpus, result, _ = ladder
+    rows = result["comparison"]
     name = registered_name(str(corpus))
     client = MlflowClient()
     champion = client.get_model_version_by_alias(name, CHAMPION)
     best = min(rows, key=lambda r: r["valid_ppl"])
     assert champion.tags["model"] == best["model"]
     assert float(champion.tags["test_ppl"]) == pytest.approx(best["test_ppl"])
+    # The second run, no better, left the alias where the first run's registration put it.
+    assert champion.run_id in {
+        r.info.run_id
+        for r in client.search_runs(
+            [client.get_experiment_by_name("flow").experiment_id],
+            f"tags.mlflow.parentRunId = '{result['mlflow_run']}'",
+        )
+    }
 
     # Loaded back through the registry, it scores the test text to the same perplexity.
-    test_lines = pl.read_parquet(next((tmp_path / "store" / "ingest").glob("*/test.parquet")))
+    test_lines = pl.read_parquet(next((folder / "store" / "ingest").glob("*/test.parquet")))
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
     scores = model.predict(pd.DataFrame({"text": test_lines["tokens"].list.join(" ")}))
     assert len(scores) == best["targets"]
     assert np.exp(-scores["logprob"].mean()) == pytest.approx(best["test_ppl"], rel=1e-9)
-
-    # A run that does not beat it leaves the alias where it was.
-    corpus_to_model(corpus=str(corpus), config=config(tmp_path, "registry", rnn=True))
-    assert client.get_model_version_by_alias(name, CHAMPION).version == champion.version
 
 
 def test_cli_run_writes_the_report(prefect_server, corpus, tmp_path, capsys):
@@ -168,13 +194,13 @@ def test_cli_bad_input_is_one_clear_line(prefect_server, tmp_path, capsys):
     assert not list(store.glob("*/*"))
 
 
-def test_compare_reads_recent_runs_from_mlflow(prefect_server, corpus, tmp_path, capsys):
-    rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "compare"))["comparison"]
+def test_compare_reads_recent_runs_from_mlflow(ladder, capsys):
+    rows = ladder[2]["comparison"]
     capsys.readouterr()
-    assert main(["compare", "--experiment", "compare", "--last", "5"]) == 0
+    assert main(["compare", "--experiment", "flow", "--last", "5"]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].split(" | ")[3:] == [r["model"] for r in rows] + ["config |"]
-    assert len(table) == 3  # header, rule, the one run
+    assert len(table) == 4  # header, rule, the two runs
     assert f"{rows[0]['test_ppl']:,.2f}" in table[2]
     assert main(["compare", "--experiment", "nowhere"]) == 1
     assert "no experiment 'nowhere'" in capsys.readouterr().err
