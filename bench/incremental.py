@@ -89,9 +89,8 @@ def folders(store: Store) -> set[Path]:
 
 def check_recount(store: Store, tables: Artifact) -> float:
     """Assert the merged tables equal all train text counted at once; returns that count's time."""
-    vocab = stages.load_vocabulary(store.get("vocab", tables.manifest["inputs"]["vocab"]))
-    counts = [store.get("counts", key) for key in tables.manifest["inputs"]["counts"]]
-    shards = [store.path("ingest", c.manifest["inputs"]["shard"]) for c in counts]
+    vocab = stages.load_vocabulary(*stages.inputs(tables, "vocab"))
+    shards = [s.path for c in stages.inputs(tables, "counts") for s in stages.inputs(c, "shard")]
     merged = read_tables(tables.path / stages.TABLES_DIR)
     start = time.perf_counter()
     train = corpus.load_split(shards, "train")

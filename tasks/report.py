@@ -23,14 +23,13 @@ from seqlm.stages import (
     HISTORY_FILE,
     LOADERS,
     NGRAM,
-    TABLES,
     TOKENS_FILE,
     Prepared,
     load_comparison,
     load_metrics,
     load_vocabulary,
 )
-from seqlm.stages.data import beside
+from seqlm.stages.stage import resolve
 from seqlm.store import Artifact
 from tasks.tracking import PipelineRun, pipeline_metrics
 
@@ -48,7 +47,7 @@ def model_params(model: Artifact) -> dict[str, Any]:
     manifest = model.manifest
     params = dict(manifest["config"])
     if model.stage == NGRAM.name:  # the count tables stay in the store, referenced
-        tables = beside(model, TABLES.name, manifest["note"]["tables"])
+        tables = resolve(model, manifest["note"]["tables"])
         params |= {"tables_key": tables.key, "tables_path": str(tables.path)}
     if "parts" in manifest["rows"]:
         params |= {

@@ -61,8 +61,7 @@ def assert_merged_tables_recount(store: Store, tables: Artifact) -> tuple[Vocabu
 
     folder = tables.path / stages.TABLES_DIR
     vocab = Vocabulary.load(folder / VOCAB_FILE)
-    counts = [store.get("counts", key) for key in tables.manifest["inputs"]["counts"]]
-    shards = [store.path("ingest", c.manifest["inputs"]["shard"]) for c in counts]
+    shards = [s.path for c in stages.inputs(tables, "counts") for s in stages.inputs(c, "shard")]
     train = corpus.load_split(shards, "train")
     merged = read_tables(folder)
     recount = count_ngrams(vocab.stream(train), len(merged), vocab.size)

@@ -61,7 +61,7 @@ from seqlm.stages.models import (
     rnn,
     unigram,
 )
-from seqlm.stages.stage import Prepared, Scored, Stage
+from seqlm.stages.stage import Prepared, Scored, Stage, inputs, ref, resolve
 
 # Every stage, in pipeline order.
 STAGES = {
@@ -101,6 +101,7 @@ __all__ = [
     "evaluate",
     "evaluated_model",
     "ingest",
+    "inputs",
     "interpolate",
     "interpolated_parts",
     "list_count_tables",
@@ -120,6 +121,8 @@ __all__ = [
     "plan_types",
     "plan_unigram",
     "plan_vocab",
+    "ref",
+    "resolve",
     "rnn",
     "tables",
     "types",

@@ -19,7 +19,7 @@ from seqlm import corpus
 from seqlm.config import CorpusConfig, VocabConfig
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
 from seqlm.ngram.counts import id_dtype, word_columns
-from seqlm.stages.stage import Stage
+from seqlm.stages.stage import Stage, inputs, ref
 from seqlm.store import Artifact, Plan, Store, file_digest
 from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary, merge_vocabularies
 
@@ -45,7 +45,7 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
 
 
 def plan_types(shard: Artifact) -> Plan:
-    return TYPES.plan_of({}, {"shard": shard.key})
+    return TYPES.plan_of({}, {"shard": ref(shard)})
 
 
 def types(store: Store, shard: Artifact) -> Artifact:
@@ -62,7 +62,7 @@ def types(store: Store, shard: Artifact) -> Artifact:
 
 def plan_counts(shard: Artifact, order: int) -> Plan:
     # The shard's type ids are its types artifact's, whose key follows from the shard's.
-    return COUNTS.plan_of({"order": order}, {"shard": shard.key})
+    return COUNTS.plan_of({"order": order}, {"shard": ref(shard)})
 
 
 def counts(store: Store, shard: Artifact, order: int) -> Artifact:
@@ -82,7 +82,7 @@ def counts(store: Store, shard: Artifact, order: int) -> Artifact:
 
 
 def plan_vocab(shard_types: Sequence[Artifact], config: VocabConfig) -> Plan:
-    return VOCAB.plan_of(asdict(config), {"types": [t.key for t in shard_types]})
+    return VOCAB.plan_of(asdict(config), {"types": [ref(t) for t in shard_types]})
 
 
 def vocab(store: Store, shard_types: Sequence[Artifact], config: VocabConfig) -> Artifact:
@@ -104,12 +104,7 @@ def load_vocabulary(vocabulary: Artifact) -> Vocabulary:
 def vocab_tokenizer(vocabulary: Artifact) -> str:
     """How the text of the vocabulary's shards was split into tokens: each model records it,
     since scoring a text must split it the same way."""
-    shard_types = [
-        beside(vocabulary, TYPES.name, key) for key in vocabulary.manifest["inputs"]["types"]
-    ]
-    return shards_tokenizer(
-        [beside(t, INGEST.name, t.manifest["inputs"]["shard"]) for t in shard_types]
-    )
+    return shards_tokenizer([s for t in inputs(vocabulary, "types") for s in inputs(t, "shard")])
 
 
 def shards_tokenizer(shards: Sequence[Artifact]) -> str:
@@ -117,14 +112,8 @@ def shards_tokenizer(shards: Sequence[Artifact]) -> str:
     return tokenizer
 
 
-def beside(artifact: Artifact, stage: str, key: str) -> Artifact:
-    """An input of ``artifact`` (its ``stage`` and ``key``), in the same store."""
-    store = artifact.path.parents[1]  # <store>/<stage>/<key>
-    return Artifact(stage, key, store / stage / key)
-
-
 def plan_tables(shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Plan:
-    return TABLES.plan_of({}, {"counts": [c.key for c in shard_counts], "vocab": vocabulary.key})
+    return TABLES.plan_of({}, {"counts": [ref(c) for c in shard_counts], "vocab": ref(vocabulary)})
 
 
 def tables(store: Store, shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Artifact:

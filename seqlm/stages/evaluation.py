@@ -24,9 +24,9 @@ from seqlm.compare import per_token_frame
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.report import Identity, ModelResult, comparison_frame, identity
-from seqlm.stages.data import beside, load_vocabulary
+from seqlm.stages.data import load_vocabulary
 from seqlm.stages.models import LOADERS
-from seqlm.stages.stage import Prepared, Scored, Stage
+from seqlm.stages.stage import Prepared, Scored, Stage, inputs, ref
 from seqlm.store import Artifact, Plan, Store
 
 METRICS_FILE = "metrics.json"
@@ -37,7 +37,11 @@ EVAL_SPLITS = ("valid", "test")
 
 
 def plan_evaluate(model: Artifact, data: Prepared, line_reset: bool = False) -> Plan:
-    inputs = {"model": _ref(model), "vocab": data.vocab.key, "shards": [s.key for s in data.shards]}
+    inputs = {
+        "model": ref(model),
+        "vocab": ref(data.vocab),
+        "shards": [ref(s) for s in data.shards],
+    }
     return EVALUATE.plan_of({"line_reset": True} if line_reset else {}, inputs)
 
 
@@ -63,7 +67,7 @@ def evaluate(store: Store, model: Artifact, data: Prepared, line_reset: bool = F
 
 
 def plan_interpolate(a: Artifact, b: Artifact) -> Plan:
-    return INTERPOLATE.plan_of({}, {"a": a.key, "b": b.key})
+    return INTERPOLATE.plan_of({}, {"a": ref(a), "b": ref(b)})
 
 
 def interpolate(store: Store, a: Artifact, b: Artifact) -> Artifact:
@@ -95,18 +99,17 @@ def evaluated_model(evaluation: Artifact) -> Artifact:
     """The model an evaluation scored (an interpolation is its own model)."""
     if evaluation.stage == INTERPOLATE.name:
         return evaluation
-    stage, key = evaluation.manifest["inputs"]["model"].split("/")
-    return beside(evaluation, stage, key)
+    (model,) = inputs(evaluation, "model")
+    return model
 
 
 def interpolated_parts(mixed: Artifact) -> list[Artifact]:
     """The two models an interpolation mixes."""
-    inputs = mixed.manifest["inputs"]
-    return [evaluated_model(beside(mixed, EVALUATE.name, inputs[part])) for part in "ab"]
+    return [evaluated_model(*inputs(mixed, part)) for part in "ab"]
 
 
 def plan_compare(scored: Sequence[Scored]) -> Plan:
-    evaluations = [[_ref(s.evaluation), s.line_reset and _ref(s.line_reset)] for s in scored]
+    evaluations = [[ref(s.evaluation), s.line_reset and ref(s.line_reset)] for s in scored]
     return COMPARE.plan_of({}, {"evaluations": evaluations})
 
 
@@ -115,7 +118,7 @@ def compare(store: Store, scored: Sequence[Scored]) -> Artifact:
     row per model: ``comparison.parquet``), the per-token table of the test split
     (``tokens.parquet``) and a bar chart of test perplexity (``perplexity.png``)."""
     names = [identity(s.model).name for s in scored]
-    vocabularies = [(name, _vocab_key(store, s.evaluation)) for name, s in zip(names, scored)]
+    vocabularies = [(name, _vocab_key(s.evaluation)) for name, s in zip(names, scored, strict=True)]
     if len({key for _, key in vocabularies}) > 1:
         listed = ", ".join(f"{name}: {key}" for name, key in vocabularies)
         raise SeqlmError(f"models scored with different vocabularies cannot be compared ({listed})")
@@ -154,24 +157,15 @@ def load_comparison(compared: Artifact) -> pl.DataFrame:
     return pl.read_parquet(compared.path / COMPARISON_FILE)
 
 
-def _vocab_key(store: Store, evaluation: Artifact) -> str:
+def _vocab_key(evaluation: Artifact) -> str:
     """The vocabulary an evaluation (or an interpolation of two) was scored with."""
-    inputs = evaluation.manifest["inputs"]
     if evaluation.stage == INTERPOLATE.name:
-        part = store.get(EVALUATE.name, inputs["a"]) or store.get(INTERPOLATE.name, inputs["a"])
-        if part is None:
-            raise SeqlmError(f"{evaluation.path}: its part {inputs['a']} is not in the store")
-        return _vocab_key(store, part)
-    return inputs["vocab"]
+        return _vocab_key(*inputs(evaluation, "a"))
+    return evaluation.manifest["inputs"]["vocab"]
 
 
 def load_metrics(evaluation: Artifact) -> dict[str, Any]:
     return json.loads((evaluation.path / METRICS_FILE).read_text())
-
-
-def _ref(artifact: Artifact) -> str:
-    """An input's reference when it may come from more than one stage: ``<stage>/<key>``."""
-    return f"{artifact.stage}/{artifact.key}"
 
 
 def _write_scores(

@@ -22,15 +22,12 @@ from seqlm.lm import LanguageModel
 from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
 from seqlm.report import Identity
 from seqlm.stages.data import (
-    TABLES,
     TABLES_DIR,
-    VOCAB,
-    beside,
     load_vocabulary,
     shards_tokenizer,
     vocab_tokenizer,
 )
-from seqlm.stages.stage import Prepared, Stage
+from seqlm.stages.stage import Prepared, Stage, inputs, ref, resolve
 from seqlm.store import Artifact, Plan, Store
 from seqlm.unigram import UnigramModel
 from seqlm.vocab import VOCAB_FILE, Vocabulary
@@ -48,7 +45,7 @@ CURVE_FILE = "learning_curve.png"
 
 
 def plan_unigram(vocab: Artifact, config: UnigramConfig) -> Plan:
-    return UNIGRAM.plan_of(asdict(config), {"vocab": vocab.key})
+    return UNIGRAM.plan_of(asdict(config), {"vocab": ref(vocab)})
 
 
 def unigram(store: Store, vocab: Artifact, config: UnigramConfig) -> Artifact:
@@ -96,7 +93,7 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
             add_k=config.add_k,
             discount_fallback=config.discount_fallback,
         )
-        tokenizer = vocab_tokenizer(beside(tables, VOCAB.name, tables.manifest["inputs"]["vocab"]))
+        tokenizer = vocab_tokenizer(*inputs(tables, "vocab"))
         model.info["tokenizer"] = tokenizer  # scoring a text must split it the same way
         model.save(out / MODEL)
         if config.arpa:
@@ -108,15 +105,16 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
         return {"model": name.as_dict(), "parameters": parameters, "tokenizer": tokenizer} | orders
 
     # The count tables stay in the store: the model's runs reference them by key and path.
-    return store.build(plan_ngram(tables, order, config), produce, note={"tables": tables.key})
+    return store.build(plan_ngram(tables, order, config), produce, note={"tables": ref(tables)})
 
 
 def model_vocabulary(model: Artifact) -> Artifact:
     """The vocabulary whose ids a model predicts."""
     if model.stage == NGRAM.name:
-        tables = beside(model, TABLES.name, model.manifest["note"]["tables"])
-        return beside(model, VOCAB.name, tables.manifest["inputs"]["vocab"])
-    return beside(model, VOCAB.name, model.manifest["inputs"]["vocab"])
+        (vocabulary,) = inputs(resolve(model, model.manifest["note"]["tables"]), "vocab")
+        return vocabulary
+    (vocabulary,) = inputs(model, "vocab")
+    return vocabulary
 
 
 def plan_rnn(data: Prepared, model: str, config: RnnConfig) -> Plan:
@@ -126,7 +124,7 @@ def plan_rnn(data: Prepared, model: str, config: RnnConfig) -> Plan:
     settings = {k: v for k, v in asdict(config).items() if k not in unkeyed}
     if config.max_minutes:
         settings["max_minutes"] = config.max_minutes
-    inputs = {"vocab": data.vocab.key, "shards": [s.key for s in data.shards]}
+    inputs = {"vocab": ref(data.vocab), "shards": [ref(s) for s in data.shards]}
     return RNN.plan_of(settings | {"model": model}, inputs)
 
 

@@ -47,6 +47,23 @@ def report(label: str, artifact: Artifact) -> None:
     log.info("%-28s %s", label, done)
 
 
+def ref(artifact: Artifact) -> str:
+    """How a plan names an input artifact, whatever its stage: ``<stage>/<key>``."""
+    return f"{artifact.stage}/{artifact.key}"
+
+
+def resolve(artifact: Artifact, reference: str) -> Artifact:
+    """The artifact a reference in ``artifact``'s manifest names, in the same store."""
+    stage, key = reference.split("/")
+    return Artifact(stage, key, artifact.path.parents[1] / stage / key)  # <store>/<stage>/<key>
+
+
+def inputs(artifact: Artifact, name: str) -> list[Artifact]:
+    """The input artifacts ``artifact``'s plan named ``name`` (one reference or a list)."""
+    value = artifact.manifest["inputs"][name]
+    return [resolve(artifact, r) for r in (value if isinstance(value, list) else [value])]
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The prepared corpus every model reads: the shards (each split of each file), the
