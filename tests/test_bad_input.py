@@ -13,8 +13,6 @@ import gzip
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import polars as pl
 import pytest
 
 from flows.cli import main
+from tests.helpers import run_seqlm
 
 # A Zipf-like vocabulary, so that Kneser–Ney finds counts-of-counts to estimate discounts from.
 WORDS = [f"w{i}" for i in range(400)]
@@ -737,14 +736,8 @@ PIPELINE_CASES = [
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in PIPELINE_CASES])
 def test_bad_input_in_the_pipeline(case: Case, tmp_path: Path) -> None:
     case.setup(tmp_path)
-    env = os.environ | {"PREFECT_HOME": str(tmp_path / ".prefect")}
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("seqlm")), *case.argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_seqlm(
+        case.argv, cwd=tmp_path, env=os.environ | {"PREFECT_HOME": str(tmp_path / ".prefect")}
     )
     lines = [line for line in done.stderr.splitlines() if line.startswith("seqlm: error")]
     assert "Traceback" not in done.stdout + done.stderr, done.stderr

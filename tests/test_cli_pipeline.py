@@ -28,6 +28,7 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_failed_presentation_step_keeps_the_comparison(
     prefect_server, corpus, tmp_path, capfd, monkeypatch
 ):

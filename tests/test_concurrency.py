@@ -8,19 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from seqlm import stages
 from seqlm.store import MANIFEST
-from tests.helpers import BUNDLED
+from tests.helpers import bundled_corpus
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # two `seqlm run` processes at once
 
 
 def test_two_runs_at_once_share_the_store(tmp_path):
-    corpus = tmp_path / "corpus" / "input.txt"
-    corpus.parent.mkdir()
-    corpus.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:3000]))
+    corpus = bundled_corpus(tmp_path / "corpus" / "input.txt", 3000)
     store = tmp_path / "store"
     # A fresh MLflow store: both runs create its tables and the experiment at the same moment.
     tracking = f"sqlite:///{tmp_path}/mlruns/mlflow.db"

@@ -139,6 +139,7 @@ def test_a_deployment_may_send_the_run_section_back_unchanged(tmp_path):
         check_deployment_request(str(corpus), changed, roots)
 
 
+@pytest.mark.slow
 def test_the_flow_refuses_bad_settings_before_any_work(prefect_server, tmp_path):
     store = tmp_path / "store"
     run = {"store": str(store), "experiment": "params"}

@@ -7,15 +7,14 @@ from mlflow.tracking import MlflowClient
 
 from flows.corpus_to_model import corpus_to_model
 from tasks.registry import CHAMPION, registered_name
-from tests.helpers import BUNDLED
+from tests.helpers import bundled_corpus
 
 
 @pytest.mark.slow
 def test_other_ngram_orders_retrain_no_recurrent_model_nor_move_the_champion(
     prefect_server, tmp_path
 ):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:2000]))
+    corpus = bundled_corpus(tmp_path / "corpus.txt", 2000)
     store = tmp_path / "store"
     config = {
         "run": {"store": str(store), "experiment": "orders"},

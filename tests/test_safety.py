@@ -70,6 +70,7 @@ def plant(storage: Path, key: str, marker: Path) -> None:
     (storage / key).write_text(json.dumps(record))
 
 
+@pytest.mark.slow
 def test_no_task_result_is_read_back_or_written(prefect_server, corpus, tmp_path):
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
@@ -134,6 +135,7 @@ def with_dependencies(requirements: list[str]) -> set[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_the_registered_model_loads_as_code_without_prefect(prefect_server, corpus, tmp_path):
     corpus = corpus.rename(corpus.with_name("registry.txt"))  # a registered model of its own
     rows = corpus_to_model(corpus=str(corpus), config=config(tmp_path, "code", rnn=True))[

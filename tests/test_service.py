@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from flows.params import PipelineSettings
 from seqlm.store import Store
-from tests.helpers import BUNDLED, assert_merged_tables_recount
+from tests.helpers import BUNDLED, assert_merged_tables_recount, bundled_corpus
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # a Prefect server and a serve process for the module
 MODEL_FAMILIES = ("unigram", "ngram", "rnn", "interpolated")
 
 
@@ -86,9 +87,7 @@ def service(tmp_path_factory) -> Iterator[dict]:
     )
     try:
         wait_until(lambda: healthy(api), 120, (root / "server.log").read_text)
-        corpus = root / "corpus" / "input.txt"
-        corpus.parent.mkdir()
-        corpus.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:2000]))
+        corpus = bundled_corpus(root / "corpus" / "input.txt", 2000)
         served = start(
             [str(BIN / "seqlm"), "serve", "--corpus", str(corpus)], env, root, root / "serve.log"
         )
@@ -156,7 +155,6 @@ def failed_with(service: dict, done: subprocess.CompletedProcess) -> str:
     return state["message"]
 
 
-@pytest.mark.slow
 def test_a_deployment_run_stays_under_the_corpus_roots_and_in_the_store(service):
     # The served process's folder is its only corpus root: the bundled corpus is outside it.
     outside = failed_with(service, deployment_run(service, f"corpus={BUNDLED}"))
@@ -171,7 +169,6 @@ def test_a_deployment_run_stays_under_the_corpus_roots_and_in_the_store(service)
     assert client.get_experiment_by_name("other") is None
 
 
-@pytest.mark.slow
 def test_the_deployment_offers_the_typed_form_and_refuses_bad_settings(service):
     api = service["env"]["PREFECT_API_URL"]
     wait_until(
@@ -203,16 +200,14 @@ def test_the_deployment_offers_the_typed_form_and_refuses_bad_settings(service):
 def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(service):
     root = service["root"]
     folder = root / "shards"
-    text = BUNDLED.read_text().splitlines(keepends=True)[2000:5300]
-    folder.mkdir()
-    (folder / "a.txt").write_text("".join(text[:1500]))
-    (folder / "b.txt").write_text("".join(text[1500:3000]))
+    bundled_corpus(folder / "a.txt", 3500, start=2000)
+    bundled_corpus(folder / "b.txt", 5000, start=3500)
     first = deployment_run(service, f"corpus={folder}")
     assert first.returncode == 0, first.stdout + first.stderr
 
     store = Store(root / "data" / "store")
     before = {stage: set(store.root.glob(f"{stage}/*")) for stage in ("ingest", "counts", "tables")}
-    (folder / "c.txt").write_text("".join(text[3000:]))  # a tenth of the lines: a new shard
+    bundled_corpus(folder / "c.txt", 5300, start=5000)  # a tenth of the lines: a new shard
     second = deployment_run(service, f"corpus={folder}")
     assert second.returncode == 0, second.stdout + second.stderr
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", second.stdout).group(1)

@@ -11,6 +11,8 @@ import pytest
 
 from tests.test_service import deployment_run, service  # noqa: F401  (the served fixture)
 
+pytestmark = pytest.mark.slow  # a served deployment run
+
 STAGES = ("ingest input.txt", "count input.txt", "vocabulary", "fit unigram", "fit kn2",
           "evaluate kn2", "compare 3 models")  # fmt: skip
 
@@ -42,7 +44,6 @@ def read_run(api: str, run_id: str, stage_lines: int) -> tuple[str, list, list[s
         return client.read_flow_run(flow_run).name, logs, [t.name for t in tasks]
 
 
-@pytest.mark.slow
 def test_a_served_run_logs_seqlm_stage_lines_and_names_its_runs(service):  # noqa: F811
     done = deployment_run(service, f"corpus={service['corpus']}")
     assert done.returncode == 0, done.stdout + done.stderr

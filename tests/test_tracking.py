@@ -18,7 +18,7 @@ from flows.corpus_to_model import corpus_to_model
 from seqlm.config import PipelineConfig
 from tasks.registry import CHAMPION, champion_alias, registered_name
 from tasks.tracking import EXPERIMENT_KIND, ladder_order, metric_name, pipeline_run_name
-from tests.helpers import BUNDLED
+from tests.helpers import bundled_corpus
 
 PARENT = "mlflow.parentRunId"
 
@@ -36,9 +36,7 @@ def mlruns(tmp_path, monkeypatch):
 
 @pytest.fixture
 def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:1500]))
-    return path
+    return bundled_corpus(tmp_path / "corpus.txt", 1500)
 
 
 def settings(tmp_path: Path, **sections: dict) -> dict:
@@ -65,6 +63,7 @@ def runs_of(client: MlflowClient) -> tuple[list, list]:
     ]
 
 
+@pytest.mark.slow
 def test_an_unchanged_rerun_copies_nothing_and_mlflow_compares_the_models(
     prefect_server, corpus, tmp_path, mlruns, capsys
 ):
@@ -141,6 +140,7 @@ def test_an_unchanged_rerun_copies_nothing_and_mlflow_compares_the_models(
     assert header.split(" | ")[3:] == [*models, "config |"]
 
 
+@pytest.mark.slow
 def test_one_champion_per_corpus_content(prefect_server, corpus, tmp_path, mlruns):
     def run(add_k: float) -> dict:
         config = settings(tmp_path, rnn={"models": []}, unigram={"add_k": add_k})
