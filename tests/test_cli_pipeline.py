@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,17 +14,14 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from seqlm.unigram import UnigramModel
-from tests.helpers import BUNDLED
+from tests.helpers import SEQLM, bundled_corpus
 
-SEQLM = str(Path(sys.executable).with_name("seqlm"))
 NGRAM_ONLY = ["--set", "orders=[2]", "--set", "rnn.models=[]"]
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(BUNDLED.read_text().splitlines(keepends=True)[:2000]))
-    return path
+    return bundled_corpus(tmp_path / "corpus.txt", 2000)
 
 
 @pytest.mark.slow
@@ -70,7 +66,7 @@ def seqlm(tmp_path: Path, *args: str, **kwargs) -> subprocess.Popen[str]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
     }
     return subprocess.Popen(
-        [SEQLM, *args], cwd=tmp_path, env=env, text=True, stderr=subprocess.PIPE, **kwargs
+        [str(SEQLM), *args], cwd=tmp_path, env=env, text=True, stderr=subprocess.PIPE, **kwargs
     )
 
 

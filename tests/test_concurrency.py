@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from seqlm import stages
 from seqlm.store import MANIFEST
-from tests.helpers import bundled_corpus
+from tests.helpers import SEQLM, bundled_corpus
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow  # two `seqlm run` processes at once
 
 
@@ -28,7 +25,7 @@ def test_two_runs_at_once_share_the_store(tmp_path):
     for i in (1, 2):
         env = os.environ | {"PREFECT_HOME": str(tmp_path / f"prefect{i}")}
         env["MLFLOW_TRACKING_URI"] = tracking
-        args = [str(BIN / "seqlm"), "run", "--corpus", str(corpus), "--report"]
+        args = [str(SEQLM), "run", "--corpus", str(corpus), "--report"]
         args += [str(tmp_path / f"report{i}.json")]
         for setting in (f"store={store}", "rnn.models=[]", "orders=[2]"):
             args += ["--set", setting]

@@ -29,8 +29,6 @@ from seqlm.errors import SeqlmError
 from tasks.registry import CHAMPION, MAX_NAME, registered_name
 from tests.helpers import bundled_corpus, run_seqlm
 
-BIN = Path(sys.executable).parent
-
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
