@@ -34,32 +34,55 @@ from seqlm.rnn.model import detach
 from seqlm.rnn.training import _prepare_cpu, train_step, use_bf16
 
 PTB_VOCAB = 10_002  # PTB's 10k types (its own <unk> included) + <s> and </s>
-SMALL = ModelConfig("lstm", 200, 200, 2)
-CONFIGS = {
-    "rnn_tanh-small": replace(SMALL, model="rnn_tanh"),
-    "lstm-small": SMALL,
-    "gru-small": replace(SMALL, model="gru"),
-    "lstm-medium": ModelConfig("lstm", 650, 650, 2, dropout=0.5, init_range=0.05),
-}
-# Zaremba et al. 2014 (small: 13 epochs, lr 1 halved after epoch 4; medium: 39 epochs, lr 1
-# divided by 1.2 after epoch 6; both lr 35, clip 5/35 on our per-token mean loss, see
-# TrainConfig), the GRU on the small LSTM's recipe, and the tanh RNN at a rate it survives.
-PRESETS = {
-    "lstm-small": TrainConfig(model=CONFIGS["lstm-small"], bptt=35, epochs=13, patience=0),
-    "gru-small": TrainConfig(model=CONFIGS["gru-small"], bptt=35, epochs=13, patience=0),
-    "rnn_tanh-small": TrainConfig(
-        model=replace(CONFIGS["rnn_tanh-small"], dropout=0.2),
-        lr=5.0,
-        clip=0.25,
-        schedule="plateau",
-        lr_decay=0.5,
-        epochs=20,
-        patience=3,
+# Zaremba et al. 2014's settings, written in full here (the library's defaults are the
+# pipeline's small models). "small": 2 × 200 units, no dropout, weights in ±0.1, SGD at lr 1
+# halved after every epoch from the 4th, 13 epochs, gradient norm clipped at 5; "medium":
+# 2 × 650 units, dropout 0.5, weights in ±0.05, lr 1 divided by 1.2 from the 6th epoch, 39
+# epochs. Our loss is the per-token mean (theirs sums over the bptt steps), so their lr 1 and
+# clip 5 are lr 35 and clip 5/35 here (see TrainConfig).
+ZAREMBA_SMALL = TrainConfig(
+    emsize=200,
+    nhid=200,
+    nlayers=2,
+    dropout=0.0,
+    init_range=0.1,
+    bptt=35,
+    batch_size=20,
+    optimizer="sgd",
+    lr=35.0,
+    clip=5 / 35,
+    schedule="fixed",
+    lr_decay=0.5,
+    decay_after=4,
+    patience=0,
+    epochs=13,
+    precision="auto",
+)
+ZAREMBA_MEDIUM = replace(
+    ZAREMBA_SMALL,
+    emsize=650,
+    nhid=650,
+    dropout=0.5,
+    init_range=0.05,
+    lr_decay=1 / 1.2,
+    decay_after=6,
+    epochs=39,
+)
+# Each preset: the architecture and its settings. The GRU on the small LSTM's recipe, and the
+# tanh RNN at a rate it survives.
+PRESETS: dict[str, tuple[str, TrainConfig]] = {
+    "lstm-small": ("lstm", ZAREMBA_SMALL),
+    "gru-small": ("gru", ZAREMBA_SMALL),
+    "rnn_tanh-small": (
+        "rnn_tanh",
+        replace(
+            ZAREMBA_SMALL, dropout=0.2, lr=5.0, clip=0.25, schedule="plateau", epochs=20, patience=3
+        ),
     ),
-    "lstm-medium": TrainConfig(
-        model=CONFIGS["lstm-medium"], epochs=39, lr_decay=1 / 1.2, decay_after=6, patience=0
-    ),
+    "lstm-medium": ("lstm", ZAREMBA_MEDIUM),
 }
+# The throughput benchmark's networks: the presets' shapes (dropout as the presets train).
+CONFIGS: dict[str, tuple[str, ModelConfig]] = dict(PRESETS)
 
 
 class Peer(nn.Module):
@@ -161,9 +184,9 @@ def throughput(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         limits.append(matmul_rate(device))
         for name in names:
-            cfg = CONFIGS[name]
+            kind, cfg = CONFIGS[name]
             torch.manual_seed(0)
-            model = RNNLM(cfg, PTB_VOCAB).to(device)
+            model = RNNLM(kind, cfg, PTB_VOCAB).to(device)
             opt = torch.optim.SGD(model.parameters(), lr=1.0)
             state = {"h": model.init_hidden(args.batch_size)}
 
@@ -173,7 +196,7 @@ def throughput(args: argparse.Namespace) -> None:
                 x, y = data[i : i + bptt], data[i + 1 : i + 1 + bptt]
                 _, state["h"] = train_step(model, opt, head, x, y, state["h"], clip, bf16)
 
-            peer = Peer(cfg.model, PTB_VOCAB, cfg.emsize, cfg.nhid, cfg.nlayers, cfg.dropout)
+            peer = Peer(kind, PTB_VOCAB, cfg.emsize, cfg.nhid, cfg.nlayers, cfg.dropout)
             peer = peer.to(device)
             pstate = {"h": peer.init_hidden(args.batch_size)}
 
@@ -201,7 +224,8 @@ def throughput(args: argparse.Namespace) -> None:
     )
     summary = {}
     for name in names:
-        flops = 3 * CONFIGS[name].forward_flops_per_token(PTB_VOCAB)
+        kind, cfg = CONFIGS[name]
+        flops = 3 * cfg.forward_flops_per_token(kind, PTB_VOCAB)
         ours_tps = max(results[name]["ours"])
         peer_tps = max(results[name]["peer"])
         summary[name] = dict(
@@ -244,7 +268,7 @@ def quality(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     streams, vocab_size = load_streams(args)
     streams = {s: a.astype(np.int32) for s, a in streams.items()}
-    config = PRESETS[args.preset]
+    model, config = PRESETS[args.preset]
     overrides = {
         k: v
         for k, v in (
@@ -254,13 +278,12 @@ def quality(args: argparse.Namespace) -> None:
             ("precision", args.precision),
             ("max_minutes", args.max_minutes),
             ("epochs", args.epochs),
+            ("dropout", args.dropout),
         )
         if v is not None
     }
     config = replace(config, **overrides)
-    if args.dropout is not None:
-        config = replace(config, model=replace(config.model, dropout=args.dropout))
-    result = train(streams["train"], streams["valid"], vocab_size, config, args.out)
+    result = train(streams["train"], streams["valid"], vocab_size, model, config, args.out)
     start = time.monotonic()
     carried = perplexity(score_stream(result.model, streams["test"]), streams["test"])
     reset = perplexity(
@@ -271,6 +294,7 @@ def quality(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "preset": args.preset,
+                "model": model,
                 "device": result.device,
                 "precision": result.precision,
                 "epochs": result.epochs,

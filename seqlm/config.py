@@ -22,14 +22,8 @@ from seqlm.corpus import TOKENIZERS
 from seqlm.errors import SeqlmError
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
-from seqlm.rnn.config import DEVICES, OPTIMIZERS, PRECISIONS, check_settings
 from seqlm.rnn.config import MODELS as RNN_MODELS
-
-# The recurrent models' epochs. On the bundled corpus (266k training tokens) each 128-unit model
-# beats the 5-gram's valid perplexity (88.5) from its first epoch; after 3, rnn_tanh 72.0 and
-# lstm 64.8 (a 4th: 72.8, no better, and 63.6). 3 epochs take about 30-50 s per model on two idle
-# CPU cores in fp32, so that the whole pipeline fits in about 3 minutes.
-EPOCHS = 3
+from seqlm.rnn.config import TrainConfig, check_settings
 
 # What every MLflow backend stores (MLflow itself allows 500; its SQL schema has 256).
 MAX_EXPERIMENT_NAME = 256
@@ -170,70 +164,16 @@ class NgramConfig:
 
 
 @dataclass(frozen=True)
-class RnnConfig:
-    """Recurrent models trained by truncated BPTT. The budget is counted in epochs, never in
-    seconds, so that one config gives the same models on any machine (bit for bit on one
-    machine): small enough that the whole pipeline fits in about 3 minutes on two CPU cores."""
+class RnnConfig(TrainConfig):
+    """Recurrent models trained by truncated BPTT: the library's ``TrainConfig`` (every setting,
+    its default and help text) and the list of models to train. The budget is counted in epochs,
+    never in seconds, so that one config gives the same models on any machine (bit for bit on
+    one machine)."""
 
     models: list[str] = field(
         default_factory=lambda: ["rnn_tanh", "lstm"],
         metadata={"help": "The recurrent models to train; [] for none.", "choices": RNN_MODELS},
     )
-    emsize: int = field(default=128, metadata={"help": "Embedding size."})
-    nhid: int = field(default=128, metadata={"help": "Hidden units per layer."})
-    nlayers: int = field(default=1, metadata={"help": "Recurrent layers."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout probability, in [0, 1)."})
-    tied: bool = field(
-        default=False,
-        metadata={"help": "Tie the input and output embeddings (needs emsize = nhid)."},
-    )
-    bptt: int = field(
-        default=35, metadata={"help": "Truncated-BPTT window: tokens per step of each column."}
-    )
-    batch_size: int = field(default=20, metadata={"help": "Columns trained side by side."})
-    optimizer: str = field(
-        default="adamw",
-        metadata={
-            "help": "adamw, or sgd (with lr ~1; halved after an epoch that did not improve on "
-            "validation).",
-            "choices": OPTIMIZERS,
-        },
-    )
-    lr: float = field(default=0.003, metadata={"help": "Learning rate."})
-    clip: float = field(
-        default=0.25,
-        metadata={"help": "Largest gradient norm (of the per-token mean loss's gradient)."},
-    )
-    epochs: int = field(
-        default=EPOCHS,
-        metadata={
-            "help": "Training budget per model, in passes over the training split (fewer when "
-            "validation stops improving): the same figures on any machine."
-        },
-    )
-    max_minutes: float = field(
-        default=0.0,
-        metadata={
-            "help": "Optional wall-clock cap per model (0: none). A model it cuts short is "
-            "marked so, and its figures then depend on the machine's speed."
-        },
-    )
-    device: str = field(
-        default="auto",
-        metadata={"help": "auto (CUDA when there is one, else the CPU).", "choices": DEVICES},
-    )
-    # fp32, not auto: bf16 autocast (auto's choice on CPUs with AVX512-BF16 or AMX) trains up
-    # to twice as fast there, but gives other figures than CPUs without it; fp32 gives the same
-    # figures on every machine of a kind (and bf16's effect on convergence was never checked).
-    precision: str = field(
-        default="fp32",
-        metadata={
-            "help": "fp32 gives the same figures on every CPU; bf16 autocasts; auto: bf16 on "
-            "CUDA and on CPUs with bf16 hardware (AVX512-BF16, AMX), else fp32.",
-            "choices": PRECISIONS,
-        },
-    )
-    seed: int = field(default=1111, metadata={"help": "Random seed (weights and dropout)."})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.models) - set(RNN_MODELS))

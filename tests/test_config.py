@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 import polars as pl
 import pytest
 
@@ -86,7 +88,7 @@ def test_tied_needs_equal_sizes_wherever_it_is_set():
     ):
         load_config(None, ["rnn.tied=true", "rnn.nhid=64"])
     with pytest.raises(SeqlmError, match=r"^tied needs emsize == nhid, not 200 and 64$"):
-        ModelConfig(tied=True, nhid=64)
+        ModelConfig(tied=True, emsize=200, nhid=64)
 
 
 def test_one_rule_for_every_recurrent_setting():
@@ -99,6 +101,21 @@ def test_one_rule_for_every_recurrent_setting():
         TrainConfig(max_minutes=float("inf"))
     with pytest.raises(SeqlmError, match=r"^dropout must be a finite number, not nan$"):
         ModelConfig(dropout=float("nan"))
+
+
+def test_the_rnn_section_is_the_library_config_with_a_list_of_models(tmp_path):
+    """One set of recurrent settings: every training setting is reachable from a TOML file and
+    an override, with the library's defaults."""
+    rnn = RnnConfig()
+    assert TrainConfig.of(rnn) == TrainConfig()
+    assert [f.name for f in fields(RnnConfig)] == [*(f.name for f in fields(TrainConfig)), "models"]
+    path = tmp_path / "c.toml"
+    path.write_text('[rnn]\npatience = 5\nschedule = "fixed"\n')
+    config = load_config(path, ["rnn.lr_decay=0.25", "init_range=0.05", "rnn.weight_decay=0.01"])
+    assert (config.rnn.patience, config.rnn.schedule, config.rnn.lr_decay) == (5, "fixed", 0.25)
+    assert (config.rnn.init_range, config.rnn.weight_decay) == (0.05, 0.01)
+    with pytest.raises(SeqlmError, match=r"^rnn.schedule must be one of plateau, fixed, not 'x'$"):
+        load_config(None, ["rnn.schedule=x"])
 
 
 def test_store_is_checked_by_writing_in_it(tmp_path):

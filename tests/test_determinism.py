@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from seqlm.rnn import ModelConfig, TrainConfig, train
+from seqlm.rnn import TrainConfig, train
 
 V = 60
 
 
-def config(model: str, **budget) -> TrainConfig:
-    shape = ModelConfig(model, emsize=16, nhid=16, nlayers=1, dropout=0.1)
-    return TrainConfig(shape, bptt=8, batch_size=4, optimizer="adamw", lr=0.01, clip=0.25,
-                       epochs=2, device="cpu", precision="fp32", **budget)  # fmt: skip
+def config(**budget) -> TrainConfig:
+    return TrainConfig(emsize=16, nhid=16, nlayers=1, dropout=0.1, bptt=8, batch_size=4,
+                       optimizer="adamw", lr=0.01, clip=0.25, schedule="fixed", epochs=2,
+                       device="cpu", precision="fp32", **budget)  # fmt: skip
 
 
 def stream(n: int, seed: int) -> np.ndarray:
@@ -47,9 +47,9 @@ def busy_cpu() -> Iterator[None]:
 def test_training_is_bit_identical_on_a_loaded_machine(model):
     # Small: on a loaded machine, torch's worker threads wait for their turn at every operation.
     train_stream, valid_stream = stream(400, 0), stream(100, 1)
-    idle = train(train_stream, valid_stream, V, config(model))
+    idle = train(train_stream, valid_stream, V, model, config())
     with busy_cpu():
-        loaded = train(train_stream, valid_stream, V, config(model))
+        loaded = train(train_stream, valid_stream, V, model, config())
     assert loaded.history[-1]["epoch"] == idle.history[-1]["epoch"] == 2
     assert [h["valid_ppl"] for h in loaded.history] == [h["valid_ppl"] for h in idle.history]
     assert loaded.valid_ppl == idle.valid_ppl
@@ -61,7 +61,7 @@ def test_training_is_bit_identical_on_a_loaded_machine(model):
 
 def test_a_time_cap_that_cuts_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="seqlm.rnn"):
-        result = train(stream(1200, 0), stream(200, 1), V, config("lstm", max_minutes=1e-9))
+        result = train(stream(1200, 0), stream(200, 1), V, "lstm", config(max_minutes=1e-9))
     assert result.stopped == "time" and result.epochs == 1
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage().startswith(

@@ -21,6 +21,7 @@ from seqlm.config import PipelineConfig, RunConfig
 from seqlm.corpus import DEFAULT_CORPUS, TOKENIZERS
 from seqlm.errors import SeqlmError
 from seqlm.rnn.config import MODELS as RNN_MODELS
+from seqlm.rnn.config import SCHEDULES, TrainConfig
 from tests.helpers import BUNDLED
 
 SCHEMA = corpus_to_model.parameters.model_dump()
@@ -60,6 +61,15 @@ def test_the_form_has_every_section_and_setting_with_default_and_description():
     assert section_schema("ngram")["properties"]["orders"]["items"] == {"type": "integer"}
     models = section_schema("rnn")["properties"]["models"]
     assert models["items"]["enum"] == list(RNN_MODELS)
+
+
+def test_every_training_setting_of_the_library_is_in_the_rnn_form():
+    form = section_schema("rnn")["properties"]
+    assert set(form) == {f.name for f in dataclasses.fields(TrainConfig)} | {"models"}
+    assert form["schedule"]["enum"] == list(SCHEDULES)
+    settings = PipelineSettings.model_validate({"rnn": {"patience": 5, "schedule": "fixed"}})
+    config = to_config(settings)
+    assert (config.rnn.patience, config.rnn.schedule) == (5, "fixed")
 
 
 def test_corpus_and_the_overrides_are_described():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import math
 import re
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import seqlm.rnn as rnn_package
 from flows.cli import main
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.rnn import (
     RNNLM,
+    Callbacks,
     ModelConfig,
     RNNScorer,
     TrainConfig,
@@ -30,14 +34,26 @@ from seqlm.rnn import (
     score_stream,
     train,
 )
+from seqlm.rnn.config import MODELS
 from seqlm.rnn.head import SoftmaxHead
 from seqlm.rnn.recurrence import run_cpu
 from seqlm.rnn.training import cpu_has_bf16, use_bf16
 from seqlm.vocab import BOS_ID, EOS_ID
 
 V = 12
+KIND = "lstm"
 TINY = TrainConfig(
-    model=ModelConfig(emsize=16, nhid=16, nlayers=2), bptt=8, batch_size=4, epochs=2, lr=1.0
+    emsize=16,
+    nhid=16,
+    nlayers=2,
+    dropout=0.0,
+    bptt=8,
+    batch_size=4,
+    epochs=2,
+    optimizer="sgd",
+    lr=1.0,
+    clip=5 / 35,
+    schedule="fixed",
 )
 
 
@@ -55,7 +71,7 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 def test_numpy_bptt_equals_autograd() -> None:
     torch.manual_seed(0)
     T, B, E, H = 7, 3, 5, 6
-    model = RNNLM(ModelConfig("rnn_tanh", E, H, 1, init_range=0.6), V).double()
+    model = RNNLM("rnn_tanh", ModelConfig(E, H, 1, init_range=0.6, dropout=0.0), V).double()
     ids = torch.randint(0, V, (T, B))
     targets = torch.randint(0, V, (T, B))
     h0 = (torch.randn(1, B, H, dtype=torch.float64) * 0.5).requires_grad_()
@@ -93,7 +109,7 @@ def test_numpy_bptt_equals_autograd() -> None:
 def test_written_out_cpu_layers_equal_autograd(kind: str) -> None:
     """The CPU tanh RNN and GRU (time loop and BPTT by hand) against torch's layers' autograd."""
     torch.manual_seed(0)
-    rnn = RNNLM(ModelConfig(kind, 5, 6, 2, init_range=0.6), V).double().rnn
+    rnn = RNNLM(kind, ModelConfig(5, 6, 2, init_range=0.6, dropout=0.0), V).double().rnn
     x = torch.randn(7, 3, 5, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
     inputs = [x, h0, *rnn.parameters()]
@@ -115,13 +131,13 @@ def test_written_out_cpu_layers_equal_autograd(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
 def test_models_run_and_tie(kind: str) -> None:
-    model = RNNLM(ModelConfig(kind, 8, 8, 2, dropout=0.2, tied=True), V)
+    model = RNNLM(kind, ModelConfig(8, 8, 2, dropout=0.2, tied=True), V)
     out, _ = model(torch.zeros(5, 3, dtype=torch.long), model.init_hidden(3))
     assert out.shape == (5, 3, 8)
     assert model.decoder(out).shape == (5, 3, V)
     assert model.decoder.weight is model.encoder.weight
     with pytest.raises(SeqlmError, match="emsize == nhid"):
-        ModelConfig(kind, 8, 16, tied=True)
+        ModelConfig(8, 16, tied=True)
 
 
 def test_precision_auto_is_bf16_where_the_hardware_has_it() -> None:
@@ -133,9 +149,9 @@ def test_precision_auto_is_bf16_where_the_hardware_has_it() -> None:
 def test_training_learns_and_reports(tmp_path: Path) -> None:
     seen: list[dict[str, float]] = []
     result = train(
-        pattern_stream(300), pattern_stream(40, seed=1), V,
+        pattern_stream(300), pattern_stream(40, seed=1), V, KIND,
         replace(TINY, epochs=4, patience=0, optimizer="adamw", lr=0.01), tmp_path,
-        vocab_key="k", on_epoch=seen.append,
+        vocab_key="k", callbacks=Callbacks(on_epoch=seen.append),
     )  # fmt: skip
     assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
     assert set(seen[0]) >= {"epoch", "train_ppl", "valid_ppl", "tokens_per_second", "lr"}
@@ -154,10 +170,10 @@ def test_training_learns_and_reports(tmp_path: Path) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     train_s, valid_s = pattern_stream(200), pattern_stream(30, seed=1)
-    config = replace(TINY, model=replace(TINY.model, dropout=0.3), epochs=3, patience=0)
-    whole = train(train_s, valid_s, V, config, tmp_path / "a", vocab_key="k")
-    train(train_s, valid_s, V, replace(config, epochs=1), tmp_path / "b", vocab_key="k")
-    resumed = train(train_s, valid_s, V, config, tmp_path / "b", vocab_key="k", resume=True)
+    config = replace(TINY, dropout=0.3, epochs=3, patience=0)
+    whole = train(train_s, valid_s, V, KIND, config, tmp_path / "a", vocab_key="k")
+    train(train_s, valid_s, V, KIND, replace(config, epochs=1), tmp_path / "b", vocab_key="k")
+    resumed = train(train_s, valid_s, V, KIND, config, tmp_path / "b", vocab_key="k", resume=True)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     exact = ("epoch", "train_ppl", "valid_ppl", "lr")  # all but the timings
@@ -165,10 +181,17 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         [h[k] for k in exact] for h in whole.history
     ]
     with pytest.raises(SeqlmError, match="vocabulary"):
-        train(train_s, valid_s, V, config, tmp_path / "b", vocab_key="other", resume=True)
+        train(train_s, valid_s, V, KIND, config, tmp_path / "b", vocab_key="other", resume=True)
     with pytest.raises(SeqlmError, match="different lr"):
         train(
-            train_s, valid_s, V, replace(config, lr=0.5), tmp_path / "b", vocab_key="k", resume=True
+            train_s,
+            valid_s,
+            V,
+            KIND,
+            replace(config, lr=0.5),
+            tmp_path / "b",
+            vocab_key="k",
+            resume=True,
         )
 
 
@@ -176,13 +199,15 @@ def test_a_spent_time_budget_still_leaves_a_validated_model(tmp_path: Path) -> N
     """A budget spent before the first window (a slow machine, a tiny budget): one window is
     trained and validated, so there is a best.pt to evaluate, and the stop says why."""
     stream = pattern_stream(200)
-    result = train(stream, stream, V, replace(TINY, max_minutes=1e-9), tmp_path, vocab_key="k")
+    result = train(
+        stream, stream, V, KIND, replace(TINY, max_minutes=1e-9), tmp_path, vocab_key="k"
+    )
     assert result.stopped == "time" and result.epochs == 1 and result.steps == 1
     assert result.checkpoint == tmp_path / "best.pt" and result.checkpoint.is_file()
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:
-    train(pattern_stream(50), pattern_stream(10), V, replace(TINY, epochs=1), tmp_path)
+    train(pattern_stream(50), pattern_stream(10), V, KIND, replace(TINY, epochs=1), tmp_path)
     good = (tmp_path / "last.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good[: len(good) // 2])
@@ -198,11 +223,11 @@ def test_bad_checkpoints(tmp_path: Path) -> None:
 def test_bad_input(tmp_path: Path) -> None:
     stream = pattern_stream(10)
     with pytest.raises(SeqlmError, match=r"bptt 500 × batch size 4"):
-        train(stream, stream, V, replace(TINY, bptt=500))
+        train(stream, stream, V, KIND, replace(TINY, bptt=500))
     with pytest.raises(SeqlmError, match="batch size 5000"):
-        train(stream, stream, V, replace(TINY, batch_size=5000))
+        train(stream, stream, V, KIND, replace(TINY, batch_size=5000))
     with pytest.raises(SeqlmError, match="outside the vocabulary"):
-        train(stream, stream, 5, TINY)
+        train(stream, stream, 5, KIND, TINY)
     if not torch.cuda.is_available():
         with pytest.raises(SeqlmError, match="no CUDA GPU"):
             resolve_device("cuda")
@@ -210,14 +235,14 @@ def test_bad_input(tmp_path: Path) -> None:
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     stream = pattern_stream(100)
-    train(stream, stream, V, replace(TINY, epochs=1), tmp_path, vocab_key="k")
+    train(stream, stream, V, KIND, replace(TINY, epochs=1), tmp_path, vocab_key="k")
     last = tmp_path / "last.pt"
     good = last.read_bytes()
     # Not finite, and finite but far beyond the uniform guess's loss (ln 12): both diverged. The
     # older run's checkpoint is not this run's to point to.
     for lr, loss in [(1e38, "nan"), (1e5, r"\d\.\d+e\+0\d")]:
         with pytest.raises(SeqlmError) as caught:
-            train(stream, stream, V, replace(TINY, lr=lr, clip=1e30), tmp_path, vocab_key="k")
+            train(stream, stream, V, KIND, replace(TINY, lr=lr, clip=1e30), tmp_path, vocab_key="k")
         assert re.fullmatch(
             rf"training diverged at epoch 1, step \d+ \(lr {re.escape(f'{lr:g}')}\): "
             rf"loss {loss}; no checkpoint was written\. Lower .*",
@@ -232,7 +257,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None
     good = last.read_bytes()
     config = replace(TINY, lr=1e5, clip=1e30, epochs=2)
     with pytest.raises(SeqlmError) as caught:
-        train(stream, stream, V, config, tmp_path, vocab_key="k", resume=True)
+        train(stream, stream, V, KIND, config, tmp_path, vocab_key="k", resume=True)
     assert re.match(
         rf"training diverged at epoch 2, step \d+ \(lr 100000\): loss .*; "
         rf"last good checkpoint: {re.escape(str(last))}\.",
@@ -243,7 +268,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None
 
 def test_score_stream_carried_reset_and_columns() -> None:
     torch.manual_seed(0)
-    model = RNNLM(ModelConfig("gru", 8, 8, 2), V).eval()
+    model = RNNLM("gru", ModelConfig(8, 8, 2, dropout=0.0), V).eval()
     stream = pattern_stream(9)
 
     def direct(segment: np.ndarray) -> np.ndarray:
@@ -271,7 +296,7 @@ def test_score_stream_carried_reset_and_columns() -> None:
 
 def test_sample_is_seeded_and_greedy_with_top1() -> None:
     torch.manual_seed(0)
-    model = RNNLM(ModelConfig("lstm", 8, 8, 1), V)
+    model = RNNLM("lstm", ModelConfig(8, 8, 1, dropout=0.0), V)
     a = sample(model, 40, temperature=1.5, seed=7)
     assert np.array_equal(a, sample(model, 40, temperature=1.5, seed=7))
     assert not np.array_equal(a, sample(model, 40, temperature=1.5, seed=8))
@@ -339,7 +364,7 @@ def test_cli_train_score_sample(tmp_path: Path, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize("tied", [False, True])
 def test_fused_head_equals_autograd_chain(tied: bool) -> None:
     torch.manual_seed(0)
-    model = RNNLM(ModelConfig("gru", 6, 6, 1, tied=tied), V).double()
+    model = RNNLM("gru", ModelConfig(6, 6, 1, tied=tied, dropout=0.0), V).double()
     h = torch.randn(2, 15, 6, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, V, (30,))
     head = SoftmaxHead()
@@ -351,6 +376,33 @@ def test_fused_head_equals_autograd_chain(tied: bool) -> None:
         want = torch.autograd.grad(ref, [h, *model.decoder.parameters()])
         for g, w in zip(got, want, strict=True):
             assert rel_err(g.numpy(), w.numpy()) <= 1e-10
+
+
+def test_train_flags_are_the_config_fields() -> None:
+    """``seqlm rnn train`` has one flag per training setting, described by the field."""
+    from flows.cli import build_parser
+
+    parser = build_parser()
+    rnn = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train_parser = rnn.choices["rnn"]._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train_parser._actions if a.option_strings}
+    for setting in fields(TrainConfig):
+        flag = flags[setting.name]
+        assert flag.option_strings == ["--" + setting.name.replace("_", "-")]
+        assert flag.help.startswith(setting.metadata["help"]) and flag.default is None
+        assert flag.choices == setting.metadata.get("choices")
+    assert flags["model"].choices == MODELS
+
+
+def test_the_training_code_stays_small() -> None:
+    """Every function of the recurrent package fits on a screen, and none is exempt from the
+    formatter."""
+    for path in Path(rnn_package.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "fmt: skip" not in text, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno - node.lineno < 60, f"{path}: {node.name}"
 
 
 def test_cli_refuses_bad_input_in_one_line(

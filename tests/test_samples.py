@@ -79,7 +79,7 @@ def test_a_recurrent_model_that_never_ends_a_line_gives_one_long_line():
     from seqlm.rnn import RNNLM, ModelConfig, RNNScorer
 
     vocab = build_vocabulary(TRAIN)
-    model = RNNLM(ModelConfig(model="lstm", emsize=8, nhid=8, nlayers=1, dropout=0.0), vocab.size)
+    model = RNNLM("lstm", ModelConfig(emsize=8, nhid=8, nlayers=1, dropout=0.0), vocab.size)
     with torch.no_grad():
         model.decoder.bias[EOS_ID] = -1e4
     lines = sample_lines(RNNScorer(model), vocab, n_lines=3, seed=0, max_words=25)

@@ -1,11 +1,11 @@
 """Checkpoints: plain dictionaries of tensors and numbers, written atomically, read with
 ``torch.load(weights_only=True)`` (no pickled classes, so a checkpoint cannot run code).
 
-Keys: ``format``, ``version``, ``config`` (the ``TrainConfig`` as a dict), ``vocab_key``,
-``vocab_size``, ``model`` (state_dict), ``optimizer``, ``epoch``, ``step``, ``lr``,
-``best_valid_loss``, ``bad_epochs``, ``elapsed_s``, ``history`` (one metrics dict per epoch),
-``rng`` (torch CPU and CUDA generator states) and ``extra`` (strings the caller adds, such as the
-tokenizer).
+Keys: ``format``, ``version``, ``model`` (``rnn_tanh``, ``lstm`` or ``gru``), ``config`` (the
+``TrainConfig`` as a dict), ``vocab_key``, ``vocab_size``, ``extra`` (strings the caller adds,
+such as the tokenizer), ``weights`` (the state_dict), ``optimizer``, ``rng`` (torch CPU and CUDA
+generator states) and the fields of training's ``TrainState``: ``epoch``, ``step``, ``lr``,
+``best_valid_loss``, ``bad_epochs``, ``elapsed_s``, ``history`` (one metrics dict per epoch).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from seqlm.errors import SeqlmError
-from seqlm.rnn.model import RNNLM, ModelConfig
+from seqlm.rnn.config import TrainConfig
+from seqlm.rnn.model import RNNLM
 
 FORMAT = "seqlm-rnn-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the architecture beside a flat config, the weights as ``weights``
 
 
 class CheckpointError(SeqlmError):
@@ -66,9 +67,9 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[RNNLM, dict[str, Any]]:
     """The trained model (in eval mode, on ``device``) and the checkpoint's dictionary."""
     state = read_checkpoint(path, device)
-    model = RNNLM(ModelConfig(**state["config"]["model"]), state["vocab_size"])
+    model = RNNLM(state["model"], TrainConfig(**state["config"]), state["vocab_size"])
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["weights"])
     except RuntimeError as e:
         raise SeqlmError(f"{path}: weights do not fit the stored model config ({e})") from None
     return model.to(device).eval(), state

@@ -35,16 +35,17 @@ class RNNLM(nn.Module):
     ``decoder`` turns them into logits, so the loss can be computed as the caller needs.
     """
 
-    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, model: str, shape: ModelConfig, vocab_size: int) -> None:
         super().__init__()
-        self.config = config
+        self.kind = model  # rnn_tanh, lstm or gru
+        self.shape = shape
         self.vocab_size = vocab_size
-        c = config
+        c = shape
         self.encoder = nn.Embedding(vocab_size, c.emsize)
         self.drop = nn.Dropout(c.dropout)
         # Dropout between recurrent layers; one layer has none there (only around it).
         between = c.dropout if c.nlayers > 1 else 0.0
-        self.rnn = _LAYERS[c.model](c.emsize, c.nhid, c.nlayers, dropout=between)
+        self.rnn = _LAYERS[model](c.emsize, c.nhid, c.nlayers, dropout=between)
         self.decoder = nn.Linear(c.nhid, vocab_size)
         if c.tied:
             self.decoder.weight = self.encoder.weight
@@ -53,13 +54,13 @@ class RNNLM(nn.Module):
 
     def init_hidden(self, batch_size: int) -> Hidden:
         w = self.decoder.weight
-        shape = (self.config.nlayers, batch_size, self.config.nhid)
+        shape = (self.shape.nlayers, batch_size, self.shape.nhid)
         h = w.new_zeros(shape)
-        return (h, w.new_zeros(shape)) if self.config.model == "lstm" else h
+        return (h, w.new_zeros(shape)) if self.kind == "lstm" else h
 
     def forward(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
         x = self.drop(self.encoder(ids))
-        if x.is_cpu and self.config.model != "lstm":
+        if x.is_cpu and self.kind != "lstm":
             out, hidden = run_cpu(self.rnn, x, hidden)  # type: ignore[arg-type]
         else:
             out, hidden = self.rnn(x, hidden)

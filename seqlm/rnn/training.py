@@ -1,10 +1,10 @@
 """Training with truncated back-propagation through time (the word-language-model recipe).
 
-The training stream (a ``</s>`` first, so that its first token is a target too) is cut into
-``batch_size`` columns that live on the device. Each step reads a window of ``bptt`` rows, carries
-the hidden state in from the previous window but detaches it, clips the gradient norm and updates.
-After every epoch: the validation perplexity, the learning-rate schedule, a checkpoint (``last.pt``;
-``best.pt`` when validation improved), the ``on_epoch`` callback, and early stopping.
+``train`` is the loop: ``restore`` (when resuming), then per epoch ``run_epoch`` (the BPTT
+windows over the training columns), ``end_epoch`` (validation, the learning-rate schedule, the
+best model, early stopping) and ``save`` (``last.pt``; ``best.pt`` too when validation improved).
+A checkpoint holds a ``TrainState`` beside the weights and the optimizer's and random generators'
+states, so that a resumed run goes on exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,22 +18,47 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from seqlm.errors import SeqlmError
 from seqlm.rnn.checkpoint import read_checkpoint, save_checkpoint
-from seqlm.rnn.config import BUDGET_FIELDS, TrainConfig
+from seqlm.rnn.config import BUDGET_FIELDS, TrainConfig, check_settings
 from seqlm.rnn.head import SoftmaxHead
 from seqlm.rnn.model import RNNLM, Hidden, detach
 from seqlm.rnn.score import score_stream
 from seqlm.vocab import EOS_ID
 
 log = logging.getLogger("seqlm.rnn")
+
+Figures = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What training reports as it goes. ``on_epoch`` gets each epoch's figures: ``epoch,
+    train_ppl, valid_ppl, tokens_per_second, lr, epoch_s``; ``on_progress`` the progress within an
+    epoch, ``epoch, windows_done, windows, train_ppl, tokens_per_second`` (a progress bar)."""
+
+    on_epoch: Figures | None = None
+    on_progress: Figures | None = None
+
+
+@dataclass
+class TrainState:
+    """Where training stands after an epoch; a checkpoint holds it beside the weights."""
+
+    lr: float
+    epoch: int = 0
+    step: int = 0
+    best_valid_loss: float = math.inf
+    bad_epochs: int = 0  # epochs since the best validation loss (early stopping counts them)
+    elapsed_s: float = 0.0  # wall-clock seconds of every run up to the checkpoint
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -118,7 +143,20 @@ def _prepare_cpu() -> None:
 
 def batchify(stream: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
     """``(rows, batch_size)`` ids on ``device``: ``</s>`` + stream, cut into contiguous columns
-    (the tail that fills no row is dropped). Row ``i`` is the input of target row ``i + 1``."""
+    (the tail that fills no row is dropped). Row ``i`` is the input of target row ``i + 1``.
+
+    The stream ``a b c ... x`` in 4 columns, and the first window of ``bptt`` 2 rows (the next
+    starts at row ``c``; each column's hidden state carries over from one window to the next)::
+
+        +---------+       input x    targets y
+        | a g m s |     +---------+ +---------+
+        | b h n t |     | a g m s | | b h n t |
+        | c i o u |     | b h n t | | c i o u |
+        | d j p v |     +---------+ +---------+
+        | e k q w |
+        | f l r x |
+        +---------+
+    """
     data = torch.from_numpy(np.concatenate([[EOS_ID], stream]).astype(np.int64))
     rows = len(data) // batch_size
     return data[: rows * batch_size].view(batch_size, rows).t().contiguous().to(device)
@@ -168,220 +206,356 @@ def train_step(
     return loss.detach(), hidden
 
 
-def _resume_config(state: dict[str, Any], config: TrainConfig, path: Path) -> TrainConfig:
-    stored = TrainConfig.from_dict(state["config"])
-    changed = [
-        k
-        for k in asdict(config)
-        if k not in BUDGET_FIELDS and asdict(config)[k] != asdict(stored)[k]
-    ]
+@dataclass
+class Run:
+    """What one call of ``train`` works with, beside the ``TrainState``."""
+
+    model: RNNLM
+    config: TrainConfig
+    optimizer: torch.optim.Optimizer
+    data: torch.Tensor  # the training stream's columns (``batchify``)
+    bf16: bool
+    identity: dict[str, Any]  # what every checkpoint records: model, config, vocabulary, extra
+    diverged: float  # a mean loss above this means training diverged
+    out_dir: Path | None = None
+    callbacks: Callbacks = Callbacks()
+    progress_every_s: float = 0.5
+    started: float = field(default_factory=time.monotonic)
+    origin: float = 0.0  # when the first of the resumed runs started, on this run's clock
+    head: SoftmaxHead = field(default_factory=SoftmaxHead)
+    best: dict[str, torch.Tensor] = field(default_factory=dict)  # the best validated weights
+    good_checkpoint: Path | None = None  # the checkpoint a divergence points back to
+    stopped: str = "epochs"
+    train_s: float = 0.0
+    train_tokens: int = 0
+
+    @property
+    def deadline(self) -> float:
+        """When the time cap ends training (inf: no cap)."""
+        cap = self.config.max_minutes * 60
+        return self.origin + cap if cap else math.inf
+
+    def keep_best(self) -> None:
+        self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+class Trained(NamedTuple):
+    train_ppl: float
+    tokens_per_second: float
+    seconds: float
+
+
+class _Tally:
+    """One epoch's running figures, kept on the device between looks (no host sync per step):
+    the summed loss, and the first step whose loss is not finite or above the run's limit (NaN
+    fails ``<=`` too)."""
+
+    def __init__(self, run: Run, state: TrainState) -> None:
+        self.run, self.epoch, self.lr = run, state.epoch + 1, state.lr
+        self.windows = math.ceil((run.data.shape[0] - 1) / run.config.bptt)
+        device = run.data.device
+        self.loss_sum = torch.zeros((), device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+        self.tokens = 0
+        self.start = self.last_report = self.last_log = time.monotonic()
+
+    def add(self, step: int, loss: torch.Tensor, tokens: int) -> None:
+        self.tokens += tokens
+        self.loss_sum += loss * tokens
+        first = (self.bad_step < 0) & ~(loss <= self.run.diverged)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss.to(self.bad_loss.dtype), self.bad_loss)
+
+    def _check(self) -> None:
+        if int(self.bad_step) >= 0:
+            step, loss = int(self.bad_step), float(self.bad_loss)
+            raise _diverged(self.epoch, step, self.lr, "loss", loss, self.run.good_checkpoint)
+
+    def _progress(self, done: int, train_ppl: float, tokens_per_second: float) -> dict[str, float]:
+        return dict(
+            epoch=self.epoch,
+            windows_done=done,
+            windows=self.windows,
+            train_ppl=train_ppl,
+            tokens_per_second=tokens_per_second,
+        )
+
+    def report(self, done: int) -> None:
+        """The progress callback and the log line, each at its own pace (both sync the device,
+        so the divergence check comes with them)."""
+        run, now = self.run, time.monotonic()
+        on_progress = run.callbacks.on_progress
+        report = on_progress is not None and now - self.last_report >= run.progress_every_s
+        log_now = now - self.last_log >= run.config.log_every_s
+        if not (report or log_now):
+            return
+        self._check()
+        ppl, tps = _ppl(self.loss_sum.item() / self.tokens), self.tokens / (now - self.start)
+        if on_progress is not None and report:
+            self.last_report = now
+            on_progress(self._progress(done, ppl, tps))
+        if log_now:
+            self.last_log = now
+            msg = "epoch %d %d/%d windows, train ppl %.2f, %.0f tokens/s"
+            log.info(msg, self.epoch, done, self.windows, ppl, tps)
+
+    def end(self) -> Trained:
+        loss_total = self.loss_sum.item()  # syncs the device, so the clock below is true
+        seconds = time.monotonic() - self.start
+        self._check()
+        trained = Trained(_ppl(loss_total / self.tokens), self.tokens / seconds, seconds)
+        if self.run.callbacks.on_progress is not None:
+            figures = self._progress(self.windows, trained.train_ppl, trained.tokens_per_second)
+            self.run.callbacks.on_progress(figures)
+        return trained
+
+
+def run_epoch(run: Run, state: TrainState) -> Trained | None:
+    """One pass over the training columns, ``bptt`` rows a step, the hidden state carried from
+    window to window; None when the time cap ran out before it began."""
+    config, data = run.config, run.data
+    for group in run.optimizer.param_groups:
+        group["lr"] = state.lr
+    run.model.train()
+    hidden = run.model.init_hidden(config.batch_size)
+    tally = _Tally(run, state)
+    rows, bptt = data.shape[0], config.bptt
+    for done, i in enumerate(range(0, rows - 1, bptt), 1):
+        # A model has at least one window and one validation behind it, whatever the budget.
+        if time.monotonic() > run.deadline and (tally.tokens or state.history):
+            run.stopped = "time"
+            break
+        seq = min(bptt, rows - 1 - i)
+        x, y = data[i : i + seq], data[i + 1 : i + 1 + seq]
+        loss, hidden = train_step(
+            run.model, run.optimizer, run.head, x, y, hidden, config.clip, run.bf16
+        )
+        state.step += 1
+        tally.add(state.step, loss, y.numel())
+        tally.report(done)
+    if tally.tokens == 0:
+        return None
+    trained = tally.end()
+    run.train_s, run.train_tokens = run.train_s + trained.seconds, run.train_tokens + tally.tokens
+    return trained
+
+
+def end_epoch(run: Run, state: TrainState, trained: Trained, valid_stream: np.ndarray) -> bool:
+    """Validate, keep the best weights, apply the learning-rate schedule and early stopping;
+    whether validation improved."""
+    config, epoch = run.config, state.epoch + 1
+    valid_loss = float(-score_stream(run.model, valid_stream, columns=config.eval_columns).mean())
+    if not valid_loss <= run.diverged:
+        raise _diverged(
+            epoch, state.step, state.lr, "validation loss", valid_loss, run.good_checkpoint
+        )
+    state.history.append(
+        dict(
+            epoch=epoch,
+            train_ppl=trained.train_ppl,
+            valid_ppl=_ppl(valid_loss),
+            tokens_per_second=trained.tokens_per_second,
+            lr=state.lr,
+            epoch_s=trained.seconds,
+        )
+    )
+    state.epoch = epoch
+    improved = valid_loss < state.best_valid_loss
+    if improved:
+        state.best_valid_loss, state.bad_epochs = valid_loss, 0
+        run.keep_best()
+    else:
+        state.bad_epochs += 1
+    if (config.schedule == "plateau" and not improved) or (
+        config.schedule == "fixed" and epoch >= config.decay_after
+    ):
+        state.lr *= config.lr_decay
+    if config.patience and state.bad_epochs >= config.patience:
+        run.stopped = "early_stopping"
+    return improved
+
+
+def save(run: Run, state: TrainState, improved: bool) -> None:
+    """``last.pt`` after every epoch, and ``best.pt`` when validation improved."""
+    if run.out_dir is None:
+        return
+    state.elapsed_s = time.monotonic() - run.origin
+    cuda = run.data.device.type == "cuda"
+    checkpoint = (
+        run.identity
+        | asdict(state)
+        | dict(
+            weights=run.model.state_dict(),
+            optimizer=run.optimizer.state_dict(),
+            rng=dict(
+                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if cuda else None
+            ),
+        )
+    )
+    save_checkpoint(checkpoint, run.out_dir / "last.pt")
+    run.good_checkpoint = run.out_dir / "last.pt"
+    if improved:
+        save_checkpoint(checkpoint, run.out_dir / "best.pt")
+
+
+def restore(run: Run, stored: dict[str, Any]) -> TrainState:
+    """The weights, optimizer and random generators of a checkpoint read back into ``run``, and
+    its training state; the best weights are ``best.pt``'s."""
+    device = run.data.device
+    run.model.load_state_dict(stored["weights"])
+    run.optimizer.load_state_dict(stored["optimizer"])
+    torch.set_rng_state(stored["rng"]["torch"].cpu())
+    if device.type == "cuda" and stored["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(stored["rng"]["cuda"].cpu())
+    folder = Path(run.out_dir or ".")  # where the checkpoint was read
+    if (folder / "best.pt").exists():
+        run.best = read_checkpoint(folder / "best.pt", device)["weights"]
+    run.good_checkpoint = folder / "last.pt"
+    return TrainState(**{f.name: stored[f.name] for f in fields(TrainState)})
+
+
+def _resumable(
+    out_dir: Path | None,
+    model: str,
+    config: TrainConfig,
+    vocab: tuple[str, int],
+    device: torch.device,
+) -> tuple[dict[str, Any], TrainConfig]:
+    """``out_dir/last.pt`` and the config to go on with: the stored one, with this call's
+    budget (``BUDGET_FIELDS``); anything else that differs is refused."""
+    if out_dir is None:
+        raise SeqlmError("resume needs the output folder that holds last.pt")
+    path = out_dir / "last.pt"
+    stored = read_checkpoint(path, device)
+    if (stored["vocab_key"], stored["vocab_size"]) != vocab:
+        raise SeqlmError(
+            f"{path}: trained on vocabulary {stored['vocab_key']!r} ({stored['vocab_size']} "
+            f"types); the data's is {vocab[0]!r} ({vocab[1]} types)"
+        )
+    then = {"model": stored["model"], **stored["config"]}
+    now = {"model": model, **asdict(config)}
+    changed = [k for k in now if k not in BUDGET_FIELDS and now[k] != then[k]]
     if changed:
         raise SeqlmError(
             f"{path}: cannot resume with a different {', '.join(changed)} "
             f"(only {', '.join(BUDGET_FIELDS)} may change)"
         )
-    return replace(stored, **{k: getattr(config, k) for k in BUDGET_FIELDS})
+    budget = {k: getattr(config, k) for k in BUDGET_FIELDS}
+    return stored, replace(TrainConfig(**stored["config"]), **budget)
 
 
 def train(
     train_stream: np.ndarray,
     valid_stream: np.ndarray,
     vocab_size: int,
+    model: str,
     config: TrainConfig = TrainConfig(),
     out_dir: Path | None = None,
     *,
     vocab_key: str = "",
     resume: bool = False,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    on_progress: Callable[[dict[str, float]], None] | None = None,
+    callbacks: Callbacks = Callbacks(),
     progress_every_s: float = 0.5,
     extra: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Train a model on ``train_stream``, validate on ``valid_stream``, checkpoint into ``out_dir``.
+    """Train a ``model`` (``rnn_tanh``, ``lstm`` or ``gru``) on ``train_stream``, validate on
+    ``valid_stream``, checkpoint into ``out_dir``.
 
     ``resume`` continues from ``out_dir/last.pt`` exactly where it stopped (same weights as an
-    uninterrupted run); ``vocab_key`` must then match the checkpoint's. ``on_epoch`` receives
-    ``epoch, train_ppl, valid_ppl, tokens_per_second, lr`` after each epoch; ``on_progress``
-    receives ``epoch, windows_done, windows, train_ppl, tokens_per_second`` at most every
-    ``progress_every_s`` seconds. A time budget ends the epoch early; that epoch then counts.
+    uninterrupted run); ``vocab_key`` must then match the checkpoint's. ``on_progress`` is called
+    at most every ``progress_every_s`` seconds. A time budget ends the epoch early; that epoch
+    then counts.
     """
-    started = time.monotonic()
+    check_settings({"model": model})
+    config = TrainConfig.of(config)  # the pipeline's config also lists its models
     device = resolve_device(config.device)
-    last_path = out_dir / "last.pt" if out_dir else None
-    best_path = out_dir / "best.pt" if out_dir else None
-    state: dict[str, Any] = {}
+    stored = None
     if resume:
-        if last_path is None:
-            raise SeqlmError("resume needs the output folder that holds last.pt")
-        state = read_checkpoint(last_path, device)
-        if state["vocab_key"] != vocab_key or state["vocab_size"] != vocab_size:
-            raise SeqlmError(
-                f"{last_path}: trained on vocabulary {state['vocab_key']!r} "
-                f"({state['vocab_size']} types); the data's is {vocab_key!r} ({vocab_size} types)"
-            )
-        config = _resume_config(state, config, last_path)
+        stored, config = _resumable(out_dir, model, config, (vocab_key, vocab_size), device)
     _check_data(train_stream, config, vocab_size, "train")
     _check_data(valid_stream, replace(config, bptt=1, batch_size=1), vocab_size, "valid")
+    run = _start(model, config, train_stream, device, vocab_size)
+    run.out_dir, run.callbacks, run.progress_every_s = out_dir, callbacks, progress_every_s
+    run.identity |= dict(vocab_key=vocab_key, vocab_size=vocab_size, extra=extra or {})
+    state = restore(run, stored) if stored else TrainState(lr=config.lr)
+    run.origin = run.started - state.elapsed_s
+    _log_start(run, len(train_stream))
+    while state.epoch < config.epochs and run.stopped == "epochs":
+        trained = run_epoch(run, state)
+        if trained is None:  # the time cap ran out before this epoch began
+            break
+        improved = end_epoch(run, state, trained, valid_stream)
+        save(run, state, improved)
+        _log_epoch(state.history[-1])
+        if callbacks.on_epoch is not None:
+            callbacks.on_epoch(state.history[-1])
+    return _finish(run, state)
+
+
+def _start(
+    model: str, config: TrainConfig, train_stream: np.ndarray, device: torch.device, vocab_size: int
+) -> Run:
+    """A freshly initialised network (seeded), its optimizer and the training columns."""
     if device.type == "cpu":
         _prepare_cpu()
-    bf16 = use_bf16(config.precision, device)
-
     torch.manual_seed(config.seed)
-    model = RNNLM(config.model, vocab_size).to(device)
-    optimizer = _make_optimizer(model, config)
-    lr, best_loss, bad_epochs, epoch, step, elapsed_before = config.lr, math.inf, 0, 0, 0, 0.0
-    history: list[dict[str, float]] = []
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if resume:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr, best_loss, bad_epochs = state["lr"], state["best_valid_loss"], state["bad_epochs"]
-        epoch, step, elapsed_before = state["epoch"], state["step"], state["elapsed_s"]
-        history = state["history"]
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if device.type == "cuda" and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
-        if best_path is not None and best_path.exists():
-            best_state = read_checkpoint(best_path, device)["model"]
+    net = RNNLM(model, config, vocab_size).to(device)
+    run = Run(
+        model=net,
+        config=config,
+        optimizer=_make_optimizer(net, config),
+        data=batchify(train_stream, config.batch_size, device),
+        bf16=use_bf16(config.precision, device),
+        identity=dict(model=model, config=asdict(config)),
+        diverged=DIVERGED_FACTOR * math.log(vocab_size),
+    )
+    run.keep_best()
+    return run
 
-    data = batchify(train_stream, config.batch_size, device)
-    rows, batch_size, bptt = data.shape[0], config.batch_size, config.bptt
-    windows = math.ceil((rows - 1) / bptt)
-    budget_s = config.max_minutes * 60 - elapsed_before if config.max_minutes else math.inf
-    head = SoftmaxHead()
-    stopped, train_s, train_tokens = "epochs", 0.0, 0
-    diverged = DIVERGED_FACTOR * math.log(vocab_size)
-    # The checkpoint a divergence points back to: this run's (or the one it resumed from).
-    good_checkpoint = last_path if resume else None
+
+def _log_start(run: Run, tokens: int) -> None:
+    c = run.config
     log.info(
         "training %s %d×%d on %s (%s), %d tokens, %d windows of %d × %d per epoch",
-        config.model.model, config.model.nlayers, config.model.nhid, device,
-        "bf16" if bf16 else "fp32", len(train_stream), windows, bptt, batch_size,
-    )  # fmt: skip
+        *(run.model.kind, c.nlayers, c.nhid, run.data.device, "bf16" if run.bf16 else "fp32"),
+        *(tokens, math.ceil((len(run.data) - 1) / c.bptt), c.bptt, c.batch_size),
+    )
 
-    while epoch < config.epochs and stopped == "epochs":
-        epoch += 1
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        hidden = model.init_hidden(batch_size)
-        loss_sum = torch.zeros((), device=device)
-        bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        bad_loss = torch.zeros((), device=device)
-        epoch_start = last_report = last_log = time.monotonic()
-        tokens = 0
-        for done, i in enumerate(range(0, rows - 1, bptt), 1):
-            # A model has at least one window and one validation behind it, whatever the budget.
-            if time.monotonic() - started > budget_s and (tokens or history):
-                stopped = "time"
-                break
-            seq = min(bptt, rows - 1 - i)
-            y = data[i + 1 : i + 1 + seq]
-            loss, hidden = train_step(model, optimizer, head, data[i : i + seq], y, hidden,
-                                      config.clip, bf16)  # fmt: skip
-            step += 1
-            tokens += y.numel()
-            # Kept on the device: no host sync per step, yet the first bad step is known
-            # (NaN fails the comparison too).
-            loss_sum += loss * y.numel()
-            first_bad = (bad_step < 0) & ~(loss <= diverged)
-            bad_step = torch.where(first_bad, step, bad_step)
-            bad_loss = torch.where(first_bad, loss.to(bad_loss.dtype), bad_loss)
-            now = time.monotonic()
-            report = on_progress is not None and now - last_report >= progress_every_s
-            if report or now - last_log >= config.log_every_s:
-                if int(bad_step) >= 0:  # synced here anyway
-                    raise _diverged(epoch, int(bad_step), lr, "loss", float(bad_loss),
-                                    good_checkpoint)  # fmt: skip
-                ppl = _ppl(loss_sum.item() / tokens)
-                tps = tokens / (now - epoch_start)
-                if report:
-                    last_report = now
-                    on_progress(dict(epoch=epoch, windows_done=done, windows=windows,
-                                     train_ppl=ppl, tokens_per_second=tps))  # fmt: skip
-                if now - last_log >= config.log_every_s:
-                    last_log = now
-                    log.info("epoch %d %d/%d windows, train ppl %.2f, %.0f tokens/s",
-                             epoch, done, windows, ppl, tps)  # fmt: skip
-        if tokens == 0:  # the budget ran out before this epoch began
-            epoch -= 1
-            break
-        loss_total = loss_sum.item()  # syncs the device, so the clock below is true
-        epoch_s = time.monotonic() - epoch_start
-        train_s, train_tokens = train_s + epoch_s, train_tokens + tokens
-        if int(bad_step) >= 0:
-            raise _diverged(epoch, int(bad_step), lr, "loss", float(bad_loss), good_checkpoint)
-        if on_progress is not None:
-            on_progress(dict(epoch=epoch, windows_done=windows, windows=windows,
-                             train_ppl=_ppl(loss_total / tokens),
-                             tokens_per_second=tokens / epoch_s))  # fmt: skip
-        valid_lp = score_stream(model, valid_stream, columns=config.eval_columns)
-        valid_loss = float(-valid_lp.mean())
-        metrics = dict(
-            epoch=epoch,
-            train_ppl=_ppl(loss_total / tokens),
-            valid_ppl=_ppl(valid_loss),
-            tokens_per_second=tokens / epoch_s,
-            lr=lr,
-            epoch_s=epoch_s,
-        )
-        if not valid_loss <= diverged:
-            raise _diverged(epoch, step, lr, "validation loss", valid_loss, good_checkpoint)
-        improved = valid_loss < best_loss
-        if improved:
-            best_loss, bad_epochs = valid_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if (config.schedule == "plateau" and not improved) or (
-            config.schedule == "fixed" and epoch >= config.decay_after
-        ):
-            lr *= config.lr_decay
-        history.append(metrics)
-        if config.patience and bad_epochs >= config.patience:
-            stopped = "early_stopping"
-        if last_path is not None and best_path is not None:
-            checkpoint = dict(
-                config=asdict(config), vocab_key=vocab_key, vocab_size=vocab_size,
-                model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                step=step, lr=lr, best_valid_loss=best_loss, bad_epochs=bad_epochs,
-                elapsed_s=elapsed_before + time.monotonic() - started, history=history,
-                rng=dict(torch=torch.get_rng_state(),
-                         cuda=torch.cuda.get_rng_state() if device.type == "cuda" else None),
-                extra=extra or {},
-            )  # fmt: skip
-            save_checkpoint(checkpoint, last_path)
-            good_checkpoint = last_path
-            if improved:
-                save_checkpoint(checkpoint, best_path)
-        log.info(
-            "epoch %d: train ppl %.2f, valid ppl %.2f, %.0f tokens/s, lr %.4g, %.0f s",
-            epoch, metrics["train_ppl"], metrics["valid_ppl"], metrics["tokens_per_second"],
-            metrics["lr"], epoch_s,
-        )  # fmt: skip
-        if on_epoch is not None:
-            on_epoch(metrics)
 
-    if stopped == "time":
+def _log_epoch(m: dict[str, float]) -> None:
+    log.info(
+        "epoch %d: train ppl %.2f, valid ppl %.2f, %.0f tokens/s, lr %.4g, %.0f s",
+        *(m["epoch"], m["train_ppl"], m["valid_ppl"], m["tokens_per_second"], m["lr"]),
+        m["epoch_s"],
+    )
+
+
+def _finish(run: Run, state: TrainState) -> TrainResult:
+    """The best weights back in the model, and how training went."""
+    config = run.config
+    if run.stopped == "time":
         # The one budget that depends on the machine's speed: say so where it happened.
         log.warning(
             "%s: cut short by the time cap (%g min) at epoch %d of %d: its figures depend on "
-            "the machine's speed", config.model.model, config.max_minutes, epoch, config.epochs,
-        )  # fmt: skip
-    elif stopped != "epochs":
-        log.info("stopped after epoch %d: %s", epoch, stopped.replace("_", " "))
-    model.load_state_dict(best_state)
+            "the machine's speed",
+            *(run.model.kind, config.max_minutes, state.epoch, config.epochs),
+        )
+    elif run.stopped != "epochs":
+        log.info("stopped after epoch %d: %s", state.epoch, run.stopped.replace("_", " "))
+    run.model.load_state_dict(run.best)
+    best = run.out_dir / "best.pt" if run.out_dir is not None else None
     return TrainResult(
-        model=model.eval(),
+        model=run.model.eval(),
         config=config,
-        history=history,
-        best_valid_loss=best_loss,
-        epochs=epoch,
-        steps=step,
-        tokens_per_second=train_tokens / train_s if train_s else 0.0,
-        device=str(device),
-        precision="bf16" if bf16 else "fp32",
-        stopped=stopped,
-        wall_s=time.monotonic() - started,
-        checkpoint=best_path if best_path is not None and best_path.exists() else None,
+        history=state.history,
+        best_valid_loss=state.best_valid_loss,
+        epochs=state.epoch,
+        steps=state.step,
+        tokens_per_second=run.train_tokens / run.train_s if run.train_s else 0.0,
+        device=str(run.data.device),
+        precision="bf16" if run.bf16 else "fp32",
+        stopped=run.stopped,
+        wall_s=time.monotonic() - run.started,
+        checkpoint=best if best is not None and best.exists() else None,
     )
