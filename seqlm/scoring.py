@@ -3,7 +3,6 @@ and one report (KenLM ``query``'s summary lines, or one JSON object) with one ex
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable
@@ -11,22 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from seqlm.corpus import TOKENIZERS, read_lines, tokenize
+from seqlm.corpus import read_lines, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
 from seqlm.vocab import Vocabulary
 
 UNRECORDED = "whitespace"  # a model with no record (an ARPA file) is read as KenLM reads text
-
-
-def add_tokenizer_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tokenizer",
-        choices=TOKENIZERS,
-        help="how to split the text into tokens (default: the tokenizer the model records; "
-        f"{UNRECORDED} for a model that records none, as an ARPA file, as KenLM does); a "
-        "tokenizer other than the recorded one is refused",
-    )
 
 
 def text_tokenizer(model: Path, recorded: str | None, given: str | None) -> str:

@@ -55,8 +55,7 @@ def package_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # The groups import this module's helpers: imported here, once it is complete.
-    from flows.cli import ngram, pipeline, store
-    from seqlm.rnn import cli as rnn
+    from flows.cli import ngram, pipeline, rnn, store
 
     parser = Parser(
         prog="seqlm",

@@ -1,68 +1,38 @@
-"""``seqlm rnn train | sample | score``: recurrent language models from the command line."""
+"""``seqlm rnn train | sample | score``: recurrent language models from the command line.
+
+torch is imported by the commands when they run, not with the parser."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
-import tempfile
-from collections.abc import Iterator
+import typing
 from dataclasses import asdict, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seqlm import corpus
+from flows.cli import add_score_options
+from seqlm.corpus import TOKENIZERS, load_corpus
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.progress import ProgressBar
 from seqlm.rnn.config import (
     BUDGET_FIELDS,
+    DEFAULT_MODEL,
     DEVICES,
     MODELS,
-    OPTIMIZERS,
-    PRECISIONS,
-    SCHEDULES,
-    ModelConfig,
     TrainConfig,
     check_settings,
 )
-from seqlm.scoring import add_tokenizer_option, report_score, text_tokenizer
+from seqlm.scoring import score_text, text_tokenizer
 from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
 
 VOCAB_FILE = "vocab.parquet"
 
-# (flag, config field, type, help); a flag left out keeps the config default (or, with --resume,
-# the checkpoint's value).
-_MODEL_FLAGS = [
-    ("--model", "model", str, "network"),
-    ("--emsize", "emsize", int, "embedding size"),
-    ("--nhid", "nhid", int, "hidden units per layer"),
-    ("--nlayers", "nlayers", int, "recurrent layers"),
-    ("--dropout", "dropout", float, "dropout probability"),
-    ("--init-range", "init_range", float, "weights start uniform in ±this"),
-]
-_TRAIN_FLAGS = [
-    ("--bptt", "bptt", int, "truncated-BPTT window (time steps)"),
-    ("--batch-size", "batch_size", int, "columns trained side by side"),
-    ("--optimizer", "optimizer", str, "optimizer"),
-    ("--lr", "lr", float, "initial learning rate"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
-    ("--clip", "clip", float, "gradient-norm clip"),
-    ("--schedule", "schedule", str, "plateau: decay when validation stalls; fixed: every epoch"),
-    ("--lr-decay", "lr_decay", float, "learning-rate factor per decay"),
-    ("--decay-after", "decay_after", int, "fixed schedule: epochs at the initial rate"),
-    ("--patience", "patience", int, "early stop after this many epochs without improvement"),
-    ("--epochs", "epochs", int, "epoch budget"),
-    ("--max-minutes", "max_minutes", float, "wall-clock budget in minutes (0: none)"),
-    ("--device", "device", str, "auto, cpu or cuda"),
-    ("--precision", "precision", str, "auto (bf16 on CUDA and bf16-capable CPUs), fp32 or bf16"),
-    ("--seed", "seed", int, "random seed"),
-]
-_CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-            "device": DEVICES, "precision": PRECISIONS}  # fmt: skip
 CHECKPOINT = "best.pt"  # what a folder given to sample or score stands for
 PIPELINE_VOCAB = "vocab"  # the store keeps vocabularies in <store>/vocab/<key>/vocab.parquet
 CHECKPOINT_HELP = (
@@ -81,19 +51,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--tokenizer",
         default="whitespace",
-        choices=corpus.TOKENIZERS,
+        choices=TOKENIZERS,
         help="whitespace: the text as it is; punct: lower-cased, every punctuation mark a token "
         "(recorded in the checkpoint: score splits text the same way)",
     )
     t.add_argument("--min-count", type=int, default=1, help="rarer training types become <unk>")
-    model_defaults, train_defaults = ModelConfig(), TrainConfig()
-    for flags, defaults in ((_MODEL_FLAGS, model_defaults), (_TRAIN_FLAGS, train_defaults)):
-        for flag, name, kind, text in flags:
-            default = getattr(defaults, name)
-            shown = f"{default:.4g}" if isinstance(default, float) else default
-            t.add_argument(flag, dest=name, type=kind, default=None, choices=_CHOICES.get(name),
-                           help=f"{text} (default {shown})")  # fmt: skip
-    t.add_argument("--tied", action="store_true", default=None, help="tie input/output embeddings")
+    add_setting_flags(t)
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     t.set_defaults(func=train_command)
@@ -107,7 +70,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--top-k", type=int, default=0, help="draw from the k likeliest (0: all)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the draw")
-    s.add_argument("--device", default="auto", choices=_CHOICES["device"], help=device_help)
+    s.add_argument("--device", default="auto", choices=DEVICES, help=device_help)
     s.set_defaults(func=sample_command)
 
     c = commands.add_parser("score", help="perplexity of a text file under a checkpoint")
@@ -118,14 +81,34 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start every line from a zero state (like-for-like with n-grams)",
     )
-    c.add_argument("--device", default="auto", choices=_CHOICES["device"], help=device_help)
-    add_tokenizer_option(c)
-    c.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object (perplexity, perplexity_no_unk, oov, targets)",
-    )
+    c.add_argument("--device", default="auto", choices=DEVICES, help=device_help)
+    add_score_options(c)
     c.set_defaults(func=score_command)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and one flag per ``TrainConfig`` field (``batch_size`` → ``--batch-size``),
+    its type, help and choices from the field. A flag left out is None: the config's default,
+    or with --resume the checkpoint's value."""
+    parser.add_argument(
+        "--model", choices=MODELS, default=None, help=f"the network (default {DEFAULT_MODEL})"
+    )
+    defaults, hints = TrainConfig(), typing.get_type_hints(TrainConfig)
+    for setting in fields(TrainConfig):
+        default = getattr(defaults, setting.name)
+        shown = f"{default:.4g}" if isinstance(default, float) else default
+        text = f"{setting.metadata['help']} (default {shown})"
+        if hints[setting.name] is bool:
+            parser.add_argument(_flag(setting.name), action="store_true", default=None, help=text)
+            continue
+        parser.add_argument(
+            _flag(setting.name),
+            dest=setting.name,
+            type=hints[setting.name],
+            default=None,
+            choices=setting.metadata.get("choices"),
+            help=text,
+        )
 
 
 def vocabulary_key(vocab: Vocabulary) -> str:
@@ -139,18 +122,15 @@ def _flag(name: str) -> str:
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    defaults = vars(TrainConfig()) | vars(ModelConfig())  # the model's name, not its config
-    check_settings(defaults | given, spell=_flag)
-    model_names = {f.name for f in fields(ModelConfig)}
-    model = ModelConfig(**{k: v for k, v in given.items() if k in model_names})
-    train_names = {f.name for f in fields(TrainConfig)} - {"model"}
-    return TrainConfig(model=model, **{k: v for k, v in given.items() if k in train_names})
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    check_settings(vars(TrainConfig()) | given, spell=_flag)
+    return TrainConfig(**given)
 
 
 def _resumed_config(args: argparse.Namespace, state: dict[str, Any]) -> TrainConfig:
     """The checkpoint's config with the budget flags given on this command line."""
-    stored = TrainConfig.from_dict(state["config"])
+    stored = TrainConfig(**state["config"])
     budget = {k: getattr(args, k) for k in BUDGET_FIELDS if getattr(args, k, None) is not None}
     check_settings(budget, spell=_flag)
     return replace(stored, **budget)
@@ -163,46 +143,32 @@ def _check_out(out: Path, resume: bool) -> None:
         raise SeqlmError(f"{out / 'last.pt'}: no checkpoint to resume from")
 
 
-def _ingest(data: str, tokenizer: str, shards_root: Path) -> list[Path]:
-    dirs = []
-    for i, source in enumerate(corpus.discover(data)):
-        d = shards_root / f"{i:04d}"
-        d.mkdir(parents=True)
-        corpus.ingest(source, d, tokenizer)
-        dirs.append(d)
-    return dirs
-
-
-@contextlib.contextmanager
-def _new_folder(path: Path) -> Iterator[None]:
-    """``path`` made for the block; removed again if the block fails and left it empty."""
-    created = not path.exists()
+def _make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SeqlmError(f"{path}: cannot create the folder ({e.strerror})") from None
-    try:
-        yield
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from seqlm.rnn import plot_learning_curve, read_checkpoint, resolve_device, score_stream, train
+    from seqlm.rnn import (
+        Callbacks,
+        plot_learning_curve,
+        read_checkpoint,
+        resolve_device,
+        score_stream,
+        train,
+    )
 
     out: Path = args.out
     _check_out(out, args.resume)
     # Nothing is written before the settings, the device and the data have passed.
     resumed = read_checkpoint(out / "last.pt") if args.resume else None
     config = _resumed_config(args, resumed) if resumed else _config_from_args(args)
+    model = resumed["model"] if resumed else args.model or DEFAULT_MODEL
     resolve_device(config.device)
-    with _new_folder(out), tempfile.TemporaryDirectory(dir=out, prefix=".shards.") as tmp:
-        dirs = _ingest(args.data, args.tokenizer, Path(tmp))
-        splits = {s: corpus.load_split(dirs, s) for s in corpus.SPLITS}
-        vocab = build_vocabulary(splits["train"], args.min_count)
+    splits = load_corpus(args.data, args.tokenizer)
+    vocab = build_vocabulary(splits["train"], args.min_count)
     key = vocabulary_key(vocab)
     if resumed and (key, vocab.size) != (resumed["vocab_key"], resumed["vocab_size"]):
         raise SeqlmError(
@@ -210,16 +176,19 @@ def train_command(args: argparse.Namespace) -> int:
             f"key {resumed['vocab_key']}) than {args.data} gives with --tokenizer "
             f"{args.tokenizer} --min-count {args.min_count} ({vocab.size} types, key {key})"
         )
+    _make_folder(out)
     vocab.save(out / VOCAB_FILE)
     streams = {s: vocab.stream(df) for s, df in splits.items()}
     result = train(
-        streams["train"], streams["valid"], vocab.size, config, out,
-        vocab_key=key, resume=args.resume, on_progress=ProgressBar(),
+        *(streams["train"], streams["valid"], vocab.size, model, config, out),
+        vocab_key=key,
+        resume=args.resume,
+        callbacks=Callbacks(on_progress=ProgressBar()),
         extra={"tokenizer": args.tokenizer},
-    )  # fmt: skip
+    )
     test = perplexity(score_stream(result.model, streams["test"]), streams["test"])
     if result.history:
-        plot_learning_curve(result.history, out / "learning_curve.png", f"{config.model.model}")
+        plot_learning_curve(result.history, out / "learning_curve.png", model)
     summary: dict[str, Any] = {
         "valid_ppl": result.valid_ppl,
         "test_ppl": test.ppl,
@@ -234,13 +203,14 @@ def train_command(args: argparse.Namespace) -> int:
         "precision": result.precision,
         "vocab_size": vocab.size,
         "checkpoint": str(result.checkpoint),
+        "model": model,
         "config": asdict(config),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"{config.model.model}: valid ppl {result.valid_ppl:.2f}, test ppl {test.ppl:.2f} "
+            f"{model}: valid ppl {result.valid_ppl:.2f}, test ppl {test.ppl:.2f} "
             f"({test.ppl_no_unk:.2f} without <unk>), {result.epochs} epochs, "
             f"{result.tokens_per_second:,.0f} tokens/s on {result.device}; {result.checkpoint}"
         )
@@ -313,9 +283,5 @@ def score_command(args: argparse.Namespace) -> int:
     model, state, vocab = _load(args.checkpoint, args.device)
     recorded = state.get("extra", {}).get("tokenizer")
     tokenizer = text_tokenizer(args.checkpoint, recorded, args.tokenizer)
-    lines = corpus.tokenize(corpus.read_lines(args.text), tokenizer)
-    if lines.height == 0:
-        raise SeqlmError(f"{args.text}: no text to score")
-    stream = vocab.stream(lines)
-    p = perplexity(score_stream(model, stream, reset_each_line=args.reset_each_line), stream)
-    return report_score(p, args.text, args.json)
+    score = partial(score_stream, model, reset_each_line=args.reset_each_line)
+    return score_text(args.text, tokenizer, vocab, score, args.json)
