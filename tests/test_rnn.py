@@ -43,18 +43,9 @@ from seqlm.vocab import BOS_ID, EOS_ID
 V = 12
 KIND = "lstm"
 TINY = TrainConfig(
-    emsize=16,
-    nhid=16,
-    nlayers=2,
-    dropout=0.0,
-    bptt=8,
-    batch_size=4,
-    epochs=2,
-    optimizer="sgd",
-    lr=1.0,
-    clip=5 / 35,
-    schedule="fixed",
-)
+    emsize=16, nhid=16, nlayers=2, dropout=0.0, bptt=8, batch_size=4, epochs=2,
+    optimizer="sgd", lr=1.0, clip=5 / 35, schedule="fixed",
+)  # fmt: skip
 
 
 def pattern_stream(lines: int, seed: int = 0) -> np.ndarray:
