@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # conftest imports this module before it sets up the environment
     import polars as pl
+    from mlflow.entities import Run
 
     from seqlm.config import PipelineConfig
     from seqlm.stages import Prepared
@@ -48,6 +49,20 @@ def run_seqlm(
     return subprocess.run(
         [str(SEQLM), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def pipeline_runs(experiment: str, tracking_uri: str | None = None) -> tuple[list[Run], list[Run]]:
+    """An MLflow experiment's pipeline runs and their child runs (one per model), oldest first;
+    the process's tracking URI unless another is given."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+    parent = "mlflow.parentRunId"
+    return [r for r in runs if parent not in r.data.tags], [
+        r for r in runs if parent in r.data.tags
+    ]
 
 
 def assert_merged_tables_recount(store: Store, tables: Artifact) -> tuple[Vocabulary, pl.DataFrame]:

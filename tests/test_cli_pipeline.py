@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from seqlm.unigram import UnigramModel
-from tests.helpers import SEQLM, bundled_corpus
+from tests.helpers import SEQLM, bundled_corpus, pipeline_runs
 
 NGRAM_ONLY = ["--set", "orders=[2]", "--set", "rnn.models=[]"]
 
@@ -46,16 +46,14 @@ def test_a_failed_presentation_step_keeps_the_comparison(
     )
     assert "Traceback" not in err and "Finished in state" not in err
 
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("broken")
-    runs = client.search_runs([experiment.experiment_id])
-    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    parents, children = pipeline_runs("broken")
+    parent = parents[0]
     assert parent.info.status == "FAILED"
     assert {"comparison.md", "comparison.parquet", "samples.md"} <= {
-        a.path for a in client.list_artifacts(parent.info.run_id)
+        a.path for a in MlflowClient().list_artifacts(parent.info.run_id)
     }
-    children = {r.info.run_name: r.info.status for r in runs if r is not parent}
-    assert children["unigram"] == children["kn2"] == "FINISHED"
+    statuses = {r.info.run_name: r.info.status for r in children}
+    assert statuses["unigram"] == statuses["kn2"] == "FINISHED"
 
 
 def seqlm(tmp_path: Path, *args: str, **kwargs) -> subprocess.Popen[str]:
@@ -154,9 +152,7 @@ def test_kill_9_leaves_no_server_and_the_next_run_marks_the_dead_run_killed(tmp_
     assert status == 0, err
     assert ngram_rows(report) == ngram_rows(alone)
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("seqlm").experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents, children = pipeline_runs("seqlm", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     statuses = sorted(r.info.status for r in parents)
     assert statuses == ["FINISHED", "FINISHED", "KILLED"]
-    assert all(r.info.status != "RUNNING" for r in runs)
+    assert all(r.info.status != "RUNNING" for r in parents + children)

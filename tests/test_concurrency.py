@@ -7,11 +7,10 @@ import os
 import subprocess
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from seqlm import stages
 from seqlm.store import MANIFEST
-from tests.helpers import SEQLM, bundled_corpus
+from tests.helpers import SEQLM, bundled_corpus, pipeline_runs
 
 pytestmark = pytest.mark.slow  # two `seqlm run` processes at once
 
@@ -69,8 +68,5 @@ def test_two_runs_at_once_share_the_store(tmp_path):
     assert sorted(figures[0]) == ["kn2", "unigram"]
 
     # Both runs are tracked in the one MLflow store, in one experiment.
-    client = MlflowClient(tracking)
-    (experiment,) = client.search_experiments(filter_string="name = 'seqlm'")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents, _ = pipeline_runs("seqlm", tracking)
     assert [r.info.status for r in parents] == ["FINISHED", "FINISHED"]

@@ -18,7 +18,7 @@ from flows.corpus_to_model import corpus_to_model
 from seqlm.config import PipelineConfig
 from tasks.registry import CHAMPION, champion_alias, registered_name
 from tasks.tracking import EXPERIMENT_KIND, ladder_order, metric_name, pipeline_run_name
-from tests.helpers import bundled_corpus
+from tests.helpers import bundled_corpus, pipeline_runs
 
 PARENT = "mlflow.parentRunId"
 
@@ -54,15 +54,6 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def runs_of(client: MlflowClient) -> tuple[list, list]:
-    """The experiment's pipeline runs (oldest first) and their child runs."""
-    experiment = client.get_experiment_by_name("tracking")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    return [r for r in runs if PARENT not in r.data.tags], [
-        r for r in runs if PARENT in r.data.tags
-    ]
-
-
 @pytest.mark.slow
 def test_an_unchanged_rerun_copies_nothing_and_mlflow_compares_the_models(
     prefect_server, corpus, tmp_path, mlruns, capsys
@@ -77,7 +68,7 @@ def test_an_unchanged_rerun_copies_nothing_and_mlflow_compares_the_models(
     client = MlflowClient()
     experiment = client.get_experiment_by_name("tracking")
     assert EXPERIMENT_KIND.items() <= experiment.tags.items()
-    parents, children = runs_of(client)
+    parents, children = pipeline_runs("tracking")
     assert [p.info.run_id for p in parents] == [first["mlflow_run"], again["mlflow_run"]]
     name = parents[0].info.run_name
     assert name.startswith("corpus.txt · ngram.orders=[2] rnn.models=[lstm] rnn.emsize=16 ")
