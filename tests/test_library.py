@@ -16,6 +16,8 @@ from seqlm.report import identity
 from seqlm.store import Store
 from tests.helpers import bundled_corpus
 
+pytestmark = pytest.mark.slow  # the whole ladder, in a subprocess
+
 # Run in a fresh interpreter where importing Prefect or MLflow fails, as if neither were installed.
 SCRIPT = """
 import importlib.abc, json, sys
