@@ -122,12 +122,12 @@ class RNNScorer:
     """A trained model as the pipeline's ``LanguageModel``: ``score_stream(stream) -> ln p``."""
 
     model: RNNLM
-    reset_each_line: bool = False
+    line_reset: bool = False  # the state restarts at every line (the evaluate stage's name)
     columns: int = 1
 
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         return score_stream(
-            self.model, stream, reset_each_line=self.reset_each_line, columns=self.columns
+            self.model, stream, reset_each_line=self.line_reset, columns=self.columns
         )
 
     def sample(self, n_words: int, seed: int = 0) -> np.ndarray:
