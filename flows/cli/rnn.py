@@ -11,14 +11,14 @@ import typing
 from dataclasses import asdict, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flows.cli import add_score_options
 from seqlm.corpus import TOKENIZERS, load_corpus
 from seqlm.errors import SeqlmError
-from seqlm.evaluate import perplexity
+from seqlm.evaluate import Perplexity, perplexity
 from seqlm.progress import ProgressBar
 from seqlm.rnn.config import (
     BUDGET_FIELDS,
@@ -30,6 +30,9 @@ from seqlm.rnn.config import (
 )
 from seqlm.scoring import score_text, text_tokenizer
 from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
+
+if TYPE_CHECKING:  # torch is imported when a command runs
+    from seqlm.rnn.training import TrainResult
 
 VOCAB_FILE = "vocab.parquet"
 
@@ -189,7 +192,27 @@ def train_command(args: argparse.Namespace) -> int:
     test = perplexity(score_stream(result.model, streams["test"]), streams["test"])
     if result.history:
         plot_learning_curve(result.history, out / "learning_curve.png", model)
-    summary: dict[str, Any] = {
+    print_training(result, test, model, config, vocab.size, args.json)
+    return 0
+
+
+def print_training(
+    result: TrainResult,
+    test: Perplexity,
+    model: str,
+    config: TrainConfig,
+    vocab_size: int,
+    as_json: bool,
+) -> None:
+    """One line, or with ``as_json`` the whole summary: the figures, the run, the settings."""
+    if not as_json:
+        print(
+            f"{model}: valid ppl {result.valid_ppl:.2f}, test ppl {test.ppl:.2f} "
+            f"({test.ppl_no_unk:.2f} without <unk>), {result.epochs} epochs, "
+            f"{result.tokens_per_second:,.0f} tokens/s on {result.device}; {result.checkpoint}"
+        )
+        return
+    summary = {
         "valid_ppl": result.valid_ppl,
         "test_ppl": test.ppl,
         "test_ppl_no_unk": test.ppl_no_unk,
@@ -201,20 +224,12 @@ def train_command(args: argparse.Namespace) -> int:
         "wall_s": result.wall_s,
         "device": result.device,
         "precision": result.precision,
-        "vocab_size": vocab.size,
+        "vocab_size": vocab_size,
         "checkpoint": str(result.checkpoint),
         "model": model,
         "config": asdict(config),
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
-            f"{model}: valid ppl {result.valid_ppl:.2f}, test ppl {test.ppl:.2f} "
-            f"({test.ppl_no_unk:.2f} without <unk>), {result.epochs} epochs, "
-            f"{result.tokens_per_second:,.0f} tokens/s on {result.device}; {result.checkpoint}"
-        )
-    return 0
+    print(json.dumps(summary, indent=2))
 
 
 def checkpoint_file(path: Path) -> Path:
