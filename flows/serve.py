@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 
-from flows.guard import ROOTS_ENV, check_inside_roots, corpus_roots
 from flows.settings import apply_defaults
 from seqlm.corpus import DEFAULT_CORPUS
 from seqlm.errors import SeqlmError
@@ -70,6 +69,8 @@ def serve_deployments(
     apply_defaults()
     os.environ.setdefault("PREFECT_API_URL", LOCAL_PREFECT_API)
     from prefect import serve
+
+    from flows.guard import ROOTS_ENV, check_inside_roots, corpus_roots
 
     if roots:
         os.environ[ROOTS_ENV] = os.pathsep.join(str(Path(root).resolve()) for root in roots)

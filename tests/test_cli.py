@@ -198,10 +198,12 @@ def test_a_closed_pipe_ends_every_command_quietly(pipeline, tmp_path):
 
 
 def test_the_tools_start_without_prefect_or_mlflow():
-    """The parser and the library's tools import neither Prefect nor MLflow: ``main`` applies the
-    project's environment defaults before either reads its settings."""
+    """The parser, the library's tools and the served process's module import neither Prefect nor
+    MLflow: ``main`` and ``serve_deployments`` apply the project's environment defaults before
+    either reads its settings."""
     code = (
-        "import sys\nfrom flows.cli import main\ntry:\n    status = main(sys.argv[1:])\n"
+        "import sys\nimport flows.serve\nfrom flows.cli import main\n"
+        "try:\n    status = main(sys.argv[1:])\n"
         "except SystemExit as done:\n    status = done.code\n"
         "print(status, sorted(m for m in ('prefect', 'mlflow') if m in sys.modules))"
     )
