@@ -664,21 +664,18 @@ STORE_DAMAGE = {
 
 def build_ladder(store_root: Path, corpus: Path) -> dict[str, float]:
     """The n-gram rungs through the library's stages, as the flow runs them: test perplexities."""
-    from seqlm import stages
+    from seqlm import pipeline, stages
     from seqlm.config import PipelineConfig
     from seqlm.corpus import discover
     from seqlm.store import Store
 
     cfg = PipelineConfig().with_values({"ngram.orders": [2, 3], "vocab.min_count": 1})
     store = Store(store_root)
-    shards = [stages.ingest(store, s, cfg.corpus) for s in discover(corpus)]
-    counts = [stages.shard_counts(store, s, 3) for s in shards]
-    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in shards], cfg.vocab)
-    tables = stages.count_tables(store, counts, vocab)
-    models = {f"kn{n}": stages.ngram(store, tables, n, cfg.ngram) for n in (2, 3)}
-    models["unigram"] = stages.unigram(store, vocab, cfg.unigram)
+    data = pipeline.prepare(pipeline.Local(store), discover(corpus), cfg)
+    models = {f"kn{n}": stages.ngram(store, data.tables, n, cfg.ngram) for n in (2, 3)}
+    models["unigram"] = stages.unigram(store, data.vocab, cfg.unigram)
     return {
-        name: stages.load_metrics(stages.evaluation(store, m, vocab, shards))["test"]["ppl"]
+        name: stages.load_metrics(stages.evaluate(store, m, data))["test"]["ppl"]
         for name, m in models.items()
     }
 

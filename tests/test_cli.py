@@ -19,7 +19,7 @@ from seqlm import corpus, stages
 from seqlm.config import load_config
 from seqlm.ngram import write_arpa
 from seqlm.store import Store
-from tests.helpers import BUNDLED
+from tests.helpers import BUNDLED, prepare
 
 SEQLM = str(Path(sys.executable).with_name("seqlm"))
 # Capitals and punctuation: the punct tokenizer (the pipeline's default) and whitespace differ.
@@ -38,15 +38,12 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
         ["rnn.nhid=16", "rnn.emsize=16", "rnn.epochs=1", "rnn.bptt=10", "rnn.batch_size=4"],
     )
     store = Store(root / "store")
-    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(source)]
-    train = [s for s in shards if "train" in s.manifest["rows"]]
-    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], config.vocab)
-    tables = stages.count_tables(store, [stages.shard_counts(store, s, 2) for s in train], vocab)
+    data = prepare(store, source, config)
     text = root / "text.txt"
     text.write_text("\n".join(TEXT) + "\n")
     return {
-        "ngram": stages.ngram(store, tables, 2, config.ngram).path,
-        "rnn": stages.rnn(store, vocab, shards, "lstm", config.rnn).path,
+        "ngram": stages.ngram(store, data.tables, 2, config.ngram).path,
+        "rnn": stages.rnn(store, data, "lstm", config.rnn).path,
         "text": text,
     }
 
@@ -83,9 +80,8 @@ def test_rnn_score_and_sample_take_any_folder_the_pipeline_wrote(pipeline, capsy
 
 def stages_vocab(rnn_folder: Path):
     """The vocabulary artifact a recurrent model's manifest names."""
-    store = Store(rnn_folder.parents[1])
-    key = json.loads((rnn_folder / "manifest.json").read_text())["inputs"]["vocab"]
-    return store.get("vocab", key)
+    (vocab,) = stages.inputs(Store(rnn_folder.parents[1]).get("rnn", rnn_folder.name), "vocab")
+    return vocab
 
 
 def test_ngram_score_reads_the_recorded_tokenizer(pipeline, capsys):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from flows.cli import main
-from seqlm import corpus, stages
+from seqlm import stages
 from seqlm.config import load_config
 from seqlm.rnn.config import ModelConfig
 from seqlm.rnn.model import RNNLM
@@ -21,6 +21,7 @@ from seqlm.rnn.score import score_stream
 from seqlm.rnn.training import batchify
 from seqlm.store import Store
 from seqlm.vocab import EOS_ID
+from tests.helpers import prepare
 
 kenlm = pytest.importorskip("kenlm", reason="the kenlm package is not installed (make kenlm)")
 
@@ -104,13 +105,9 @@ def test_pipeline_stages_and_cli_give_the_same_figure(tmp_path, capsys):
     # The CLI keeps every training type (min_count 1): the pipeline is set to the same cut.
     config = load_config(None, ["tokenizer=whitespace", "vocab.min_count=1", "orders=[3]"])
     store = Store(tmp_path / "store")
-    shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(folder)]
-    train = [s for s in shards if "train" in s.manifest["rows"]]
-    counts = [stages.shard_counts(store, s, 3) for s in train]
-    vocab = stages.vocabulary(store, [stages.shard_types(store, s) for s in train], config.vocab)
-    tables = stages.count_tables(store, counts, vocab)
-    model = stages.ngram(store, tables, 3, config.ngram)
-    metrics = stages.load_metrics(stages.evaluation(store, model, vocab, shards))["test"]
+    data = prepare(store, folder, config)
+    model = stages.ngram(store, data.tables, 3, config.ngram)
+    metrics = stages.load_metrics(stages.evaluate(store, model, data))["test"]
 
     arpa = tmp_path / "m.arpa"
     assert main(["ngram", "estimate", str(folder), "-o", "3", "--arpa", str(arpa)]) == 0
@@ -137,7 +134,7 @@ def test_a_corpus_of_empty_lines_is_refused_in_one_line(tmp_path, capsys):
 
 def test_recurrent_scoring_reads_consecutive_line_ends():
     torch.manual_seed(0)
-    model = RNNLM(ModelConfig("lstm", 8, 8, 1), 7).eval()
+    model = RNNLM("lstm", ModelConfig(8, 8, 1), 7).eval()
     # Lines: "", "3 4", "", "", "5", "" — an empty line is a lone </s>.
     stream = np.array([2, 3, 4, 2, 2, 2, 5, 2, 2])
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from seqlm import corpus, stages
+from seqlm import stages
 from seqlm.config import load_config
 from seqlm.errors import SeqlmError
 from seqlm.store import MANIFEST, Plan, Store, file_digest
-from tests.helpers import write_lines
+from tests.helpers import prepare, write_lines
 from tests.test_stages import lines, run
 
 
@@ -393,12 +393,10 @@ def test_a_corrupt_checkpoint_is_trained_over_from_scratch(tmp_path, caplog):
     config = load_config(None, [*settings, "rnn.device=cpu", "precision=fp32", "min_count=1"])
 
     def train(store, on_epoch=None):
-        shards = [stages.ingest(store, s, config.corpus) for s in corpus.discover(corpus_file)]
-        train = [s for s in shards if "train" in s.manifest["rows"]]
-        vocab = stages.vocabulary(
-            store, [stages.shard_types(store, s) for s in train], config.vocab
-        )
-        return stages.rnn(store, vocab, shards, "rnn_tanh", config.rnn, on_epoch)
+        from seqlm.rnn.training import Callbacks
+
+        data = prepare(store, corpus_file, config)
+        return stages.rnn(store, data, "rnn_tanh", config.rnn, Callbacks(on_epoch=on_epoch))
 
     def history(artifact):
         epochs = json.loads((artifact.path / stages.HISTORY_FILE).read_text())
