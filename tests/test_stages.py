@@ -178,12 +178,15 @@ def stage_keys(store: Store, path, overrides) -> dict[str, str]:
         name = identity(s.model).name
         keys[name] = s.model.key
         keys[f"evaluate {name}"] = s.evaluation.key
+        if s.line_reset is not None:
+            keys[f"evaluate {name} (line reset)"] = s.line_reset.key
     return keys
 
 
-EVERYTHING = {"ingest", "types", "counts", "vocab", "tables"} | {
+EVERYTHING = {"ingest", "types", "counts", "vocab", "tables", "evaluate rnn_tanh (line reset)"} | {
     f"{e}{m}" for m in ("unigram", "kn2", "rnn_tanh") for e in ("", "evaluate ")
 }
+RNN_TANH = {"rnn_tanh", "evaluate rnn_tanh", "evaluate rnn_tanh (line reset)"}
 
 
 @pytest.mark.parametrize(
@@ -198,9 +201,10 @@ EVERYTHING = {"ingest", "types", "counts", "vocab", "tables"} | {
         # model of an order counted before stay.
         ("ngram.orders=[3]", {"counts", "tables", "kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
         ("ngram.orders=[2, 3]", {"counts", "tables", "kn3", "evaluate kn3"}),
-        ("ngram.smoothing='addk'", {"kn2", "evaluate kn2"}),
-        ("rnn.lr=0.01", {"rnn_tanh", "evaluate rnn_tanh"}),
-        ("rnn.models=['rnn_tanh', 'gru']", {"gru", "evaluate gru"}),
+        # Another smoothing is another model, named by it.
+        ("ngram.smoothing='addk'", {"kn2", "evaluate kn2", "addk2", "evaluate addk2"}),
+        ("rnn.lr=0.01", RNN_TANH),
+        ("rnn.models=['rnn_tanh', 'gru']", {"gru", "evaluate gru", "evaluate gru (line reset)"}),
         # A cap finds the model trained without one: it would make it unless the cap cut it.
         ("rnn.max_minutes=5", set()),
         ("run.experiment='other'", set()),
