@@ -110,10 +110,7 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
     unigrams = _fast_section(data, bodies[0], sizes, 1, pl.String)
     if unigrams["w1"].is_duplicated().any() or unigrams["w1"].str.contains(r"\s").any():
         raise _Irregular
-    unigrams = _with_unk(path, unigrams)
-    vocab = _vocabulary(unigrams)
-    enum = pl.Enum(vocab.tokens)
-    levels = [_unigram_level(vocab, unigrams, enum)]
+    vocab, enum, levels = _vocabulary_and_unigrams(path, unigrams)
     for n in range(2, len(sizes) + 1):
         frame = _fast_section(data, bodies[n - 1], sizes, n, enum)
         ids = [frame[f"w{i}"].to_physical().to_numpy() for i in range(1, n + 1)]
@@ -214,13 +211,20 @@ def _vocabulary(unigrams: pl.DataFrame) -> Vocabulary:
     )
 
 
-def _unigram_level(vocab: Vocabulary, unigrams: pl.DataFrame, enum: pl.DataType) -> _Level:
+def _vocabulary_and_unigrams(
+    path: Path, unigrams: pl.DataFrame
+) -> tuple[Vocabulary, pl.Enum, list[_Level]]:
+    """The file's vocabulary (``<unk>`` added if missing), an ``Enum`` of its tokens, and the
+    levels read so far: the unigrams'."""
+    unigrams = _with_unk(path, unigrams)
+    vocab = _vocabulary(unigrams)
+    enum = pl.Enum(vocab.tokens)
     ids = unigrams["w1"].cast(enum).to_physical().to_numpy().astype(np.int64)
     order = np.argsort(ids)
     p = unigrams["p"].to_numpy()[order]
     bo = unigrams["bo"].to_numpy()[order] if "bo" in unigrams.columns else np.zeros(len(ids))
     ids = ids[order]
-    return _Level(np.zeros(vocab.size, dtype=np.int64), ids, p, bo, key=ids, packed=ids)
+    return vocab, enum, [_Level(np.zeros(vocab.size, dtype=np.int64), ids, p, bo, ids, ids)]
 
 
 class _Unlinked(Exception):
@@ -391,10 +395,7 @@ def _build(path: Path, grams: list[pl.DataFrame]) -> NgramModel:
     dup = unigrams.filter(pl.col("w1").is_duplicated())
     if dup.height:
         raise SeqlmError(f"{path}:{dup['line'][1]}: unigram {dup['w1'][0]!r} is listed twice")
-    unigrams = _with_unk(path, unigrams)
-    vocab = _vocabulary(unigrams)
-    enum = pl.Enum(vocab.tokens)
-    levels = [_unigram_level(vocab, unigrams, enum)]
+    vocab, _, levels = _vocabulary_and_unigrams(path, unigrams)
     ids_of_tokens = np.arange(vocab.size, dtype=np.int64)
     for n, frame in enumerate(grams[1:], start=2):
         cols = [
