@@ -287,7 +287,7 @@ def quality(args: argparse.Namespace) -> None:
     start = time.monotonic()
     carried = perplexity(score_stream(result.model, streams["test"]), streams["test"])
     reset = perplexity(
-        score_stream(result.model, streams["test"], reset_each_line=True), streams["test"]
+        score_stream(result.model, streams["test"], line_reset=True), streams["test"]
     )
     valid = perplexity(score_stream(result.model, streams["valid"]), streams["valid"])
     print(
@@ -305,7 +305,7 @@ def quality(args: argparse.Namespace) -> None:
                 "valid_ppl": valid.ppl,
                 "test_ppl": carried.ppl,
                 "test_ppl_no_unk": carried.ppl_no_unk,
-                "test_ppl_reset_each_line": reset.ppl,
+                "test_ppl_line_reset": reset.ppl,
                 "config": asdict(config),
                 "history": [{k: round(v, 3) for k, v in h.items()} for h in result.history],
             }

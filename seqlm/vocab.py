@@ -14,6 +14,7 @@ exactly the list of prediction targets every model is scored on; its ``</s>`` id
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,11 @@ class Vocabulary:
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
         return cls(pl.read_parquet(path))
+
+    def digest(self) -> str:
+        """A fingerprint of the tokens in id order: what a model's ids mean (its checkpoint
+        records it, so that the vocabulary saved beside it is checked to be that one)."""
+        return hashlib.sha256("\n".join(self.tokens.to_list()).encode()).hexdigest()[:16]
 
     def ids(self, tokens: pl.Series) -> pl.Series:
         """Token strings to ids; unknown tokens (and the reserved markers) become ``<unk>``."""

@@ -147,7 +147,7 @@ def test_recurrent_scoring_reads_consecutive_line_ends():
     np.testing.assert_allclose(score_stream(model, stream, window=3), direct(stream), rtol=1e-5)
     lines = np.split(stream, np.flatnonzero(stream == EOS_ID)[:-1] + 1)
     assert [len(line) for line in lines] == [1, 3, 1, 1, 2, 1]
-    reset = score_stream(model, stream, reset_each_line=True, batch=2)
+    reset = score_stream(model, stream, line_reset=True, batch=2)
     np.testing.assert_allclose(reset, np.concatenate([direct(x) for x in lines]), rtol=1e-5)
     columns = score_stream(model, stream, columns=4)
     assert columns.shape == stream.shape and np.isfinite(columns).all()

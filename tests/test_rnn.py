@@ -142,7 +142,7 @@ def test_training_learns_and_reports(tmp_path: Path) -> None:
     result = train(
         pattern_stream(300), pattern_stream(40, seed=1), V, KIND,
         replace(TINY, epochs=4, patience=0, optimizer="adamw", lr=0.01), tmp_path,
-        vocab_key="k", callbacks=Callbacks(on_epoch=seen.append),
+        vocab_digest="k", callbacks=Callbacks(on_epoch=seen.append),
     )  # fmt: skip
     assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
     assert set(seen[0]) >= {"epoch", "train_ppl", "valid_ppl", "tokens_per_second", "lr"}
@@ -152,7 +152,7 @@ def test_training_learns_and_reports(tmp_path: Path) -> None:
     assert replace(result, best_valid_loss=1e4).valid_ppl == math.exp(700)  # capped, no overflow
     assert (tmp_path / "last.pt").exists() and result.checkpoint == tmp_path / "best.pt"
     model, state = load_model(tmp_path / "best.pt")
-    assert state["vocab_key"] == "k" and state["epoch"] == 4
+    assert state["vocab_digest"] == "k" and state["epoch"] == 4
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     png = plot_learning_curve(result.history, tmp_path / "curve.png")
@@ -162,9 +162,11 @@ def test_training_learns_and_reports(tmp_path: Path) -> None:
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     train_s, valid_s = pattern_stream(200), pattern_stream(30, seed=1)
     config = replace(TINY, dropout=0.3, epochs=3, patience=0)
-    whole = train(train_s, valid_s, V, KIND, config, tmp_path / "a", vocab_key="k")
-    train(train_s, valid_s, V, KIND, replace(config, epochs=1), tmp_path / "b", vocab_key="k")
-    resumed = train(train_s, valid_s, V, KIND, config, tmp_path / "b", vocab_key="k", resume=True)
+    whole = train(train_s, valid_s, V, KIND, config, tmp_path / "a", vocab_digest="k")
+    train(train_s, valid_s, V, KIND, replace(config, epochs=1), tmp_path / "b", vocab_digest="k")
+    resumed = train(
+        train_s, valid_s, V, KIND, config, tmp_path / "b", vocab_digest="k", resume=True
+    )
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     exact = ("epoch", "train_ppl", "valid_ppl", "lr")  # all but the timings
@@ -172,7 +174,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         [h[k] for k in exact] for h in whole.history
     ]
     with pytest.raises(SeqlmError, match="vocabulary"):
-        train(train_s, valid_s, V, KIND, config, tmp_path / "b", vocab_key="other", resume=True)
+        train(train_s, valid_s, V, KIND, config, tmp_path / "b", vocab_digest="other", resume=True)
     with pytest.raises(SeqlmError, match="different lr"):
         train(
             train_s,
@@ -181,7 +183,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
             KIND,
             replace(config, lr=0.5),
             tmp_path / "b",
-            vocab_key="k",
+            vocab_digest="k",
             resume=True,
         )
 
@@ -191,7 +193,7 @@ def test_a_spent_time_budget_still_leaves_a_validated_model(tmp_path: Path) -> N
     trained and validated, so there is a best.pt to evaluate, and the stop says why."""
     stream = pattern_stream(200)
     result = train(
-        stream, stream, V, KIND, replace(TINY, max_minutes=1e-9), tmp_path, vocab_key="k"
+        stream, stream, V, KIND, replace(TINY, max_minutes=1e-9), tmp_path, vocab_digest="k"
     )
     assert result.stopped == "time" and result.epochs == 1 and result.steps == 1
     assert result.checkpoint == tmp_path / "best.pt" and result.checkpoint.is_file()
@@ -226,14 +228,16 @@ def test_bad_input(tmp_path: Path) -> None:
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     stream = pattern_stream(100)
-    train(stream, stream, V, KIND, replace(TINY, epochs=1), tmp_path, vocab_key="k")
+    train(stream, stream, V, KIND, replace(TINY, epochs=1), tmp_path, vocab_digest="k")
     last = tmp_path / "last.pt"
     good = last.read_bytes()
     # Not finite, and finite but far beyond the uniform guess's loss (ln 12): both diverged. The
     # older run's checkpoint is not this run's to point to.
     for lr, loss in [(1e38, "nan"), (1e5, r"\d\.\d+e\+0\d")]:
         with pytest.raises(SeqlmError) as caught:
-            train(stream, stream, V, KIND, replace(TINY, lr=lr, clip=1e30), tmp_path, vocab_key="k")
+            train(
+                stream, stream, V, KIND, replace(TINY, lr=lr, clip=1e30), tmp_path, vocab_digest="k"
+            )
         assert re.fullmatch(
             rf"training diverged at epoch 1, step \d+ \(lr {re.escape(f'{lr:g}')}\): "
             rf"loss {loss}; no checkpoint was written\. Lower .*",
@@ -248,7 +252,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None
     good = last.read_bytes()
     config = replace(TINY, lr=1e5, clip=1e30, epochs=2)
     with pytest.raises(SeqlmError) as caught:
-        train(stream, stream, V, KIND, config, tmp_path, vocab_key="k", resume=True)
+        train(stream, stream, V, KIND, config, tmp_path, vocab_digest="k", resume=True)
     assert re.match(
         rf"training diverged at epoch 2, step \d+ \(lr 100000\): loss .*; "
         rf"last good checkpoint: {re.escape(str(last))}\.",
@@ -272,7 +276,7 @@ def test_score_stream_carried_reset_and_columns() -> None:
     assert carried.dtype == np.float64 and carried.shape == stream.shape
     np.testing.assert_allclose(carried, direct(stream).numpy(), rtol=1e-5)
     lines = np.split(stream, np.flatnonzero(stream == EOS_ID)[:-1] + 1)
-    reset = score_stream(model, stream, reset_each_line=True, batch=4)
+    reset = score_stream(model, stream, line_reset=True, batch=4)
     np.testing.assert_allclose(reset, np.concatenate([direct(x) for x in lines]), rtol=1e-5)
     assert not np.allclose(reset, carried)
     # Two columns: the stream cut at a line end, each half scored from a fresh state.

@@ -30,14 +30,14 @@ def test_trains_on_cuda_and_scores_like_cpu(kind: str, tmp_path: Path) -> None:
         patience=0, optimizer="adamw", lr=0.03, clip=5 / 35, schedule="fixed", device="cuda",
         precision="auto",
     )  # fmt: skip
-    result = train(CYCLE, CYCLE[:400], V, kind, config, tmp_path, vocab_key="k")
+    result = train(CYCLE, CYCLE[:400], V, kind, config, tmp_path, vocab_digest="k")
     assert result.device.startswith("cuda") and result.valid_ppl < 1.5
     on_gpu, state = load_model(tmp_path / "best.pt", "cuda")
     on_cpu, _ = load_model(tmp_path / "best.pt", "cpu")
     assert state["epoch"] == 3
     for reset in (False, True):
-        gpu = score_stream(on_gpu, CYCLE[:400], reset_each_line=reset)
-        cpu = score_stream(on_cpu, CYCLE[:400], reset_each_line=reset)
+        gpu = score_stream(on_gpu, CYCLE[:400], line_reset=reset)
+        cpu = score_stream(on_cpu, CYCLE[:400], line_reset=reset)
         np.testing.assert_allclose(gpu, cpu, atol=2e-3)
 
 
@@ -47,7 +47,7 @@ def test_auto_device_is_cuda_with_bf16(tmp_path: Path) -> None:
         optimizer="sgd", lr=35.0, clip=5 / 35, schedule="fixed", precision="auto",
     )  # fmt: skip
     result = train(
-        CYCLE, CYCLE[:200], V, "lstm", replace(config, device="auto"), tmp_path, vocab_key="k"
+        CYCLE, CYCLE[:200], V, "lstm", replace(config, device="auto"), tmp_path, vocab_digest="k"
     )
     assert result.device.startswith("cuda") and result.precision == "bf16"
     assert np.isfinite(result.best_valid_loss)

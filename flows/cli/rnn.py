@@ -5,7 +5,6 @@ torch is imported by the commands when they run, not with the parser."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import typing
 from dataclasses import asdict, fields, replace
@@ -29,15 +28,13 @@ from seqlm.rnn.config import (
     check_settings,
 )
 from seqlm.scoring import score_text, text_tokenizer
-from seqlm.vocab import EOS, EOS_ID, Vocabulary, build_vocabulary
+from seqlm.vocab import EOS, EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary
 
 if TYPE_CHECKING:  # torch is imported when a command runs
     from seqlm.rnn.training import TrainResult
 
-VOCAB_FILE = "vocab.parquet"
 
 CHECKPOINT = "best.pt"  # what a folder given to sample or score stands for
-PIPELINE_VOCAB = "vocab"  # the store keeps vocabularies in <store>/vocab/<key>/vocab.parquet
 CHECKPOINT_HELP = (
     f"a checkpoint, the --out folder of seqlm rnn train ({CHECKPOINT}), or a pipeline's "
     "recurrent model folder (data/store/rnn/KEY)"
@@ -80,7 +77,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("checkpoint", type=Path, help=CHECKPOINT_HELP)
     c.add_argument("text", type=Path, help="a text file, one sentence per line")
     c.add_argument(
-        "--reset-each-line",
+        "--line-reset",
         action="store_true",
         help="start every line from a zero state (like-for-like with n-grams)",
     )
@@ -112,11 +109,6 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
             choices=setting.metadata.get("choices"),
             help=text,
         )
-
-
-def vocabulary_key(vocab: Vocabulary) -> str:
-    """A fingerprint of the vocabulary's tokens in id order: what a checkpoint's ids mean."""
-    return hashlib.sha256("\n".join(vocab.tokens.to_list()).encode()).hexdigest()[:16]
 
 
 def _flag(name: str) -> str:
@@ -172,19 +164,19 @@ def train_command(args: argparse.Namespace) -> int:
     resolve_device(config.device)
     splits = load_corpus(args.data, args.tokenizer)
     vocab = build_vocabulary(splits["train"], args.min_count)
-    key = vocabulary_key(vocab)
-    if resumed and (key, vocab.size) != (resumed["vocab_key"], resumed["vocab_size"]):
+    digest = vocab.digest()
+    if resumed and (digest, vocab.size) != (resumed["vocab_digest"], resumed["vocab_size"]):
         raise SeqlmError(
             f"{out / 'last.pt'}: trained on another vocabulary ({resumed['vocab_size']} types, "
-            f"key {resumed['vocab_key']}) than {args.data} gives with --tokenizer "
-            f"{args.tokenizer} --min-count {args.min_count} ({vocab.size} types, key {key})"
+            f"digest {resumed['vocab_digest']}) than {args.data} gives with --tokenizer "
+            f"{args.tokenizer} --min-count {args.min_count} ({vocab.size} types, digest {digest})"
         )
     _make_folder(out)
     vocab.save(out / VOCAB_FILE)
     streams = {s: vocab.stream(df) for s, df in splits.items()}
     result = train(
         *(streams["train"], streams["valid"], vocab.size, model, config, out),
-        vocab_key=key,
+        vocab_digest=digest,
         resume=args.resume,
         callbacks=Callbacks(on_progress=ProgressBar()),
         extra={"tokenizer": args.tokenizer},
@@ -250,26 +242,13 @@ def checkpoint_file(path: Path) -> Path:
 
 
 def checkpoint_vocabulary(checkpoint: Path, state: dict[str, Any]) -> Vocabulary:
-    """The vocabulary a checkpoint's ids mean. ``seqlm rnn train`` writes it beside the
-    checkpoint (its key: a fingerprint of its tokens); the pipeline keeps it in the store, as the
-    vocabulary artifact whose store key the checkpoint records (``<store>/vocab/<key>/``)."""
+    """The vocabulary a checkpoint's ids mean: saved beside it (by ``seqlm rnn train`` and by
+    the pipeline), and checked against the digest the checkpoint records."""
     path = checkpoint.parent / VOCAB_FILE
-    if path.is_file():
-        vocab = Vocabulary.load(path)
-        key = vocabulary_key(vocab)
-    else:
-        stored = (
-            folder / PIPELINE_VOCAB / state["vocab_key"] / VOCAB_FILE
-            for folder in checkpoint.resolve().parents
-        )
-        found = next((p for p in stored if p.is_file()), None)
-        if found is None:
-            raise SeqlmError(
-                f"{path}: missing (the vocabulary written beside the checkpoint, or the "
-                f"store's vocab/{state['vocab_key']} of a pipeline's model)"
-            )
-        path, vocab, key = found, Vocabulary.load(found), state["vocab_key"]
-    if key != state["vocab_key"] or vocab.size != state["vocab_size"]:
+    if not path.is_file():
+        raise SeqlmError(f"{path}: missing (the vocabulary saved beside the checkpoint)")
+    vocab = Vocabulary.load(path)
+    if (vocab.digest(), vocab.size) != (state["vocab_digest"], state["vocab_size"]):
         raise SeqlmError(f"{path}: not the vocabulary {checkpoint} was trained with")
     return vocab
 
@@ -298,5 +277,5 @@ def score_command(args: argparse.Namespace) -> int:
     model, state, vocab = _load(args.checkpoint, args.device)
     recorded = state.get("extra", {}).get("tokenizer")
     tokenizer = text_tokenizer(args.checkpoint, recorded, args.tokenizer)
-    score = partial(score_stream, model, reset_each_line=args.reset_each_line)
+    score = partial(score_stream, model, line_reset=args.line_reset)
     return score_text(args.text, tokenizer, vocab, score, args.json)

@@ -24,11 +24,10 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
 from seqlm.ngram.lines import pad_lines
-from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
+from seqlm.vocab import BOS_ID, EOS_ID, VOCAB_FILE, Vocabulary
 
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
-VOCAB_FILE = "vocab.parquet"
 
 
 @dataclass(frozen=True)

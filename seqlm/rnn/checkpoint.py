@@ -2,7 +2,7 @@
 ``torch.load(weights_only=True)`` (no pickled classes, so a checkpoint cannot run code).
 
 Keys: ``format``, ``version``, ``model`` (``rnn_tanh``, ``lstm`` or ``gru``), ``config`` (the
-``TrainConfig`` as a dict), ``vocab_key``, ``vocab_size``, ``extra`` (strings the caller adds,
+``TrainConfig`` as a dict), ``vocab_digest``, ``vocab_size``, ``extra`` (strings the caller adds,
 such as the tokenizer), ``weights`` (the state_dict), ``optimizer``, ``rng`` (torch CPU and CUDA
 generator states) and the fields of training's ``TrainState``: ``epoch``, ``step``, ``lr``,
 ``best_valid_loss``, ``bad_epochs``, ``elapsed_s``, ``history`` (one metrics dict per epoch).

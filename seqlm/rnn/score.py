@@ -7,7 +7,7 @@ the stream is a target:
 - carried (the standard setup): the whole stream is one segment and the state runs on across
   lines; ``columns > 1`` cuts it at line ends into that many segments scored side by side (faster;
   the state restarts at each cut, as in the word-language-model example's batched evaluation);
-- ``reset_each_line=True`` (like-for-like with n-gram models): every line is a segment, so each
+- ``line_reset=True`` (like-for-like with n-gram models): every line is a segment, so each
   line's first token is predicted from the ``</s>`` input and a zero state, and the state is reset
   to zeros after every ``</s>``.
 """
@@ -28,12 +28,12 @@ from seqlm.vocab import BOS_ID, EOS_ID
 _DECODE_ROWS = 4096
 
 
-def _segments(stream: np.ndarray, reset_each_line: bool, columns: int) -> list[np.ndarray]:
+def _segments(stream: np.ndarray, line_reset: bool, columns: int) -> list[np.ndarray]:
     """Offsets ``[start, end)`` of the segments, cut after ``</s>`` ids."""
     ends = np.flatnonzero(stream == EOS_ID) + 1
     if len(ends) == 0 or ends[-1] != len(stream):
         ends = np.append(ends, len(stream))
-    if not reset_each_line:
+    if not line_reset:
         # Cut at the line end nearest each even share of the stream.
         wanted = np.arange(1, columns) * len(stream) / columns
         ends = np.unique(np.append(ends[np.searchsorted(ends, wanted)], len(stream)))
@@ -46,7 +46,7 @@ def score_stream(
     model: RNNLM,
     stream: np.ndarray,
     *,
-    reset_each_line: bool = False,
+    line_reset: bool = False,
     columns: int = 1,
     window: int = 256,
     batch: int = 256,
@@ -64,7 +64,7 @@ def score_stream(
     data = torch.as_tensor(stream, dtype=torch.long, device=device)
     out = torch.empty(len(stream), dtype=torch.float64, device=device)
     # Longest first, so each batch of segments is padded little.
-    segments = sorted(_segments(stream, reset_each_line, columns), key=len, reverse=True)
+    segments = sorted(_segments(stream, line_reset, columns), key=len, reverse=True)
     for first in range(0, len(segments), batch):
         group = segments[first : first + batch]
         length = len(group[0])
@@ -122,13 +122,11 @@ class RNNScorer:
     """A trained model as the pipeline's ``LanguageModel``: ``score_stream(stream) -> ln p``."""
 
     model: RNNLM
-    line_reset: bool = False  # the state restarts at every line (the evaluate stage's name)
+    line_reset: bool = False  # the state restarts at every line
     columns: int = 1
 
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
-        return score_stream(
-            self.model, stream, reset_each_line=self.line_reset, columns=self.columns
-        )
+        return score_stream(self.model, stream, line_reset=self.line_reset, columns=self.columns)
 
     def sample(self, n_words: int, seed: int = 0) -> np.ndarray:
         return sample(self.model, n_words, seed=seed)

@@ -428,9 +428,9 @@ def _resumable(
         raise SeqlmError("resume needs the output folder that holds last.pt")
     path = out_dir / "last.pt"
     stored = read_checkpoint(path, device)
-    if (stored["vocab_key"], stored["vocab_size"]) != vocab:
+    if (stored["vocab_digest"], stored["vocab_size"]) != vocab:
         raise SeqlmError(
-            f"{path}: trained on vocabulary {stored['vocab_key']!r} ({stored['vocab_size']} "
+            f"{path}: trained on vocabulary {stored['vocab_digest']!r} ({stored['vocab_size']} "
             f"types); the data's is {vocab[0]!r} ({vocab[1]} types)"
         )
     then = {"model": stored["model"], **stored["config"]}
@@ -453,7 +453,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     out_dir: Path | None = None,
     *,
-    vocab_key: str = "",
+    vocab_digest: str = "",
     resume: bool = False,
     callbacks: Callbacks = Callbacks(),
     progress_every_s: float = 0.5,
@@ -463,7 +463,7 @@ def train(
     ``valid_stream``, checkpoint into ``out_dir``.
 
     ``resume`` continues from ``out_dir/last.pt`` exactly where it stopped (same weights as an
-    uninterrupted run); ``vocab_key`` must then match the checkpoint's. ``on_progress`` is called
+    uninterrupted run); ``vocab_digest`` must then match the checkpoint's. ``on_progress`` is called
     at most every ``progress_every_s`` seconds. A time budget ends the epoch early; that epoch
     then counts.
     """
@@ -472,12 +472,12 @@ def train(
     device = resolve_device(config.device)
     stored = None
     if resume:
-        stored, config = _resumable(out_dir, model, config, (vocab_key, vocab_size), device)
+        stored, config = _resumable(out_dir, model, config, (vocab_digest, vocab_size), device)
     _check_data(train_stream, config, vocab_size, "train")
     _check_data(valid_stream, replace(config, bptt=1, batch_size=1), vocab_size, "valid")
     run = _start(model, config, train_stream, device, vocab_size)
     run.out_dir, run.callbacks, run.progress_every_s = out_dir, callbacks, progress_every_s
-    run.identity |= dict(vocab_key=vocab_key, vocab_size=vocab_size, extra=extra or {})
+    run.identity |= dict(vocab_digest=vocab_digest, vocab_size=vocab_size, extra=extra or {})
     state = restore(run, stored) if stored else TrainState(lr=config.lr)
     run.origin = run.started - state.elapsed_s
     _log_start(run, len(train_stream))

@@ -118,7 +118,7 @@ def compare(store: Store, scored: Sequence[Scored]) -> Artifact:
     row per model: ``comparison.parquet``), the per-token table of the test split
     (``tokens.parquet``) and a bar chart of test perplexity (``perplexity.png``)."""
     names = [identity(s.model).name for s in scored]
-    vocabularies = [(name, _vocab_key(s.evaluation)) for name, s in zip(names, scored, strict=True)]
+    vocabularies = [(name, _vocabulary(s.evaluation)) for name, s in zip(names, scored, strict=True)]
     if len({key for _, key in vocabularies}) > 1:
         listed = ", ".join(f"{name}: {key}" for name, key in vocabularies)
         raise SeqlmError(f"models scored with different vocabularies cannot be compared ({listed})")
@@ -157,10 +157,10 @@ def load_comparison(compared: Artifact) -> pl.DataFrame:
     return pl.read_parquet(compared.path / COMPARISON_FILE)
 
 
-def _vocab_key(evaluation: Artifact) -> str:
+def _vocabulary(evaluation: Artifact) -> str:
     """The vocabulary an evaluation (or an interpolation of two) was scored with."""
     if evaluation.stage == INTERPOLATE.name:
-        return _vocab_key(*inputs(evaluation, "a"))
+        return _vocabulary(*inputs(evaluation, "a"))
     return evaluation.manifest["inputs"]["vocab"]
 
 

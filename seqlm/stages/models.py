@@ -171,7 +171,7 @@ def _train_rnn(
             model,
             config,
             checkpoints,
-            vocab_key=data.vocab.key,
+            vocab_digest=v.digest(),
             resume=resume,
             callbacks=callbacks or Callbacks(),
             extra={"tokenizer": tokenizer},
@@ -188,6 +188,7 @@ def _train_rnn(
         shutil.rmtree(checkpoints)
         result = trained(False)
     (checkpoints / "last.pt").unlink(missing_ok=True)  # best.pt is the model
+    v.save(checkpoints / VOCAB_FILE)  # what its ids mean, beside it as `seqlm rnn train` does
     (out / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
     plot_learning_curve(result.history, out / CURVE_FILE, title=f"{model} learning curve")
     size = f"{config.nlayers}x{config.nhid}"
@@ -218,7 +219,7 @@ def load_rnn(folder: Path) -> RNNScorer:
 
 UNIGRAM = Stage("unigram", 2, plan_unigram, unigram, lambda a: "fit unigram")
 NGRAM = Stage("ngram", 3, plan_ngram, ngram, lambda a: f"fit {a['config'].smoothing}{a['order']}")
-RNN = Stage("rnn", 4, plan_rnn, rnn, lambda a: f"train {a['model']}")
+RNN = Stage("rnn", 5, plan_rnn, rnn, lambda a: f"train {a['model']}")
 
 # How to load each model stage's artifact for scoring.
 LOADERS: dict[str, Callable[[Path], LanguageModel]] = {
