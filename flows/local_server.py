@@ -69,10 +69,23 @@ def _local_server(
     """Start the server and yield its API URL and a function that waits until it answers."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:ephemeral_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"{__name__}:ephemeral_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
         preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         yield url, lambda: _wait_healthy(process, url, timeout)

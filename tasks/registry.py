@@ -100,20 +100,7 @@ def register_champion(
     client = parent.tracker.client
     name = registered_name(corpus)
     alias = champion_alias(tags["corpus_key"])
-    champion = _champion(client, name, tags["corpus_key"])
-    if champion is not None:
-        if champion.tags.get("vocab_key") != tags["vocab_key"]:
-            log.info(
-                "%s v%s stays champion: %s was scored on other targets (another vocabulary)",
-                name, champion.version, result.model,
-            )  # fmt: skip
-        elif result.test_ppl >= (best := float(champion.tags["test_ppl"])):
-            log.info(
-                "%s v%s stays champion (test perplexity %.3f ≤ %.3f of %s)",
-                name, champion.version, best, result.test_ppl, result.model,
-            )  # fmt: skip
-        else:
-            champion = None
+    champion = _standing_champion(client, name, tags, result)
     if champion is not None:
         client.set_registered_model_alias(name, CHAMPION, champion.version)
         return None
@@ -132,6 +119,24 @@ def register_champion(
         client.set_registered_model_alias(name, moved, version)
     log.info("%s version %s is the champion (test perplexity %.3f)", name, version, result.test_ppl)
     return version
+
+
+def _standing_champion(
+    client: MlflowClient, name: str, tags: dict[str, str], result: ModelResult
+) -> ModelVersion | None:
+    """The corpus content's champion when ``result`` does not replace it: scored on other
+    targets (another vocabulary), or no better on the test split."""
+    champion = _champion(client, name, tags["corpus_key"])
+    if champion is None:
+        return None
+    if champion.tags.get("vocab_key") != tags["vocab_key"]:
+        why = f"{result.model} was scored on other targets (another vocabulary)"
+    elif result.test_ppl >= (best := float(champion.tags["test_ppl"])):
+        why = f"test perplexity {best:.3f} ≤ {result.test_ppl:.3f} of {result.model}"
+    else:
+        return None
+    log.info("%s v%s stays champion (%s)", name, champion.version, why)
+    return champion
 
 
 def _champion(client: MlflowClient, name: str, corpus_key: str) -> ModelVersion | None:

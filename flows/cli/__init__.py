@@ -70,9 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         "lines, failure reports in full",
     )
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {package_version()}",
+        "--version",
+        action="version",
+        version=f"%(prog)s {package_version()}",
         help="print the version and exit",
-    )  # fmt: skip
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in (pipeline, ngram, rnn, store):
         group.add_commands(commands)
