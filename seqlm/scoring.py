@@ -41,10 +41,10 @@ def score_text(
     stream = vocab.stream(tokenize(read_lines(text), tokenizer))
     if len(stream) == 0:
         raise SeqlmError(f"{text}: no text to score")
-    return report_score(perplexity(score(stream), stream), text, as_json)
+    return _report(perplexity(score(stream), stream), text, as_json)
 
 
-def report_score(result: Perplexity, text: Path, as_json: bool) -> int:
+def _report(result: Perplexity, text: Path, as_json: bool) -> int:
     """Print the report; a perplexity that is not finite (a target the model gives probability
     0) is reported, then refused in one line (exit status 1)."""
     if as_json:

@@ -50,8 +50,6 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 COPY_TAG = "copy_of"
 # Per-epoch figures of a recurrent model, logged at the epoch's step.
 EPOCH_METRICS = ("train_ppl", "valid_ppl", "tokens_per_second", "lr")
-# Each model's figures on the pipeline run, as <figure>/<model>.
-PIPELINE_FIGURES = ("test_ppl", "valid_ppl", "test_ppl_no_unk", "test_bits_per_token")
 _MAX_RUN_NAME = 250
 
 

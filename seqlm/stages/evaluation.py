@@ -118,7 +118,9 @@ def compare(store: Store, scored: Sequence[Scored]) -> Artifact:
     row per model: ``comparison.parquet``), the per-token table of the test split
     (``tokens.parquet``) and a bar chart of test perplexity (``perplexity.png``)."""
     names = [identity(s.model).name for s in scored]
-    vocabularies = [(name, _vocabulary(s.evaluation)) for name, s in zip(names, scored, strict=True)]
+    vocabularies = [
+        (name, _vocabulary(s.evaluation)) for name, s in zip(names, scored, strict=True)
+    ]
     if len({key for _, key in vocabularies}) > 1:
         listed = ", ".join(f"{name}: {key}" for name, key in vocabularies)
         raise SeqlmError(f"models scored with different vocabularies cannot be compared ({listed})")
