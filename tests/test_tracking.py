@@ -71,7 +71,8 @@ def test_an_unchanged_rerun_copies_nothing_and_mlflow_compares_the_models(
     parents, children = pipeline_runs("tracking")
     assert [p.info.run_id for p in parents] == [first["mlflow_run"], again["mlflow_run"]]
     name = parents[0].info.run_name
-    assert name.startswith("corpus.txt · ngram.orders=[2] rnn.models=[lstm] rnn.emsize=16 ")
+    assert name.startswith("corpus.txt · ngram.orders=[2] rnn.emsize=16 rnn.nhid=16 ")
+    assert name.endswith(" rnn.models=[lstm]")
     assert name == parents[1].info.run_name
     models = [r["model"] for r in first["comparison"]]
     assert models == ["unigram", "kn2", "lstm", "lstm+kn2"]
