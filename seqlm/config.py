@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from seqlm.corpus import TOKENIZERS
+from seqlm.corpus import MAX_WINDOW, TOKENIZERS, WINDOW
 from seqlm.errors import SeqlmError
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
@@ -56,6 +56,14 @@ class CorpusConfig:
             "block (unused for files named train, valid and test)."
         },
     )
+    window: int = field(
+        default=WINDOW,
+        metadata={
+            "help": "Residues per line of a FASTA/FASTQ record: a longer record is cut into "
+            f"consecutive lines of this many (1 to {MAX_WINDOW}), so that the held-out blocks "
+            "are blocks by position."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZERS:
@@ -74,6 +82,8 @@ class CorpusConfig:
             raise SeqlmError(
                 f"corpus.valid_fraction and corpus.test_fraction must sum below 1, not {held_out:g}"
             )
+        if not 1 <= self.window <= MAX_WINDOW:
+            raise SeqlmError(f"corpus.window must be between 1 and {MAX_WINDOW}, not {self.window}")
 
     @property
     def fractions(self) -> tuple[float, float, float]:

@@ -8,6 +8,11 @@ at the start of a file are stripped. A JSONL/Parquet document splits into lines 
 null document is skipped; an empty one is one empty line). Each source file becomes one shard per
 split (``train.parquet``, ``valid.parquet``, ``test.parquet``, a ``tokens: list[str]`` column,
 one row per line), so a corpus that gains a file only ingests that file.
+
+A FASTA/FASTQ file (read by ``dnaio``) is a sequence corpus: with the ``char`` tokenizer each
+residue is a symbol (the word tokenizers are refused for it); lower case (soft-masked) becomes upper
+case, and each record is cut into consecutive lines of ``window`` residues (the last one shorter),
+so that the split into contiguous blocks of lines is a split by position and nothing leaks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import dnaio
 import polars as pl
 
 from seqlm.errors import SeqlmError
@@ -26,17 +32,40 @@ from seqlm.errors import SeqlmError
 # The bundled corpus (Tiny Shakespeare), relative to the project root.
 DEFAULT_CORPUS = "data/tinyshakespeare/input.txt"
 SPLITS = ("train", "valid", "test")
-SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".parquet")
+# Sequence files by suffix: their format, and the residues they may hold (IUPAC codes).
+NUCLEOTIDES = "ACGTUNRYSWKMBDHV"
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY" + "BJOUXZ*"
+SEQUENCE_FORMATS = {
+    suffix + gz: (fmt, alphabet)
+    for suffix, fmt, alphabet in (
+        (".fa", "fasta", NUCLEOTIDES),
+        (".fasta", "fasta", NUCLEOTIDES),
+        (".fna", "fasta", NUCLEOTIDES),
+        (".faa", "fasta", AMINO_ACIDS),
+        (".fq", "fastq", NUCLEOTIDES),
+        (".fastq", "fastq", NUCLEOTIDES),
+    )
+    for gz in ("", ".gz")
+}
+SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".parquet", *SEQUENCE_FORMATS)
+WINDOW = 100  # residues per line of a sequence record
+MAX_WINDOW = 10_000
 
 # Python's str.split(): runs of whitespace separate tokens; text is kept exactly as it is.
 _WHITESPACE = r"\S+"
 # Words (with inner apostrophes, "don't") and every other non-space character as its own token.
 _WORDS_AND_PUNCT = r"\w+(?:'\w+)*|[^\w\s]"
-TOKENIZERS = ("whitespace", "punct")
+WORD_TOKENIZERS = ("whitespace", "punct")
+TOKENIZERS = (*WORD_TOKENIZERS, "char")
+# The char tokenizer's stand-in for a whitespace character: a visible symbol with no whitespace
+# inside, so that ARPA files and KenLM's query take it as one token.
+SPACE = "\u2581"
 
 _BOM = "\ufeff"
 
-_SPLIT_FILE = re.compile(r"^(?:.*\.)?(train|valid|test)(\.txt|\.txt\.gz|\.jsonl|\.parquet)$")
+_SPLIT_FILE = re.compile(
+    rf"^(?:.*\.)?(train|valid|test)({'|'.join(re.escape(s) for s in SUFFIXES)})$"
+)
 
 
 @dataclass(frozen=True)
@@ -95,11 +124,14 @@ def _decode(path: Path, raw: bytes) -> str:
         raise SeqlmError(f"{path}: not UTF-8 at byte offset {e.start}") from None
 
 
-def read_lines(path: Path, text_field: str = "text") -> pl.Series:
+def read_lines(path: Path, text_field: str = "text", window: int = WINDOW) -> pl.Series:
     """The text lines of one file, empty lines included (``text_field`` names the JSONL field or
-    Parquet column); a file with no byte of text has no line."""
+    Parquet column); a file with no byte of text has no line. A sequence file's lines are its
+    records cut into ``window`` residues."""
     check_regular_file(path)
     suffix = _suffix(path)
+    if suffix in SEQUENCE_FORMATS:
+        return read_sequences(path, window)
     if suffix in (".txt", ".txt.gz"):
         raw = path.read_bytes()
         if suffix == ".txt.gz":
@@ -142,6 +174,48 @@ def split_lines(texts: pl.Series) -> pl.Series:
     )
 
 
+def is_sequence_file(path: Path) -> bool:
+    return _suffix(path) in SEQUENCE_FORMATS
+
+
+def read_sequences(path: Path, window: int = WINDOW) -> pl.Series:
+    """A FASTA/FASTQ file's records, upper case, each cut into consecutive lines of ``window``
+    residues (the last one shorter); refuses an empty record and a residue outside the alphabet."""
+    fmt, alphabet = SEQUENCE_FORMATS[_suffix(path)]
+    records = _read_records(path, fmt)
+    empty = records.filter(pl.col("sequence") == "")
+    if empty.height:
+        raise SeqlmError(f"{path}: record {empty['id'][0]} is empty (no residue)")
+    sequences = records["sequence"].str.to_uppercase()
+    outside = f"[^{re.escape(alphabet)}]"  # one pattern for Polars' and Python's regex
+    bad = sequences.str.contains(outside)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        found = re.search(outside, sequences[row])
+        residue = "a nucleotide" if alphabet == NUCLEOTIDES else "an amino acid"
+        raise SeqlmError(
+            f"{path}: record {records['id'][row]}, position {found.start() + 1}: "
+            f"{found.group()!r} is not {residue}"
+        )
+    # Residues are ASCII letters or '*' now: the pattern stays small up to MAX_WINDOW.
+    return sequences.str.extract_all(f"[A-Z*]{{1,{window}}}").explode().rename("text")
+
+
+def _read_records(path: Path, fmt: str) -> pl.DataFrame:
+    """Each record's id (its name up to the first space) and residues, as ``dnaio`` reads them
+    (gzip too); its format errors become one line naming the file."""
+    try:
+        with dnaio.open(path, fileformat=fmt) as reader:
+            records = [(record.id, record.sequence) for record in reader]
+    except dnaio.exceptions.FileFormatError as e:
+        where = f"line {e.line + 1}: " if e.line is not None else ""
+        message = str(e.args[0]).splitlines()[0] if e.args else type(e).__name__
+        raise SeqlmError(f"{path}: not a valid {fmt.upper()} file ({where}{message})") from None
+    except (OSError, EOFError) as e:
+        raise SeqlmError(f"{path}: damaged or not a gzip file ({e})") from None
+    return pl.DataFrame(records, schema={"id": pl.String, "sequence": pl.String}, orient="row")
+
+
 def _text_column(path: Path, frame: pl.DataFrame, name: str, what: str) -> pl.Series:
     if name not in frame.columns:
         raise SeqlmError(f"{path}: no text {what} {name!r} (has: {', '.join(frame.columns)})")
@@ -152,11 +226,14 @@ def _text_column(path: Path, frame: pl.DataFrame, name: str, what: str) -> pl.Se
 
 def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
     """One row per line, its tokens in a ``tokens: list[str]`` column (empty for a line with no
-    token: it is still a sentence)."""
+    token: it is still a sentence). ``char``: each character is a token, and each whitespace
+    character the token ``SPACE`` (a line of spaces is a line of such tokens)."""
     if tokenizer == "whitespace":
         tokens = lines.str.extract_all(_WHITESPACE)
     elif tokenizer == "punct":
         tokens = lines.str.to_lowercase().str.extract_all(_WORDS_AND_PUNCT)
+    elif tokenizer == "char":  # every character a token, whitespace as its stand-in
+        tokens = lines.str.replace_all(r"\s", SPACE).str.extract_all(".")
     else:
         raise SeqlmError(f"unknown tokenizer {tokenizer!r} (choose from {', '.join(TOKENIZERS)})")
     return tokens.rename("tokens").to_frame()
@@ -167,7 +244,12 @@ def require_words(lines: pl.DataFrame, where: Path) -> None:
     nothing to predict but ``</s>`` (``lmplz`` refuses such a corpus too)."""
     if lines.height == 0:
         raise SeqlmError(f"{where}: empty corpus (no lines)")
-    if lines["tokens"].list.len().sum() == 0:
+    has_words = (
+        lines["tokens"].list.len().sum() > 0
+        if "tokens" in lines.columns
+        else lines["text"].str.contains(r"\S").any()
+    )
+    if not has_words:
         raise SeqlmError(f"{where}: no words to train on ({lines.height:,} lines, all empty)")
 
 
@@ -188,16 +270,44 @@ def split_blocks(
 FRACTIONS = (0.9, 0.05, 0.05)  # a whole file's train, valid and test blocks
 
 
+def require_symbols(path: Path, tokenizer: str) -> None:
+    """A sequence file has no words: the word tokenizers are refused for it (``char`` reads one
+    residue per token; a subword tokenizer reads the residues' lines as text)."""
+    if is_sequence_file(path) and tokenizer in WORD_TOKENIZERS:
+        raise SeqlmError(
+            f"{path}: a FASTA/FASTQ file has no words, so not the {tokenizer} tokenizer: set "
+            'corpus.tokenizer = "char" (--tokenizer char) to read one residue per token'
+        )
+
+
+CHARS = "chars"  # a line's characters as read (a sequence line's residues)
+
+
 def split_source(
     source: Source,
     tokenizer: str,
     text_field: str = "text",
     fractions: Sequence[float] | None = FRACTIONS,
+    window: int = WINDOW,
 ) -> dict[str, pl.DataFrame]:
     """The tokenised lines of one source file by split: a split file's own split; any other file
     cut into blocks by ``fractions`` or, with None, training text whole (as ``lmplz`` reads its
     input). A file with no line is refused, and so is training text with no word."""
-    lines = tokenize(read_lines(source.path, text_field), tokenizer)
+    splits = _split_counted(source, tokenizer, text_field, fractions, window)
+    return {split: lines.drop(CHARS) for split, lines in splits.items()}
+
+
+def _split_counted(
+    source: Source,
+    tokenizer: str,
+    text_field: str,
+    fractions: Sequence[float] | None,
+    window: int,
+) -> dict[str, pl.DataFrame]:
+    """``split_source``'s splits, each line with its number of characters (``CHARS``)."""
+    require_symbols(source.path, tokenizer)
+    text = read_lines(source.path, text_field, window)
+    lines = tokenize(text, tokenizer).with_columns(text.str.len_chars().alias(CHARS))
     if lines.height == 0:
         raise SeqlmError(f"{source.path}: empty corpus (no lines)")
     if source.split is not None:
@@ -217,13 +327,17 @@ def ingest(
     tokenizer: str,
     text_field: str = "text",
     fractions: Sequence[float] = FRACTIONS,
+    window: int = WINDOW,
 ) -> dict[str, int]:
     """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``; returns the
-    number of lines per split."""
-    splits = split_source(source, tokenizer, text_field, fractions)
-    for split, lines in splits.items():
-        lines.write_parquet(out_dir / f"{split}.parquet", compression="zstd")
-    return {split: lines.height for split, lines in splits.items()}
+    number of lines per split (``<split>``) and their characters as read (``<split>_chars``:
+    line ends not counted; a sequence's residues)."""
+    rows = {}
+    for split, lines in _split_counted(source, tokenizer, text_field, fractions, window).items():
+        lines.drop(CHARS).write_parquet(out_dir / f"{split}.parquet", compression="zstd")
+        rows[split] = lines.height
+        rows[f"{split}_chars"] = int(lines[CHARS].sum())
+    return rows
 
 
 def load_corpus(
@@ -232,6 +346,7 @@ def load_corpus(
     splits: Sequence[str] = SPLITS,
     text_field: str = "text",
     fractions: Sequence[float] | None = FRACTIONS,
+    window: int = WINDOW,
 ) -> dict[str, pl.DataFrame]:
     """The tokenised lines of each of ``splits`` of a corpus, in memory, concatenated over its
     files in order, as the pipeline's ingestion splits them (``split_source``); the command-line
@@ -240,7 +355,7 @@ def load_corpus(
     for source in discover(path):
         if source.split is not None and source.split not in parts:
             continue
-        for split, lines in split_source(source, tokenizer, text_field, fractions).items():
+        for split, lines in split_source(source, tokenizer, text_field, fractions, window).items():
             if split in parts:
                 parts[split].append(lines)
     for split, frames in parts.items():

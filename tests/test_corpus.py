@@ -57,7 +57,7 @@ def test_tokenizers():
         ["-", "-", "!"],
     ]
     with pytest.raises(SeqlmError, match="unknown tokenizer"):
-        tokenize(lines, "bpe")
+        tokenize(lines, "nope")
 
 
 def test_split_directory_is_used_as_given(tmp_path):
@@ -88,7 +88,10 @@ def test_single_corpus_splits_into_contiguous_blocks(tmp_path):
     text = [*LINES[:10], "", *LINES[10:19]]  # the empty line is a line too
     write_lines(tmp_path / "a.txt", text)
     rows = ingest(Source(tmp_path / "a.txt"), tmp_path, "whitespace", fractions=(0.8, 0.1, 0.1))
-    assert rows == {"train": 16, "valid": 2, "test": 2}
+    blocks = {"train": text[:16], "valid": text[16:18], "test": text[18:]}
+    assert rows == {s: len(b) for s, b in blocks.items()} | {
+        f"{s}_chars": sum(map(len, b)) for s, b in blocks.items()
+    }
     whole = tokenize(pl.Series(text), "whitespace")
     parts = [load_split([tmp_path], s) for s in ("train", "valid", "test")]
     assert pl.concat(parts).equals(whole)
@@ -156,7 +159,9 @@ def test_ingest_keeps_empty_lines_in_every_split(tmp_path):
     text = ["", "a b", "", "   ", *[f"w{i}" for i in range(14)], "", "x"]
     (tmp_path / "a.txt").write_bytes(("\r\n".join(text) + "\r\n").encode())
     rows = ingest(Source(tmp_path / "a.txt"), tmp_path, "whitespace", fractions=(0.8, 0.1, 0.1))
-    assert rows == {"train": 16, "valid": 2, "test": 2}
+    # Characters as read ("a b", "   ", w0..w11 | w12, w13 | "x"): no CR or LF counts.
+    chars = {"train_chars": 3 + 3 + 10 * 2 + 2 * 3, "valid_chars": 2 * 3, "test_chars": 1}
+    assert rows == {"train": 16, "valid": 2, "test": 2} | chars
     assert load_split([tmp_path], "train")["tokens"].to_list()[:4] == [[], ["a", "b"], [], []]
     assert load_split([tmp_path], "test")["tokens"].to_list() == [[], ["x"]]
 

@@ -30,6 +30,8 @@ def plan_ingest(source: corpus.Source, config: CorpusConfig) -> Plan:
     settings = {"tokenizer": config.tokenizer, "text_field": config.text_field}
     if source.split is None:
         settings["fractions"] = config.fractions
+    if corpus.is_sequence_file(source.path):
+        settings["window"] = config.window
     return INGEST.plan_of(settings, {"file": file_digest(source.path), "split": source.split})
 
 
@@ -38,7 +40,7 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
     return store.build(
         plan_ingest(source, config),
         lambda out: corpus.ingest(
-            source, out, config.tokenizer, config.text_field, config.fractions
+            source, out, config.tokenizer, config.text_field, config.fractions, config.window
         ),
         note={"source": str(source.path)},
     )
@@ -146,7 +148,7 @@ def _shard_name(arguments: dict) -> str:
     return Path(arguments["shard"].manifest["note"]["source"]).name
 
 
-INGEST = Stage("ingest", 2, plan_ingest, ingest, lambda a: f"ingest {a['source'].path.name}")
+INGEST = Stage("ingest", 3, plan_ingest, ingest, lambda a: f"ingest {a['source'].path.name}")
 TYPES = Stage("types", 1, plan_types, types, lambda a: f"types {_shard_name(a)}")
 COUNTS = Stage("counts", 2, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
 VOCAB = Stage("vocab", 3, plan_vocab, vocab, lambda a: "vocabulary")
