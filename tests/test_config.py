@@ -46,7 +46,7 @@ def test_defaults_file_and_overrides(tmp_path):
         ("orders=[3, 2, 3]", r"ngram.orders lists 3 twice: \[3, 2, 3\]"),
         ("max_size=3", "vocab.max_size must be 0 \\(no limit\\) or above 3, not 3"),
         ("add_k=1", "ambiguous: say unigram.add_k or ngram.add_k"),
-        ("orders=[2, 11]", "between 1 and 10"),
+        ("orders=[2, 13]", "between 1 and 12"),
         ("orders=3", "needs a list"),
         ("smoothing=wb", "unknown smoothing 'wb'"),
         ("rnn.precision=fp16", "rnn.precision must be one of auto, fp32, bf16, not 'fp16'"),

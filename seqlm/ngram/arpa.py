@@ -21,7 +21,7 @@ import polars as pl
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_path
 from seqlm.ngram.index import lookup
-from seqlm.ngram.lines import check_order
+from seqlm.ngram.lines import check_key_space, check_order
 from seqlm.ngram.model import NgramModel
 from seqlm.vocab import SPECIALS, UNK, Vocabulary
 
@@ -239,6 +239,7 @@ def _link(
     """One order's level from its word ids and the levels below; ``_Unlinked`` names an entry
     whose context is unlisted, or a repeat."""
     n, bits = len(ids), max(int(size - 1).bit_length(), 1)
+    check_key_space(len(levels[-1].key), size, n)
     word = ids[-1].astype(np.int64)
     if n == 2:
         rows = ids[0].astype(np.int64)

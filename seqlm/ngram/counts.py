@@ -20,7 +20,7 @@ import polars as pl
 
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
-from seqlm.ngram.lines import check_order, pad_lines
+from seqlm.ngram.lines import check_key_space, check_order, pad_lines
 from seqlm.vocab import VOCAB_FILE, Vocabulary
 
 COUNT = "count"
@@ -98,6 +98,7 @@ def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.Dat
     del unigram_counts, present
     rank, bound = padded, vocab_size  # order 1: a word's rank is its id
     for n in range(2, order + 1):
+        check_key_space(bound, vocab_size, n)
         ends = np.flatnonzero(offset >= n - 1)
         keys = rank[ends - 1].astype(np.int64)
         keys *= vocab_size

@@ -12,12 +12,23 @@ import numpy as np
 from seqlm.errors import SeqlmError
 from seqlm.vocab import BOS_ID, EOS_ID
 
-MAX_ORDER = 10
+MAX_ORDER = 12  # k-mers of DNA and characters need long contexts
 
 
 def check_order(order: int) -> None:
     if not 1 <= order <= MAX_ORDER:
         raise SeqlmError(f"n-gram order must be between 1 and {MAX_ORDER}, not {order}")
+
+
+def check_key_space(contexts: int, vocab_size: int, n: int) -> None:
+    """N-grams are found by the key ``context row × vocabulary size + word`` in an int64: refuse
+    an order whose ``contexts`` × ``vocab_size`` would overflow it (far beyond any corpus that
+    fits in memory, but never silently)."""
+    if contexts * vocab_size > 1 << 63:
+        raise SeqlmError(
+            f"{n}-grams: {contexts:,} contexts × {vocab_size:,} vocabulary entries overflow the "
+            "64-bit n-gram keys (cut the vocabulary: vocab.max_size)"
+        )
 
 
 def pad_lines(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
