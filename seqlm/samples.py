@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from seqlm.corpus import SPACE, WORD_TOKENIZERS
 from seqlm.lm import LanguageModel
 from seqlm.vocab import EOS, EOS_ID, Vocabulary
 
 
+def detokenize(tokens: list[str], tokenizer: str = "whitespace") -> str:
+    """A line's text from its tokens: words joined by spaces; symbols (characters, subwords,
+    residues) joined as they are, with their ``SPACE`` stand-ins turned back into spaces."""
+    if tokenizer in WORD_TOKENIZERS:
+        return " ".join(tokens)
+    return "".join(tokens).replace(SPACE, " ")
+
+
 def sample_lines(
-    model: LanguageModel, vocab: Vocabulary, n_lines: int = 3, seed: int = 0, max_words: int = 400
+    model: LanguageModel,
+    vocab: Vocabulary,
+    n_lines: int = 3,
+    seed: int = 0,
+    max_words: int = 400,
+    tokenizer: str = "whitespace",
 ) -> list[str]:
-    """Up to ``n_lines`` lines of ``max_words`` ids drawn in all, tokens joined by spaces.
+    """Up to ``n_lines`` lines of ``max_words`` ids drawn in all, tokens joined as ``tokenizer``
+    splits text (``detokenize``).
 
     A line ends at ``</s>``; one the model ended at once shows as its ``</s>``. When the budget
     runs out first, the words drawn since the last ``</s>`` make the last line, so a model that
@@ -22,4 +37,4 @@ def sample_lines(
     lines = [piece[:-1] for piece in complete[:n_lines]]
     if len(lines) < n_lines and unfinished.size:
         lines.append(unfinished)
-    return [" ".join(vocab.decode(line)) or EOS for line in lines]
+    return [detokenize(vocab.decode(line), tokenizer) or EOS for line in lines]
