@@ -56,7 +56,8 @@ _WHITESPACE = r"\S+"
 # Words (with inner apostrophes, "don't") and every other non-space character as its own token.
 _WORDS_AND_PUNCT = r"\w+(?:'\w+)*|[^\w\s]"
 WORD_TOKENIZERS = ("whitespace", "punct")
-TOKENIZERS = (*WORD_TOKENIZERS, "char")
+# bpe: subwords learnt from the train split (seqlm.subwords); ingestion keeps the lines' text.
+TOKENIZERS = (*WORD_TOKENIZERS, "char", "bpe")
 # The char tokenizer's stand-in for a whitespace character: a visible symbol with no whitespace
 # inside, so that ARPA files and KenLM's query take it as one token.
 SPACE = "\u2581"
@@ -234,6 +235,8 @@ def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
         tokens = lines.str.to_lowercase().str.extract_all(_WORDS_AND_PUNCT)
     elif tokenizer == "char":  # every character a token, whitespace as its stand-in
         tokens = lines.str.replace_all(r"\s", SPACE).str.extract_all(".")
+    elif tokenizer == "bpe":  # the text as it is, for subwords learnt from the train split
+        return lines.rename("text").to_frame()
     else:
         raise SeqlmError(f"unknown tokenizer {tokenizer!r} (choose from {', '.join(TOKENIZERS)})")
     return tokens.rename("tokens").to_frame()
