@@ -42,6 +42,14 @@ class CorpusConfig:
     text_field: str = field(
         default="text", metadata={"help": "The JSONL field or Parquet column holding the text."}
     )
+    bpe_vocab_size: int = field(
+        default=2000,
+        metadata={
+            "help": "Entries of the bpe tokenizer learnt on the training text: <unk>, its "
+            "characters, then the most frequent merges (at most what merging every word whole "
+            "gives)."
+        },
+    )
     valid_fraction: float = field(
         default=0.05,
         metadata={
@@ -73,6 +81,8 @@ class CorpusConfig:
             )
         if not self.text_field:
             raise SeqlmError("corpus.text_field must not be empty")
+        if self.bpe_vocab_size < 1:
+            raise SeqlmError(f"corpus.bpe_vocab_size must be positive, not {self.bpe_vocab_size}")
         for key in ("valid_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0 < value < 1:  # NaN fails too

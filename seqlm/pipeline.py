@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 from seqlm.config import PipelineConfig, load_config
-from seqlm.corpus import Source, discover, tokenize
+from seqlm.corpus import Source, discover
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
 from seqlm.lm import LanguageModel
 from seqlm.progress import ProgressBar
 from seqlm.samples import sample_lines
+from seqlm.scoring import Splitter, splitter
 from seqlm.stages import (
     COMPARE,
     COUNTS,
@@ -41,9 +42,10 @@ from seqlm.stages import (
     load_metrics,
     load_vocabulary,
 )
-from seqlm.stages.data import vocab_tokenizer
-from seqlm.stages.models import model_vocabulary
+from seqlm.stages.data import ENCODE, SUBWORDS, vocab_tokenizer
+from seqlm.stages.models import model_vocabulary, tokenizer_folder
 from seqlm.store import Artifact, Store
+from seqlm.subwords import BPE
 from seqlm.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -78,6 +80,9 @@ def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -
     models) the merged count tables."""
     shards = runner.map(INGEST, sources, config.corpus)
     train = [s for s in shards if "train" in s.manifest["rows"]]
+    if config.corpus.tokenizer == BPE:  # subwords learnt from the train text, then every shard
+        shards = runner.map(ENCODE, shards, runner(SUBWORDS, train, config.corpus))
+        train = [s for s in shards if "train" in s.manifest["rows"]]
     # The vocabulary needs only the shards' types: n-gram orders never re-key it.
     vocabulary = runner(VOCAB, runner.map(TYPES, train), config.vocab)
     merged = None
@@ -164,14 +169,17 @@ class Scorer:
     model: LanguageModel
     vocab: Vocabulary
     tokenizer: str
+    split: Splitter  # the tokenizer applied: a named one, or the model's saved subwords
 
     def score(self, lines: Iterable[str]) -> Perplexity:
         """Every target of the lines (their tokens, and one ``</s>`` each)."""
-        stream = self.vocab.stream(tokenize(pl.Series("text", list(lines)), self.tokenizer))
+        stream = self.vocab.stream(self.split(pl.Series("text", list(lines))))
         return perplexity(self.model.score_stream(stream), stream)
 
     def sample(self, n_lines: int = 3, seed: int = 0) -> list[str]:
-        return sample_lines(self.model, self.vocab, n_lines=n_lines, seed=seed)
+        return sample_lines(
+            self.model, self.vocab, n_lines=n_lines, seed=seed, tokenizer=self.tokenizer
+        )
 
 
 def load(folder: str | Path) -> Scorer:
@@ -185,6 +193,10 @@ def load(folder: str | Path) -> Scorer:
     if model is None:
         raise SeqlmError(f"{folder}: no such model in the store")
     vocabulary = model_vocabulary(model)
+    tokenizer = vocab_tokenizer(vocabulary)
     return Scorer(
-        LOADERS[stage](model.path), load_vocabulary(vocabulary), vocab_tokenizer(vocabulary)
+        LOADERS[stage](model.path),
+        load_vocabulary(vocabulary),
+        tokenizer,
+        splitter(tokenizer, tokenizer_folder(model)),
     )

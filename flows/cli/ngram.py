@@ -12,31 +12,47 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from flows.cli import add_score_options
 from flows.cli.store import add_tables_command
+from seqlm import subwords
+from seqlm.config import CorpusConfig
 from seqlm.corpus import TOKENIZERS, load_corpus
+from seqlm.errors import SeqlmError
 from seqlm.ngram.arpa import read_arpa, write_arpa
 from seqlm.ngram.counts import count_ngrams, write_tables
 from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
 from seqlm.ngram.model import NgramModel
-from seqlm.scoring import score_text, text_tokenizer
+from seqlm.scoring import score_text, splitter, text_tokenizer
 from seqlm.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger(__name__)
 
 
-def _train_stream(args: argparse.Namespace) -> tuple[Vocabulary, np.ndarray]:
-    lines = load_corpus(args.corpus, args.tokenizer, splits=["train"], fractions=None)["train"]
-    vocab = build_vocabulary(lines)
-    return vocab, vocab.stream(lines)
+def _train_stream(args: argparse.Namespace) -> tuple[Vocabulary, np.ndarray, Tokenizer | None]:
+    """The training text's vocabulary and stream, and the bpe tokenizer learnt from it (None
+    for a named tokenizer)."""
+    text = load_corpus(args.corpus, args.tokenizer, splits=["train"], fractions=None)
+    splits, learnt = subwords.tokenized(
+        text, args.tokenizer, args.bpe_vocab_size, "--bpe-vocab-size"
+    )
+    vocab = build_vocabulary(splits["train"])
+    return vocab, vocab.stream(splits["train"]), learnt
+
+
+def _keep_subwords(learnt: Tokenizer | None, folder: Path) -> None:
+    """The bpe tokenizer beside the model it split the text of (score re-applies it)."""
+    if learnt is not None:
+        subwords.save(learnt, folder / subwords.TOKENIZER_FILE)
 
 
 def count_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    vocab, stream = _train_stream(args)
+    vocab, stream, learnt = _train_stream(args)
     tables = count_ngrams(stream, args.order, vocab.size)
     write_tables(tables, Path(args.out), vocab)
+    _keep_subwords(learnt, Path(args.out))
     sizes = " / ".join(f"{t.height:,}" for t in tables)
     log.info("counted %s n-grams in %.2f s into %s", sizes, time.perf_counter() - started, args.out)
     return 0
@@ -44,7 +60,12 @@ def count_command(args: argparse.Namespace) -> int:
 
 def estimate_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    vocab, stream = _train_stream(args)
+    if args.tokenizer == subwords.BPE and not args.save:
+        raise SeqlmError(
+            "--tokenizer bpe: give --save DIR, the folder that keeps the tokenizer with the model "
+            "(an ARPA file cannot carry it)"
+        )
+    vocab, stream, learnt = _train_stream(args)
     tables = count_ngrams(stream, args.order, vocab.size)
     model = fit(
         tables,
@@ -58,6 +79,7 @@ def estimate_command(args: argparse.Namespace) -> int:
     if args.save:
         model.info["tokenizer"] = args.tokenizer  # ARPA has no place for it; the folder has
         model.save(Path(args.save))
+        _keep_subwords(learnt, Path(args.save))
     if "discounts" in model.info:
         for n, d in enumerate(model.info["discounts"], start=1):
             log.info("order %d discounts D1, D2, D3+: %s", n, " ".join(f"{x:.6g}" for x in d))
@@ -65,22 +87,25 @@ def estimate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_model(path: Path) -> NgramModel:
-    """A saved model folder, a pipeline's n-gram folder (the saved model in ``model/``), or an
-    ARPA file."""
+def model_folder(path: Path) -> Path:
+    """The saved model a path names: a saved model folder or a pipeline's n-gram folder (the
+    saved model in ``model/``); any other path is an ARPA file."""
     from seqlm.stages import MODEL  # the saved model inside a pipeline's folder
 
-    if not path.is_dir():
-        return read_arpa(path)
-    pipeline_model = path / MODEL
-    return NgramModel.load(pipeline_model if pipeline_model.is_dir() else path)
+    return path / MODEL if (path / MODEL).is_dir() else path
+
+
+def load_model(path: Path) -> NgramModel:
+    """A saved model folder, a pipeline's n-gram folder, or an ARPA file."""
+    return NgramModel.load(model_folder(path)) if path.is_dir() else read_arpa(path)
 
 
 def score_command(args: argparse.Namespace) -> int:
     path, text = Path(args.model), Path(args.text)
     model = load_model(path)
     tokenizer = text_tokenizer(path, model.info.get("tokenizer"), args.tokenizer)
-    return score_text(text, tokenizer, model.vocab, model.score_stream, args.json)
+    split = splitter(tokenizer, model_folder(path))
+    return score_text(text, split, model.vocab, model.score_stream, args.json)
 
 
 def _corpus(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +116,18 @@ def _corpus(parser: argparse.ArgumentParser) -> None:
         choices=TOKENIZERS,
         default="whitespace",
         help="whitespace: the text as it is (as KenLM reads it); punct: lower-cased, every "
-        "punctuation mark a token",
+        "punctuation mark a token; char: every character a token; bpe: subwords learnt from "
+        "the training text (saved as tokenizer.json beside the model)",
+    )
+    add_bpe_option(parser)
+
+
+def add_bpe_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bpe-vocab-size",
+        type=int,
+        default=CorpusConfig().bpe_vocab_size,
+        help="entries of the bpe tokenizer (with --tokenizer bpe)",
     )
 
 

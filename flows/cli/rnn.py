@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flows.cli import add_score_options
+from flows.cli.ngram import add_bpe_option
+from seqlm import subwords
 from seqlm.corpus import TOKENIZERS, load_corpus
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
@@ -27,7 +29,8 @@ from seqlm.rnn.config import (
     TrainConfig,
     check_settings,
 )
-from seqlm.scoring import score_text, text_tokenizer
+from seqlm.samples import detokenize
+from seqlm.scoring import score_text, splitter, text_tokenizer
 from seqlm.vocab import EOS, EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary
 
 if TYPE_CHECKING:  # torch is imported when a command runs
@@ -52,9 +55,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--tokenizer",
         default="whitespace",
         choices=TOKENIZERS,
-        help="whitespace: the text as it is; punct: lower-cased, every punctuation mark a token "
-        "(recorded in the checkpoint: score splits text the same way)",
+        help="whitespace: the text as it is; punct: lower-cased, every punctuation mark a token; "
+        "char: every character a token; bpe: subwords learnt from the train split, saved as "
+        "OUT/tokenizer.json (recorded in the checkpoint: score splits text the same way)",
     )
+    add_bpe_option(t)
     t.add_argument("--min-count", type=int, default=1, help="rarer training types become <unk>")
     add_setting_flags(t)
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -162,7 +167,10 @@ def train_command(args: argparse.Namespace) -> int:
     config = _resumed_config(args, resumed) if resumed else _config_from_args(args)
     model = resumed["model"] if resumed else args.model or DEFAULT_MODEL
     resolve_device(config.device)
-    splits = load_corpus(args.data, args.tokenizer)
+    text = load_corpus(args.data, args.tokenizer)
+    splits, learnt = subwords.tokenized(
+        text, args.tokenizer, args.bpe_vocab_size, "--bpe-vocab-size"
+    )
     vocab = build_vocabulary(splits["train"], args.min_count)
     digest = vocab.digest()
     if resumed and (digest, vocab.size) != (resumed["vocab_digest"], resumed["vocab_size"]):
@@ -173,6 +181,8 @@ def train_command(args: argparse.Namespace) -> int:
         )
     _make_folder(out)
     vocab.save(out / VOCAB_FILE)
+    if learnt is not None:  # score re-applies it
+        subwords.save(learnt, out / subwords.TOKENIZER_FILE)
     streams = {s: vocab.stream(df) for s, df in splits.items()}
     result = train(
         *(streams["train"], streams["valid"], vocab.size, model, config, out),
@@ -253,29 +263,32 @@ def checkpoint_vocabulary(checkpoint: Path, state: dict[str, Any]) -> Vocabulary
     return vocab
 
 
-def _load(path: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary]:
+def _load(path: Path, device: str) -> tuple[Any, dict[str, Any], Vocabulary, Path]:
+    """The model, its checkpoint's state, its vocabulary and the folder that keeps them."""
     from seqlm.rnn import load_model, resolve_device
 
     checkpoint = checkpoint_file(path)
     model, state = load_model(checkpoint, resolve_device(device))
-    return model, state, checkpoint_vocabulary(checkpoint, state)
+    return model, state, checkpoint_vocabulary(checkpoint, state), checkpoint.parent
 
 
 def sample_command(args: argparse.Namespace) -> int:
     from seqlm.rnn import sample
 
-    model, _, vocab = _load(args.checkpoint, args.device)
+    model, state, vocab, _ = _load(args.checkpoint, args.device)
+    tokenizer = state.get("extra", {}).get("tokenizer", "whitespace")
     ids = sample(model, args.words, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     lines = np.split(np.array(vocab.decode(ids), dtype=object), np.flatnonzero(ids == EOS_ID) + 1)
-    print("\n".join(" ".join(w for w in line if w != EOS) for line in lines).strip())
+    text = (detokenize([w for w in line if w != EOS], tokenizer).strip() for line in lines)
+    print("\n".join(text).strip())
     return 0
 
 
 def score_command(args: argparse.Namespace) -> int:
     from seqlm.rnn import score_stream
 
-    model, state, vocab = _load(args.checkpoint, args.device)
+    model, state, vocab, folder = _load(args.checkpoint, args.device)
     recorded = state.get("extra", {}).get("tokenizer")
     tokenizer = text_tokenizer(args.checkpoint, recorded, args.tokenizer)
     score = partial(score_stream, model, line_reset=args.line_reset)
-    return score_text(args.text, tokenizer, vocab, score, args.json)
+    return score_text(args.text, splitter(tokenizer, folder), vocab, score, args.json)

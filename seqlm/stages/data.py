@@ -1,14 +1,17 @@
-"""Data stages: ingestion, per-shard type dictionaries and count tables, the vocabulary, merged
-count tables.
+"""Data stages: ingestion, learned subwords, per-shard type dictionaries and count tables, the
+vocabulary, merged count tables.
 
-Contract: ``ingest`` reads one source file and writes its token shards per split; ``types`` and
-``counts`` read one shard's train split (over the shard's own type ids, so that a new shard is
-counted alone); ``vocab`` merges the type dictionaries; ``tables`` sums the count tables over the
-vocabulary's ids (cut-off types become ``<unk>``).
+Contract: ``ingest`` reads one source file and writes its token shards per split (for the
+``bpe`` tokenizer, the lines' text: ``subwords`` learns the tokenizer from the train split of
+every shard and ``encode`` writes each shard's splits again as tokens, the shards later stages
+read); ``types`` and ``counts`` read one shard's train split (over the shard's own type ids, so
+that a new shard is counted alone); ``vocab`` merges the type dictionaries; ``tables`` sums the
+count tables over the vocabulary's ids (cut-off types become ``<unk>``).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,10 +19,11 @@ from pathlib import Path
 import polars as pl
 
 from seqlm import corpus
+from seqlm import subwords as bpe
 from seqlm.config import CorpusConfig, VocabConfig
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
 from seqlm.ngram.counts import id_dtype, word_columns
-from seqlm.stages.stage import Stage, inputs, ref
+from seqlm.stages.stage import Stage, inputs, ref, resolve
 from seqlm.store import Artifact, Plan, Store, file_digest
 from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary, merge_vocabularies
 
@@ -44,6 +48,61 @@ def ingest(store: Store, source: corpus.Source, config: CorpusConfig) -> Artifac
         ),
         note={"source": str(source.path)},
     )
+
+
+def plan_subwords(shards: Sequence[Artifact], config: CorpusConfig) -> Plan:
+    return SUBWORDS.plan_of(
+        {"vocab_size": config.bpe_vocab_size}, {"shards": [ref(s) for s in shards]}
+    )
+
+
+def subwords(store: Store, shards: Sequence[Artifact], config: CorpusConfig) -> Artifact:
+    """A BPE tokenizer (``tokenizer.json``) learnt from the train split's text of the shards."""
+
+    def produce(out: Path) -> dict[str, int]:
+        text = corpus.load_split([s.path for s in shards], "train")["text"]
+        tokenizer = bpe.train(text, config.bpe_vocab_size)
+        bpe.save(tokenizer, out / bpe.TOKENIZER_FILE)
+        return {"types": tokenizer.get_vocab_size()}
+
+    return store.build(plan_subwords(shards, config), produce)
+
+
+def plan_encode(shard: Artifact, tokenizer: Artifact) -> Plan:
+    return ENCODE.plan_of({"tokenizer": bpe.BPE}, {"shard": ref(shard), "subwords": ref(tokenizer)})
+
+
+def encode(store: Store, shard: Artifact, tokenizer: Artifact) -> Artifact:
+    """One shard's splits as subwords (a ``tokens`` column): what every later stage reads. Its
+    rows are the ingested shard's (lines and characters per split)."""
+
+    def produce(out: Path) -> dict[str, int]:
+        learnt = bpe.load(tokenizer.path / bpe.TOKENIZER_FILE)
+        for split in corpus.SPLITS:
+            if (shard.path / f"{split}.parquet").is_file():
+                text = pl.read_parquet(shard.path / f"{split}.parquet")["text"]
+                tokens = bpe.encode(learnt, text)
+                tokens.write_parquet(out / f"{split}.parquet", compression="zstd")
+        return dict(shard.manifest["rows"])
+
+    return store.build(plan_encode(shard, tokenizer), produce, note=shard.manifest["note"])
+
+
+def shards_subwords(shards: Sequence[Artifact]) -> Artifact | None:
+    """The subword tokenizer the shards were encoded with (None for a named tokenizer)."""
+    (reference,) = {s.manifest["inputs"].get("subwords") for s in shards}
+    return None if reference is None else resolve(shards[0], reference)
+
+
+def keep_subwords(shards: Sequence[Artifact], folder: Path) -> dict[str, str]:
+    """A copy of the shards' subword tokenizer in a model's ``folder``, so that scoring re-applies
+    the very tokenizer the model was trained with, and the record of which (nothing for a named
+    tokenizer)."""
+    learnt = shards_subwords(shards)
+    if learnt is None:
+        return {}
+    shutil.copyfile(learnt.path / bpe.TOKENIZER_FILE, folder / bpe.TOKENIZER_FILE)
+    return {"subwords": ref(learnt)}
 
 
 def plan_types(shard: Artifact) -> Plan:
@@ -103,10 +162,15 @@ def load_vocabulary(vocabulary: Artifact) -> Vocabulary:
     return Vocabulary.load(vocabulary.path / VOCAB_FILE)
 
 
+def vocab_shards(vocabulary: Artifact) -> list[Artifact]:
+    """The shards whose train split the vocabulary counts."""
+    return [s for t in inputs(vocabulary, "types") for s in inputs(t, "shard")]
+
+
 def vocab_tokenizer(vocabulary: Artifact) -> str:
     """How the text of the vocabulary's shards was split into tokens: each model records it,
     since scoring a text must split it the same way."""
-    return shards_tokenizer([s for t in inputs(vocabulary, "types") for s in inputs(t, "shard")])
+    return shards_tokenizer(vocab_shards(vocabulary))
 
 
 def shards_tokenizer(shards: Sequence[Artifact]) -> str:
@@ -149,6 +213,14 @@ def _shard_name(arguments: dict) -> str:
 
 
 INGEST = Stage("ingest", 3, plan_ingest, ingest, lambda a: f"ingest {a['source'].path.name}")
+SUBWORDS = Stage(
+    "subwords",
+    1,
+    plan_subwords,
+    subwords,
+    lambda a: f"subwords bpe{a['config'].bpe_vocab_size}",
+)
+ENCODE = Stage("encode", 1, plan_encode, encode, lambda a: f"encode {_shard_name(a)}")
 TYPES = Stage("types", 1, plan_types, types, lambda a: f"types {_shard_name(a)}")
 COUNTS = Stage("counts", 2, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
 VOCAB = Stage("vocab", 3, plan_vocab, vocab, lambda a: "vocabulary")

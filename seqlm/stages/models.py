@@ -23,8 +23,10 @@ from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
 from seqlm.report import Identity
 from seqlm.stages.data import (
     TABLES_DIR,
+    keep_subwords,
     load_vocabulary,
     shards_tokenizer,
+    vocab_shards,
     vocab_tokenizer,
 )
 from seqlm.stages.stage import Prepared, Stage, inputs, ref, resolve
@@ -59,7 +61,7 @@ def unigram(store: Store, vocab: Artifact, config: UnigramConfig) -> Artifact:
             "model": name.as_dict(),
             "parameters": v.size - 1,
             "tokenizer": vocab_tokenizer(vocab),
-        }
+        } | keep_subwords(vocab_shards(vocab), out)
 
     return store.build(plan_unigram(vocab, config), produce)
 
@@ -93,16 +95,19 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
             add_k=config.add_k,
             discount_fallback=config.discount_fallback,
         )
-        tokenizer = vocab_tokenizer(*inputs(tables, "vocab"))
+        (vocabulary,) = inputs(tables, "vocab")
+        tokenizer = vocab_tokenizer(vocabulary)
         model.info["tokenizer"] = tokenizer  # scoring a text must split it the same way
         model.save(out / MODEL)
+        subwords = keep_subwords(vocab_shards(vocabulary), out / MODEL)
         if config.arpa:
             write_arpa(model, out / "model.arpa")
         name = Identity(f"{config.smoothing}{order}", "ngram", f"{order}-gram")
         # A probability per n-gram, and a back-off weight per n-gram below the top order.
         parameters = 2 * sum(model.sizes) - model.sizes[-1]
         orders = {f"order{n}": k for n, k in enumerate(model.sizes, 1)}
-        return {"model": name.as_dict(), "parameters": parameters, "tokenizer": tokenizer} | orders
+        record = {"model": name.as_dict(), "parameters": parameters, "tokenizer": tokenizer}
+        return record | subwords | orders
 
     # The count tables stay in the store: the model's runs reference them by key and path.
     return store.build(plan_ngram(tables, order, config), produce, note={"tables": ref(tables)})
@@ -189,6 +194,7 @@ def _train_rnn(
         result = trained(False)
     (checkpoints / "last.pt").unlink(missing_ok=True)  # best.pt is the model
     v.save(checkpoints / VOCAB_FILE)  # what its ids mean, beside it as `seqlm rnn train` does
+    subwords = keep_subwords(data.shards, checkpoints)
     (out / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
     plot_learning_curve(result.history, out / CURVE_FILE, title=f"{model} learning curve")
     size = f"{config.nlayers}x{config.nhid}"
@@ -201,13 +207,18 @@ def _train_rnn(
         "precision": result.precision,
         "stopped": result.stopped,
         "tokenizer": tokenizer,
-    }
+    } | subwords
 
 
 # Evaluation reads the stream in this many columns cut at line ends, as the word-language-model
 # example's batched evaluation does: the state restarts at 9 of ~thousands of line ends, for
 # ~10x the throughput of one column.
 EVAL_COLUMNS = 10
+
+
+def tokenizer_folder(model: Artifact) -> Path:
+    """Where a model's folder keeps its subword tokenizer: beside what its loader reads."""
+    return model.path / {NGRAM.name: MODEL, RNN.name: CHECKPOINTS}.get(model.stage, "")
 
 
 def load_rnn(folder: Path) -> RNNScorer:
