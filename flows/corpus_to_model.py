@@ -24,8 +24,8 @@ from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, discover
 from seqlm.errors import SeqlmError
 from seqlm.pipeline import compare, evaluate, fit, mix, prepare
-from seqlm.report import ModelResult, identity
-from seqlm.stages import LOADERS, Prepared, Scored
+from seqlm.report import ModelResult
+from seqlm.stages import LOADERS, Scored
 from seqlm.store import Store
 from tasks.registry import register_champion
 from tasks.report import log_samples, publish_comparison, sample_model, track_model
@@ -73,18 +73,20 @@ def corpus_to_model(
     runner = PrefectRunner(Store(cfg.run.check_store()))  # fails before any work if unwritable
     tracker = Tracker(cfg.run.experiment)  # likewise for MLflow
     tracker.end_abandoned_runs()  # runs of killed processes, left RUNNING
-    # Prepare: each file's token shards; the vocabulary and count tables of the train split.
-    data = prepare(runner, sources, cfg)
-    with pipeline_run(tracker, corpus, cfg, data) as parent:  # FAILED if the block raises
-        # Fit the ladder; each recurrent model's child run logs its epochs as they end.
-        models = fit(runner, data, cfg, callbacks=parent.training(data, cfg.rnn))
-        # Evaluate every model on the same targets; mix the best recurrent and n-gram models.
-        scored = mix(runner, evaluate(runner, data, models))
-        # Compare: the table, the per-token table and the chart, written in the store.
+    # Prepare, per tokenization: each file's shards; the train split's vocabulary and counts.
+    datasets = [prepare(runner, sources, one) for one in cfg.tokenizations()]
+    with pipeline_run(tracker, corpus, cfg, datasets) as parent:  # FAILED if the block raises
+        scored = []
+        for data in datasets:
+            # Fit the ladder; each recurrent model's child run logs its epochs as they end.
+            models = fit(runner, data, cfg, callbacks=parent.training(data, cfg.rnn))
+            # Evaluate every model on the same targets; mix the best recurrent and n-gram.
+            scored += mix(runner, evaluate(runner, data, models))
+        # Compare: the table, the per-token tables and the chart, written in the store.
         compared = compare(runner, scored)
         # Publish the comparison first: the steps that only show it may then fail alone.
         rows = publish_comparison(parent, compared)
-        result = present(parent, corpus, cfg.corpus.tokenizer, data, scored, rows)
+        result = present(parent, corpus, scored, rows)
     log.info("compared %d models; MLflow run %s", len(rows), parent.run_id)
     return result
 
@@ -121,32 +123,25 @@ class PresentationFailed(SeqlmError):
 
 
 def present(
-    parent: PipelineRun,
-    corpus: str,
-    tokenizer: str,
-    data: Prepared,
-    scored: Sequence[Scored],
-    rows: Sequence[dict[str, Any]],
+    parent: PipelineRun, corpus: str, scored: Sequence[Scored], rows: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Every model's child run, the champion offered to the registry, a few sampled lines per
-    model: each step independent of the others. The flow's result; PresentationFailed (holding
-    it) when a step failed."""
+    """Every model's child run, the best model on valid offered to the registry, a few sampled
+    lines per model: each step independent of the others. The flow's result; PresentationFailed
+    (holding it) when a step failed."""
     results = [ModelResult(**row) for row in rows]
-    best = min(results, key=lambda r: r.valid_ppl)
     models = [s.model for s in scored]
+    # Bits per character rank models of any tokenization; within one, as perplexity does.
+    best, champion = min(zip(results, models, strict=True), key=lambda rm: rm[0].valid_bpc)
     steps = [
         (f"track {r.model}", partial(track_model, parent, m, r))
-        for m, r in zip(models, results, strict=True)
+        for r, m in zip(results, models, strict=True)
     ]
     steps.append(
-        (
-            f"register {best.model}",
-            partial(register_champion, parent, corpus, tokenizer, data, models, best),
-        )
+        (f"register {best.model}", partial(register_champion, parent, corpus, champion, best))
     )
     steps += [
-        (f"sample {identity(m).name}", partial(sample_model, m, data))
-        for m in models
+        (f"sample {r.model}", partial(sample_model, m))
+        for r, m in zip(results, models, strict=True)
         if m.stage in LOADERS
     ]
     done, failed = _run_each(steps)

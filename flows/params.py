@@ -29,7 +29,11 @@ def setting_type(setting: dataclasses.Field[Any], hint: Any) -> Any:
     if not choices:
         return hint
     word = Literal[tuple(choices)]
-    return list[word] if typing.get_origin(hint) is list else word
+    if typing.get_origin(hint) is list:
+        return list[word]
+    if list[str] in typing.get_args(hint):  # one word, or a list of them
+        return word | list[word]
+    return word
 
 
 def default_of(setting: dataclasses.Field[Any]) -> Any:

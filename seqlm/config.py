@@ -14,7 +14,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,13 @@ MAX_EXPERIMENT_NAME = 256
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    tokenizer: str = field(
+    tokenizer: str | list[str] = field(
         default="punct",
         metadata={
             "help": "How lines become tokens: punct splits punctuation off words; whitespace "
-            "keeps the text as it is (Penn Treebank style).",
+            "keeps the text as it is (Penn Treebank style); char makes every character a "
+            "symbol; bpe learns subwords on the training text. A list trains the ladder on "
+            "each tokenization and compares them by bits per character.",
             "choices": TOKENIZERS,
         },
     )
@@ -74,11 +76,15 @@ class CorpusConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.tokenizer not in TOKENIZERS:
-            raise SeqlmError(
-                f"corpus.tokenizer: unknown tokenizer {self.tokenizer!r} "
-                f"(choose from {', '.join(TOKENIZERS)})"
-            )
+        if not self.tokenizers:
+            raise SeqlmError("corpus.tokenizer must name at least one tokenizer, not []")
+        for tokenizer in self.tokenizers:
+            if tokenizer not in TOKENIZERS:
+                raise SeqlmError(
+                    f"corpus.tokenizer: unknown tokenizer {tokenizer!r} "
+                    f"(choose from {', '.join(TOKENIZERS)})"
+                )
+        _refuse_repeats("corpus.tokenizer", self.tokenizers)
         if not self.text_field:
             raise SeqlmError("corpus.text_field must not be empty")
         if self.bpe_vocab_size < 1:
@@ -94,6 +100,11 @@ class CorpusConfig:
             )
         if not 1 <= self.window <= MAX_WINDOW:
             raise SeqlmError(f"corpus.window must be between 1 and {MAX_WINDOW}, not {self.window}")
+
+    @property
+    def tokenizers(self) -> list[str]:
+        """The tokenizations to train the ladder on: one, or each of a list."""
+        return [self.tokenizer] if isinstance(self.tokenizer, str) else list(self.tokenizer)
 
     @property
     def fractions(self) -> tuple[float, float, float]:
@@ -159,10 +170,12 @@ class NgramConfig:
     )
     add_k: float = field(default=1.0, metadata={"help": "k of the addk smoothing."})
     discount_fallback: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "lmplz's fallback discounts (0.5, 1, 1.5) for an order whose counts-of-counts "
-            "give none (tiny corpora)."
+            "give none (tiny corpora, or a small alphabet such as DNA's), with a warning; "
+            "false refuses such a corpus, as lmplz does without --discount_fallback. Orders "
+            "whose counts give discounts never use it."
         },
     )
     arpa: bool = field(
@@ -266,6 +279,13 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return asdict(self)
+
+    def tokenizations(self) -> list[PipelineConfig]:
+        """One config per tokenizer of ``corpus.tokenizer`` (itself, for one)."""
+        return [
+            replace(self, corpus=replace(self.corpus, tokenizer=tokenizer))
+            for tokenizer in self.corpus.tokenizers
+        ]
 
     def flat(self) -> dict[str, Any]:
         """``section.key`` → value, as MLflow params."""

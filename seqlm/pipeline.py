@@ -77,7 +77,7 @@ class Local:
 
 def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -> Prepared:
     """Each file ingested into shards; from their train splits, the vocabulary and (for n-gram
-    models) the merged count tables."""
+    models) the merged count tables. ``config`` names one tokenizer (``tokenizations()``)."""
     shards = runner.map(INGEST, sources, config.corpus)
     train = [s for s in shards if "train" in s.manifest["rows"]]
     if config.corpus.tokenizer == BPE:  # subwords learnt from the train text, then every shard
@@ -157,8 +157,11 @@ def run(
         config = load_config(config)
     config = config.with_values(settings)
     runner = Local(Store(config.run.check_store()))
-    data = prepare(runner, discover(corpus), config)
-    scored = mix(runner, evaluate(runner, data, fit(runner, data, config)))
+    sources = discover(corpus)
+    scored = []
+    for tokenization in config.tokenizations():  # one ladder per tokenizer
+        data = prepare(runner, sources, tokenization)
+        scored += mix(runner, evaluate(runner, data, fit(runner, data, config)))
     return load_comparison(compare(runner, scored))
 
 

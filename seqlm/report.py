@@ -23,6 +23,12 @@ class Identity:
         return {"name": self.name, "family": self.family, "size": self.size}
 
 
+def row_name(name: str, tokenizer: str, several: bool) -> str:
+    """A model's name in a comparison: its own (``kn5``), prefixed by its tokenizer when the
+    comparison holds several tokenizations (``char/kn5``)."""
+    return f"{tokenizer}/{name}" if several else name
+
+
 def identity(model: Artifact) -> Identity:
     return Identity(**model.manifest["rows"]["model"])
 
@@ -31,12 +37,17 @@ def identity(model: Artifact) -> Identity:
 class ModelResult:
     model: str
     family: str
+    tokenizer: str
     size: str
     parameters: int
     test_ppl: float
+    # Bits per character: −Σ log₂ p over the split's targets / (its characters + line ends),
+    # comparable across tokenizations of one text (per residue for sequences).
+    test_bpc: float
     test_ppl_no_unk: float
     test_ppl_line_reset: float | None  # state restarted at each line (n-grams: always so)
     valid_ppl: float
+    valid_bpc: float
     oov: int
     targets: int
     oov_rate: float
@@ -67,12 +78,15 @@ class ModelResult:
         return cls(
             model=model.name,
             family=model.family,
+            tokenizer=trained["tokenizer"],
             size=model.size,
             parameters=int(metrics["num_parameters"]),
             test_ppl=test["ppl"],
+            test_bpc=test["bits_per_char"],
             test_ppl_no_unk=test["ppl_no_unk"],
             test_ppl_line_reset=reset_ppl,
             valid_ppl=valid["ppl"],
+            valid_bpc=valid["bits_per_char"],
             oov=test["oov"],
             targets=test["targets"],
             oov_rate=test["oov_rate"],
@@ -86,8 +100,10 @@ class ModelResult:
         """The metrics every model family logs under the same names."""
         return {
             "test_ppl": self.test_ppl,
+            "test_bpc": self.test_bpc,
             "test_ppl_no_unk": self.test_ppl_no_unk,
             "valid_ppl": self.valid_ppl,
+            "valid_bpc": self.valid_bpc,
             "oov_rate": self.oov_rate,
             "train_seconds": self.train_seconds,
         }

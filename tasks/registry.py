@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from prefect.cache_policies import NO_CACHE
 import seqlm
 from seqlm.corpus import SUFFIXES
 from seqlm.report import ModelResult, identity
-from seqlm.stages import Prepared, interpolated_parts, load_metrics
+from seqlm.stages import interpolated_parts, load_metrics
+from seqlm.stages.models import model_vocabulary
 from seqlm.store import Artifact
 from seqlm.vocab import VOCAB_FILE
 from tasks.tracking import PipelineRun
@@ -81,12 +81,7 @@ def champion_alias(corpus_key: str) -> str:
 
 @task(name="register-champion", cache_policy=NO_CACHE)
 def register_champion(
-    parent: PipelineRun,
-    corpus: str,
-    tokenizer: str,
-    data: Prepared,
-    models: Sequence[Artifact],
-    result: ModelResult,
+    parent: PipelineRun, corpus: str, candidate: Artifact, result: ModelResult
 ) -> str | None:
     """One champion per corpus content key (alias ``champion-<corpus key>``); ``champion`` is
     that of the corpus content of the latest run. The champion moves to ``candidate`` only when
@@ -94,7 +89,6 @@ def register_champion(
     targets (same vocabulary key); a model scored on other targets never replaces it. A model
     registered before (same model keys) is not logged again. Returns the champion's version
     when it moved, else None."""
-    candidate = next(m for m in models if identity(m).name == result.model)
     parts = interpolated_parts(candidate) if "parts" in candidate.manifest["rows"] else [candidate]
     tags = parent.tags
     client = parent.tracker.client
@@ -109,9 +103,7 @@ def register_champion(
     if found:  # registered before (its alias since moved on): the folders are not copied again
         version = str(found[0].version)
     else:
-        version = _log_version(
-            parent, name, tokenizer, data.vocab.path / VOCAB_FILE, candidate, parts
-        )
+        version = _log_version(parent, name, candidate, parts)
         version_tags = {**tags, "test_ppl": str(result.test_ppl), "model": result.model}
         for key, value in (version_tags | {"model_keys": model_keys}).items():
             client.set_model_version_tag(name, version, key, value)
@@ -152,15 +144,11 @@ def _champion(client: MlflowClient, name: str, corpus_key: str) -> ModelVersion 
     return None
 
 
-def _log_version(
-    parent: PipelineRun,
-    name: str,
-    tokenizer: str,
-    vocab_path: Path,
-    candidate: Artifact,
-    parts: list[Artifact],
-) -> str:
-    """A new model version, logged from a child run of the pipeline run."""
+def _log_version(parent: PipelineRun, name: str, candidate: Artifact, parts: list[Artifact]) -> str:
+    """A new model version, logged from a child run of the pipeline run: the model folders,
+    the vocabulary their ids mean and the tokenizer they were trained with."""
+    vocab_path = model_vocabulary(parts[0]).path / VOCAB_FILE
+    tokenizer = candidate.manifest["rows"]["tokenizer"]
     tracker = parent.tracker
     model = identity(candidate).name
     run = parent.start_model_run(f"register {model}", "registry", {"model": model})

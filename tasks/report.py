@@ -23,12 +23,11 @@ from seqlm.stages import (
     HISTORY_FILE,
     LOADERS,
     NGRAM,
-    TOKENS_FILE,
-    Prepared,
     load_comparison,
     load_metrics,
     load_vocabulary,
 )
+from seqlm.stages.models import model_vocabulary
 from seqlm.stages.stage import resolve
 from seqlm.store import Artifact
 from tasks.tracking import PipelineRun, pipeline_metrics
@@ -69,8 +68,9 @@ def publish_comparison(parent: PipelineRun, compared: Artifact) -> list[dict[str
     tracker.log_path(parent.run_id, compared.path / COMPARISON_FILE)
     tracker.log_files(parent.run_id, {"comparison.md": markdown})
     tracker.log_path(parent.run_id, compared.path / CHART_FILE)
-    # The per-token table grows with the test text: one copy per comparison key.
-    tracker.log_once(parent.run_id, compared, "comparison", files=[TOKENS_FILE])
+    # The per-token tables grow with the test text: one copy per comparison key.
+    tokens = sorted(p.name for p in compared.path.glob("tokens*.parquet"))
+    tracker.log_once(parent.run_id, compared, "comparison", files=tokens)
     best = min(results, key=lambda r: r.test_ppl)
     metrics = {"best_test_ppl": best.test_ppl} | pipeline_metrics(results)
     tracker.log_metrics(parent.run_id, metrics)
@@ -126,9 +126,11 @@ def _log_model(parent: PipelineRun, run: str, model: Artifact, result: ModelResu
 
 
 @task(name="sample", cache_policy=NO_CACHE)
-def sample_model(model: Artifact, data: Prepared, seed: int = 0) -> list[str]:
-    """A few lines written by the model."""
-    return sample_lines(LOADERS[model.stage](model.path), load_vocabulary(data.vocab), seed=seed)
+def sample_model(model: Artifact, seed: int = 0) -> list[str]:
+    """A few lines written by the model, rendered as its tokenizer joins its symbols."""
+    vocabulary = load_vocabulary(model_vocabulary(model))
+    lm = LOADERS[model.stage](model.path)
+    return sample_lines(lm, vocabulary, seed=seed, tokenizer=model.manifest["rows"]["tokenizer"])
 
 
 @task(name="log-samples", cache_policy=NO_CACHE)

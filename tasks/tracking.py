@@ -31,7 +31,7 @@ from seqlm.config import PipelineConfig, RnnConfig
 from seqlm.errors import SeqlmError
 from seqlm.files import file_lock
 from seqlm.pipeline import progress_bar
-from seqlm.report import ModelResult
+from seqlm.report import ModelResult, row_name
 from seqlm.stages import Prepared, plan_rnn
 from seqlm.store import Artifact, stage_key
 
@@ -197,6 +197,7 @@ class PipelineRun:
     experiment: str
     run_id: str
     tags: dict[str, str]
+    several: bool = False  # several tokenizations: models named <tokenizer>/<model>
     started: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -213,8 +214,9 @@ class PipelineRun:
         model's settings, gets each epoch's figures; a terminal shows a progress bar."""
 
         def follow(model: str) -> Callbacks:
-            run = self.start_model_run(model, "rnn", plan_rnn(data, model, config).config)
-            self.started[model] = run
+            name = row_name(model, data.tokenizer, self.several)
+            run = self.start_model_run(name, "rnn", plan_rnn(data, model, config).config)
+            self.started[name] = run
             return replace(progress_bar(model), on_epoch=partial(self.tracker.log_epoch, run))
 
         return follow
@@ -229,22 +231,23 @@ class PipelineRun:
 
 @contextmanager
 def pipeline_run(
-    tracker: Tracker, corpus: str, config: PipelineConfig, data: Prepared
+    tracker: Tracker, corpus: str, config: PipelineConfig, datasets: Sequence[Prepared]
 ) -> Iterator[PipelineRun]:
-    """The parent run of a pipeline run: FINISHED when the block ends, FAILED (with the child
-    runs left RUNNING) when it raises."""
-    corpus_key = stage_key("corpus", 1, {}, {"shards": [s.key for s in data.shards]})
-    keys = {"corpus_key": corpus_key, "vocab_key": data.vocab.key}
+    """The parent run of a pipeline run (one prepared corpus per tokenization): FINISHED when
+    the block ends, FAILED (with the child runs left RUNNING) when it raises."""
+    shards = [s.key for data in datasets for s in data.shards]
+    corpus_key = stage_key("corpus", 1, {}, {"shards": shards})
+    keys = {"corpus_key": corpus_key, "vocab_key": ",".join(d.vocab.key for d in datasets)}
     params = {
         "corpus": corpus,
-        "shard_keys": ",".join(s.key for s in data.shards),
+        "shard_keys": ",".join(shards),
         **keys,
-        "vocab_size": data.vocab.manifest["rows"]["types"],
+        "vocab_size": ",".join(str(d.vocab.manifest["rows"]["types"]) for d in datasets),
         **config.flat(),
     }
     run_id = tracker.start_run(pipeline_run_name(corpus, config), params, tags=keys)
     tracker.log_corpus(run_id, corpus, corpus_key)
-    parent = PipelineRun(tracker.experiment, run_id, keys)
+    parent = PipelineRun(tracker.experiment, run_id, keys, several=len(datasets) > 1)
     try:
         yield parent
     except BaseException:
@@ -316,7 +319,8 @@ def metric_name(figure: str, model: str) -> str:
 
 def pipeline_metrics(results: Sequence[ModelResult]) -> dict[str, float]:
     """Every model's figures, for the pipeline run: the runs list and run comparison show the
-    models side by side. Bits per token = −Σ log2 p / N = log2 of the perplexity."""
+    models side by side. Bits per token = −Σ log2 p / N = log2 of the perplexity; bits per
+    character compare across tokenizations."""
     metrics = {}
     for r in results:
         figures = {
@@ -324,6 +328,7 @@ def pipeline_metrics(results: Sequence[ModelResult]) -> dict[str, float]:
             "valid_ppl": r.valid_ppl,
             "test_ppl_no_unk": r.test_ppl_no_unk,
             "test_bits_per_token": math.log2(r.test_ppl),
+            "test_bpc": r.test_bpc,
         }
         metrics |= {metric_name(k, r.model): v for k, v in figures.items()}
     return metrics

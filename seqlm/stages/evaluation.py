@@ -8,6 +8,7 @@ refuses models scored on other targets and writes the comparison table the comma
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -23,7 +24,7 @@ from seqlm.combine import tune_weight
 from seqlm.compare import per_token_frame
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
-from seqlm.report import Identity, ModelResult, comparison_frame, identity
+from seqlm.report import Identity, ModelResult, comparison_frame, identity, row_name
 from seqlm.stages.data import load_vocabulary
 from seqlm.stages.models import LOADERS
 from seqlm.stages.stage import Prepared, Scored, Stage, inputs, ref
@@ -61,7 +62,8 @@ def evaluate(store: Store, model: Artifact, data: Prepared, line_reset: bool = F
             start = time.perf_counter()
             logprobs = lm.score_stream(targets)
             scores[split] = (targets, logprobs, time.perf_counter() - start)
-        return _write_scores(out, scores, {"num_parameters": model.manifest["rows"]["parameters"]})
+        extra = {"num_parameters": model.manifest["rows"]["parameters"]}
+        return _write_scores(out, scores, {s: data.characters(s) for s in EVAL_SPLITS}, extra)
 
     return store.build(plan_evaluate(model, data, line_reset), produce)
 
@@ -87,10 +89,18 @@ def interpolate(store: Store, a: Artifact, b: Artifact) -> Artifact:
             scores[split] = (frame["target"].to_numpy(), mixed, time.perf_counter() - start)
         parameters = load_metrics(a)["num_parameters"] + load_metrics(b)["num_parameters"]
         extra = {"num_parameters": parameters, "weight": weight, "tune_seconds": tune_seconds}
-        parts = [identity(evaluated_model(e)).name for e in (a, b)]
+        models = [evaluated_model(e) for e in (a, b)]
+        parts = [identity(m).name for m in models]
         name = Identity("+".join(parts), "interpolated", f"λ={weight:.3f}")
-        rows = _write_scores(out, scores, extra)
-        return rows | {"model": name.as_dict(), "parameters": parameters, "parts": parts}
+        characters = {s: load_metrics(a)[s]["characters"] for s in EVAL_SPLITS}
+        rows = _write_scores(out, scores, characters, extra)
+        tokenizer = models[0].manifest["rows"]["tokenizer"]
+        return rows | {
+            "model": name.as_dict(),
+            "parameters": parameters,
+            "parts": parts,
+            "tokenizer": tokenizer,
+        }
 
     return store.build(plan_interpolate(a, b), produce)
 
@@ -114,40 +124,84 @@ def plan_compare(scored: Sequence[Scored]) -> Plan:
 
 
 def compare(store: Store, scored: Sequence[Scored]) -> Artifact:
-    """Checks that every model was scored on the same targets, then writes the comparison (one
-    row per model: ``comparison.parquet``), the per-token table of the test split
-    (``tokens.parquet``) and a bar chart of test perplexity (``perplexity.png``)."""
-    names = [identity(s.model).name for s in scored]
-    vocabularies = [
-        (name, _vocabulary(s.evaluation)) for name, s in zip(names, scored, strict=True)
-    ]
-    if len({key for _, key in vocabularies}) > 1:
-        listed = ", ".join(f"{name}: {key}" for name, key in vocabularies)
-        raise SeqlmError(f"models scored with different vocabularies cannot be compared ({listed})")
+    """Checks that the models of each tokenization were scored on the same targets and every
+    model on the same text, then writes the comparison (one row per model:
+    ``comparison.parquet``), the per-token table of the test split per tokenization
+    (``tokens.parquet``, or ``tokens-<tokenizer>.parquet`` for several) and a bar chart
+    (``perplexity.png``: test perplexity, or bits per character across tokenizations)."""
+    names = row_names(scored)
     if len(set(names)) < len(names):
         raise SeqlmError(f"two models of one name cannot be compared side by side ({names})")
+    groups = tokenizations(scored, names)
+    _check_same_text(scored, names, len(groups) > 1)
 
     def produce(out: Path) -> dict[str, int]:
-        from seqlm.plots import perplexity_bars  # matplotlib: only where a chart is drawn
+        from seqlm.plots import comparison_bars  # matplotlib: only where a chart is drawn
 
-        results = [model_result(s) for s in scored]
-        folders = {r.model: s.evaluation.path for r, s in zip(results, scored, strict=True)}
-        per_token_frame(folders, "valid")  # refuses models scored on other targets
-        tokens = per_token_frame(folders, "test")
-        tokens.write_parquet(out / TOKENS_FILE, compression="zstd")
+        results = [model_result(s, name) for s, name in zip(scored, names, strict=True)]
+        for tokenizer, members in groups.items():
+            folders = {name: s.evaluation.path for name, s in members}
+            per_token_frame(folders, "valid")  # refuses models scored on other targets
+            tokens = per_token_frame(folders, "test")
+            file = TOKENS_FILE if len(groups) == 1 else f"tokens-{tokenizer}.parquet"
+            tokens.write_parquet(out / file, compression="zstd")
         comparison_frame(results).write_parquet(out / COMPARISON_FILE, compression="zstd")
-        perplexity_bars([r.model for r in results], [r.test_ppl for r in results], out / CHART_FILE)
-        return {"targets": tokens.height, "models": len(results)}
+        comparison_bars(results, bits=len(groups) > 1, path=out / CHART_FILE)
+        return {"targets": sum(r.targets for r in results), "models": len(results)}
 
     return store.build(plan_compare(scored), produce)
 
 
-def model_result(scored: Scored) -> ModelResult:
-    """A model's row of the comparison, from its evaluations and its artifact's manifest."""
+def row_names(scored: Sequence[Scored]) -> list[str]:
+    """Each model's name in the table: its own (``kn5``), prefixed by its tokenizer when the
+    table holds several tokenizations (``char/kn5``)."""
+    tokenizers = [s.model.manifest["rows"]["tokenizer"] for s in scored]
+    several = len(set(tokenizers)) > 1
+    return [
+        row_name(identity(s.model).name, t, several)
+        for s, t in zip(scored, tokenizers, strict=True)
+    ]
+
+
+def tokenizations(
+    scored: Sequence[Scored], names: Sequence[str]
+) -> dict[str, list[tuple[str, Scored]]]:
+    """The models by tokenization; within one, every model must share the vocabulary (the same
+    targets, so that their perplexities and per-token scores line up)."""
+    groups: dict[str, list[tuple[str, Scored]]] = {}
+    for name, s in zip(names, scored, strict=True):
+        groups.setdefault(s.model.manifest["rows"]["tokenizer"], []).append((name, s))
+    for members in groups.values():
+        vocabularies = [(name, _vocabulary(s.evaluation)) for name, s in members]
+        if len({key for _, key in vocabularies}) > 1:
+            listed = ", ".join(f"{name}: {key}" for name, key in vocabularies)
+            raise SeqlmError(
+                f"models scored with different vocabularies cannot be compared ({listed})"
+            )
+    return groups
+
+
+def _check_same_text(scored: Sequence[Scored], names: Sequence[str], several: bool) -> None:
+    """Across tokenizations only bits per character compare, and only over the same text."""
+    if not several:
+        return
+    characters = {
+        name: load_metrics(s.evaluation)["test"]["characters"]
+        for name, s in zip(names, scored, strict=True)
+    }
+    if len(set(characters.values())) > 1:
+        listed = ", ".join(f"{name}: {n:,}" for name, n in characters.items())
+        raise SeqlmError(f"models scored on other test texts cannot be compared ({listed})")
+
+
+def model_result(scored: Scored, name: str | None = None) -> ModelResult:
+    """A model's row of the comparison (named ``name``, else by its own name), from its
+    evaluations and its artifact's manifest."""
     manifest = scored.model.manifest
     reset = load_metrics(scored.line_reset) if scored.line_reset else None
+    model = Identity(**manifest["rows"]["model"])
     return ModelResult.from_metrics(
-        Identity(**manifest["rows"]["model"]),
+        replace(model, name=name or model.name),
         load_metrics(scored.evaluation),
         trained=manifest["rows"],
         train_seconds=manifest["seconds"],
@@ -173,16 +227,21 @@ def load_metrics(evaluation: Artifact) -> dict[str, Any]:
 def _write_scores(
     out: Path,
     scores: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
+    characters: Mapping[str, int],
     extra: Mapping[str, Any],
 ) -> dict[str, int]:
-    """Per-split ``target, logprob`` Parquet files and ``metrics.json``; rows per split."""
+    """Per-split ``target, logprob`` Parquet files and ``metrics.json``; rows per split. Bits per
+    character: −Σ log₂ p over the split's targets, divided by its characters and line ends."""
     metrics = dict(extra)
     for split, (targets, logprobs, seconds) in scores.items():
         pl.DataFrame({"target": targets, "logprob": logprobs}).write_parquet(
             out / f"{split}.parquet", compression="zstd"
         )
-        metrics[split] = perplexity(logprobs, targets).as_dict() | {
-            "tokens_per_second": len(targets) / max(seconds, 1e-9)
+        scored = perplexity(logprobs, targets)
+        metrics[split] = scored.as_dict() | {
+            "characters": characters[split],
+            "bits_per_char": -scored.logprob / math.log(2) / characters[split],
+            "tokens_per_second": len(targets) / max(seconds, 1e-9),
         }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return {split: metrics[split]["targets"] for split in scores}
@@ -198,6 +257,6 @@ def _interpolate_label(arguments: Mapping[str, Any]) -> str:
     return "interpolate " + "+".join(parts)
 
 
-EVALUATE = Stage("evaluate", 2, plan_evaluate, evaluate, _evaluate_label)
-INTERPOLATE = Stage("interpolate", 2, plan_interpolate, interpolate, _interpolate_label)
-COMPARE = Stage("compare", 2, plan_compare, compare, lambda a: f"compare {len(a['scored'])} models")
+EVALUATE = Stage("evaluate", 3, plan_evaluate, evaluate, _evaluate_label)
+INTERPOLATE = Stage("interpolate", 3, plan_interpolate, interpolate, _interpolate_label)
+COMPARE = Stage("compare", 3, plan_compare, compare, lambda a: f"compare {len(a['scored'])} models")

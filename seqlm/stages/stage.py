@@ -74,8 +74,19 @@ class Prepared:
     tables: Artifact | None = None
 
     @property
+    def tokenizer(self) -> str:
+        (tokenizer,) = {s.manifest["config"]["tokenizer"] for s in self.shards}
+        return tokenizer
+
+    @property
     def train_shards(self) -> list[Artifact]:
         return [s for s in self.shards if "train" in s.manifest["rows"]]
+
+    def characters(self, split: str) -> int:
+        """The split's characters as read (residues for sequences; line ends not counted) plus
+        one per line end: what bits per character divide by, the same for every tokenization."""
+        rows = [s.manifest["rows"] for s in self.shards if split in s.manifest["rows"]]
+        return sum(r[f"{split}_chars"] + r[split] for r in rows)
 
 
 @dataclass(frozen=True)
