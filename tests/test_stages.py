@@ -55,6 +55,8 @@ def test_stages_are_reused_by_key(tmp_path):
     run(store, corpus_file, ["discount_fallback=true", "unigram.add_k=0.5"])
     assert {stage: len(list(store.root.glob(f"{stage}/*"))) for stage in stages.STAGES} == {
         "ingest": 1,
+        "subwords": 0,
+        "encode": 0,
         "types": 1,
         "counts": 1,
         "vocab": 1,
