@@ -14,7 +14,9 @@ def detokenize(tokens: list[str], tokenizer: str = "whitespace") -> str:
     residues) joined as they are, with their ``SPACE`` stand-ins turned back into spaces."""
     if tokenizer in WORD_TOKENIZERS:
         return " ".join(tokens)
-    return "".join(tokens).replace(SPACE, " ")
+    text = "".join(tokens).replace(SPACE, " ")
+    # Subwords mark the start of every word, the line's first one's too.
+    return text.removeprefix(" ") if tokenizer == "bpe" else text
 
 
 def sample_lines(

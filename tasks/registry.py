@@ -42,7 +42,16 @@ MODEL_CODE = Path(__file__).with_name("registry_model.py")
 _REQUIREMENTS = [
     *(
         f"{name}=={version(name)}"
-        for name in ("mlflow", "numpy", "polars", "pyarrow", "pandas", "xxhash")
+        for name in (
+            "mlflow",
+            "numpy",
+            "polars",
+            "pyarrow",
+            "pandas",
+            "xxhash",
+            "tokenizers",
+            "dnaio",
+        )
     ),
     "torch==2.13.0",
 ]

@@ -21,8 +21,10 @@ import polars as pl
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from seqlm.combine import interpolate
-from seqlm.corpus import tokenize
+from seqlm.scoring import splitter
 from seqlm.stages import LOADERS
+from seqlm.stages.models import tokenizer_folder
+from seqlm.store import Artifact
 from seqlm.vocab import Vocabulary
 
 
@@ -31,7 +33,9 @@ class SeqlmPyfunc(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         config = context.model_config
-        self.tokenizer = config["tokenizer"]
+        # A subword tokenizer is the one saved in the model's folder, as it was trained.
+        first = Artifact(config["stages"][0], "", Path(context.artifacts["part0"]))
+        self.split = splitter(config["tokenizer"], tokenizer_folder(first))
         self.vocab = Vocabulary.load(Path(context.artifacts["vocab"]))
         self.parts = [
             LOADERS[stage](Path(context.artifacts[f"part{i}"]))
@@ -42,7 +46,7 @@ class SeqlmPyfunc(PythonModel):
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
     ) -> pd.DataFrame:
-        lines = tokenize(pl.Series(model_input["text"].astype(str)), self.tokenizer)
+        lines = self.split(pl.Series(model_input["text"].astype(str)))
         stream = self.vocab.stream(lines)
         scores = [part.score_stream(stream) for part in self.parts]
         logprob = scores[0] if len(scores) == 1 else interpolate(*scores, self.weight)

@@ -34,7 +34,7 @@ def test_defaults_file_and_overrides(tmp_path):
         ("min_count=two", "'vocab.min_count' needs a int, not 'two'"),
         ("min_count=-1", "0 \\(auto\\) or more"),
         ("min_count=true", "needs a int"),
-        ("tokenizer=bpe", "unknown tokenizer 'bpe'"),
+        ("tokenizer=nonsense", "unknown tokenizer 'nonsense'"),
         ("min_count", "not key=value"),
         ("valid_fraction=0.96", "corpus.valid_fraction and corpus.test_fraction must sum below 1"),
         ("test_fraction=0", r"corpus.test_fraction must be between 0 and 1, not 0"),
