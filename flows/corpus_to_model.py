@@ -21,9 +21,9 @@ from flows.cli import error_line
 from flows.guard import guard_deployment_run
 from flows.params import PipelineSettings, override
 from seqlm.config import PipelineConfig
-from seqlm.corpus import DEFAULT_CORPUS, discover
+from seqlm.corpus import DEFAULT_CORPUS
 from seqlm.errors import SeqlmError
-from seqlm.pipeline import compare, evaluate, fit, mix, prepare
+from seqlm.pipeline import compare, corpus_sources, evaluate, fit, mix, prepare
 from seqlm.report import ModelResult
 from seqlm.stages import LOADERS, Scored
 from seqlm.store import Store
@@ -69,7 +69,7 @@ def corpus_to_model(
     (``flows.params``): Prefect shows them as a form and checks them before a run starts.
     """
     cfg = checked_config(corpus, config, orders, recurrent_models, max_minutes)
-    sources = discover(corpus)
+    sources = corpus_sources(corpus, cfg)
     runner = PrefectRunner(Store(cfg.run.check_store()))  # fails before any work if unwritable
     tracker = Tracker(cfg.run.experiment)  # likewise for MLflow
     tracker.end_abandoned_runs()  # runs of killed processes, left RUNNING

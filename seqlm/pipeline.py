@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 from seqlm.config import PipelineConfig, load_config
-from seqlm.corpus import Source, discover
+from seqlm.corpus import Source, discover, require_symbols
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
 from seqlm.lm import LanguageModel
@@ -73,6 +73,16 @@ class Local:
 
     def map(self, stage: Stage, items: Sequence[Any], *args: Any) -> list[Artifact]:
         return [self(stage, item, *args) for item in items]
+
+
+def corpus_sources(corpus: str | Path, config: PipelineConfig) -> list[Source]:
+    """The corpus's files, each checked readable by every tokenizer of the config before any
+    work (a FASTA file has no words for ``punct`` to split)."""
+    sources = discover(corpus)
+    for source in sources:
+        for tokenizer in config.corpus.tokenizers:
+            require_symbols(source.path, tokenizer)
+    return sources
 
 
 def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -> Prepared:
@@ -157,7 +167,7 @@ def run(
         config = load_config(config)
     config = config.with_values(settings)
     runner = Local(Store(config.run.check_store()))
-    sources = discover(corpus)
+    sources = corpus_sources(corpus, config)
     scored = []
     for tokenization in config.tokenizations():  # one ladder per tokenizer
         data = prepare(runner, sources, tokenization)

@@ -81,3 +81,13 @@ def test_tokenizations_side_by_side_share_the_characters(tmp_path, corpus):
     # Bits per character are the same total log-probability over the same characters.
     for row in table.iter_rows(named=True):
         assert row["test_bpc"] > 0
+
+
+def test_a_word_tokenizer_on_a_sequence_file_is_refused_before_any_work(tmp_path):
+    from seqlm.errors import SeqlmError
+
+    fasta = write_lines(tmp_path / "g.fna", [">chr1", "ACGTACGTNN" * 30])
+    store = tmp_path / "store"
+    with pytest.raises(SeqlmError, match=r"g\.fna: a FASTA/FASTQ file has no words"):
+        pipeline.run(fasta, store=str(store), tokenizer=["char", "punct"], models=[])
+    assert not store.exists()

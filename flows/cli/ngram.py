@@ -23,6 +23,7 @@ from seqlm.errors import SeqlmError
 from seqlm.ngram.arpa import read_arpa, write_arpa
 from seqlm.ngram.counts import count_ngrams, write_tables
 from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
+from seqlm.ngram.lines import MAX_ORDER
 from seqlm.ngram.model import NgramModel
 from seqlm.scoring import score_text, splitter, text_tokenizer
 from seqlm.vocab import Vocabulary, build_vocabulary
@@ -110,7 +111,9 @@ def score_command(args: argparse.Namespace) -> int:
 
 def _corpus(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("corpus", metavar="CORPUS", help="a text file or a corpus directory")
-    parser.add_argument("--order", "-o", type=int, required=True, help="n-gram order (1-10)")
+    parser.add_argument(
+        "--order", "-o", type=int, required=True, help=f"n-gram order (1-{MAX_ORDER})"
+    )
     parser.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
