@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import polars as pl
 import pytest
 
 from seqlm import pipeline, stages
@@ -78,9 +79,10 @@ def test_tokenizations_side_by_side_share_the_characters(tmp_path, corpus):
         f"{t}/{m}" for t in ("whitespace", "char", "bpe") for m in ("unigram", "kn2")
     ]
     assert table["tokenizer"].to_list() == [t for t in ("whitespace", "char", "bpe") for _ in "ab"]
-    # Bits per character are the same total log-probability over the same characters.
-    for row in table.iter_rows(named=True):
-        assert row["test_bpc"] > 0
+    # Each row's bits per character: its per-target scores, summed, over the same characters.
+    for row, s in zip(table.iter_rows(named=True), scored, strict=True):
+        logprob = pl.read_parquet(s.evaluation.path / "test.parquet")["logprob"].sum()
+        assert row["test_bpc"] == pytest.approx(-logprob / math.log(2) / CHARACTERS, rel=1e-12)
 
 
 def test_a_word_tokenizer_on_a_sequence_file_is_refused_before_any_work(tmp_path):
