@@ -77,8 +77,8 @@ EXPERIMENTS = {
         GENOME,
         {
             "tokenizer": "char",
-            # Lines of 1000 residues: each line's </s> is a target the cut invents, worth about
-            # log2(window) / window bits per residue (0.07 at the default 100, 0.01 here).
+            # Lines of 1000 residues (the default): each line's </s> is a target the cut
+            # invents, worth about log2(window) / window bits per residue (0.01 here).
             "window": 1000,
             "orders": list(range(2, 13)),
             **CHAR_LSTM,

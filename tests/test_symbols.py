@@ -173,9 +173,9 @@ def test_bundled_genome_runs_the_ladder_up_to_order_12(tmp_path):
     )
     ppl = dict(zip(table["model"], table["test_ppl"], strict=True))
     assert set(ppl) == {"unigram", "kn4", "kn12"}
-    assert ppl["kn4"] < ppl["unigram"] < 4.5  # four nucleotides, and one line end per 100
-    # 154,478 nucleotides in lines of 100: the test block's 77 lines hold the last 7,678.
-    assert set(table["targets"]) == {7_678 + 77}
+    assert ppl["kn4"] < ppl["unigram"] < 4.5  # four nucleotides, and one line end per 1000
+    # 154,478 nucleotides in lines of 1000: the test block's 8 lines hold the last 7,478.
+    assert set(table["targets"]) == {7_478 + 8}
 
 
 @pytest.fixture(scope="module")
