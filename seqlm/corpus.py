@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import dnaio
 import polars as pl
 
 from seqlm.errors import SeqlmError
@@ -207,6 +206,8 @@ def read_sequences(path: Path, window: int = WINDOW) -> pl.Series:
 def _read_records(path: Path, fmt: str) -> pl.DataFrame:
     """Each record's id (its name up to the first space) and residues, as ``dnaio`` reads them
     (gzip too); its format errors become one line naming the file."""
+    import dnaio  # only where a sequence file is read: text corpora and scoring never need it
+
     try:
         with dnaio.open(path, fileformat=fmt) as reader:
             records = [(record.id, record.sequence) for record in reader]

@@ -50,7 +50,6 @@ _REQUIREMENTS = [
             "pandas",
             "xxhash",
             "tokenizers",
-            "dnaio",
         )
     ),
     "torch==2.13.0",

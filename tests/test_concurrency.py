@@ -48,6 +48,8 @@ def test_two_runs_at_once_share_the_store(tmp_path):
     assert built == {
         "ingest": 1,
         "types": 1,
+        "subwords": 0,
+        "encode": 0,
         "counts": 1,
         "vocab": 1,
         "tables": 1,
