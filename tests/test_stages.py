@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -191,6 +193,19 @@ EVERYTHING = {"ingest", "types", "counts", "vocab", "tables", "evaluate rnn_tanh
 RNN_TANH = {"rnn_tanh", "evaluate rnn_tanh", "evaluate rnn_tanh (line reset)"}
 
 
+BASE = ["orders=[2]", "discount_fallback=true", "rnn.models=['rnn_tanh']", *TINY_RNN]
+
+
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory) -> tuple[Path, Store, dict[str, str]]:
+    """A corpus, a store holding every stage of the base config, and their keys: each case
+    copies the store and changes one setting."""
+    folder = tmp_path_factory.mktemp("base")
+    corpus_file = write_lines(folder / "c.txt", lines(200))
+    store = Store(folder / "store")
+    return corpus_file, store, stage_keys(store, corpus_file, BASE)
+
+
 @pytest.mark.parametrize(
     ("change", "rebuilt"),
     [
@@ -212,13 +227,12 @@ RNN_TANH = {"rnn_tanh", "evaluate rnn_tanh", "evaluate rnn_tanh (line reset)"}
         ("run.experiment='other'", set()),
     ],
 )
-def test_a_config_section_rebuilds_only_what_depends_on_it(tmp_path, change, rebuilt):
-    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
+def test_a_config_section_rebuilds_only_what_depends_on_it(base_store, tmp_path, change, rebuilt):
+    corpus_file, built, before = base_store
     store = Store(tmp_path / "store")
-    base = ["orders=[2]", "discount_fallback=true", "rnn.models=['rnn_tanh']", *TINY_RNN]
-    before = stage_keys(store, corpus_file, base)
+    shutil.copytree(built.root, store.root)
     folders = set(store.root.glob("*/*"))
-    after = stage_keys(store, corpus_file, [*base, change])
+    after = stage_keys(store, corpus_file, [*BASE, change])
     changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
     assert changed == rebuilt
     # What kept its key was found, not built again: the store gained only the rebuilt stages.
@@ -226,13 +240,10 @@ def test_a_config_section_rebuilds_only_what_depends_on_it(tmp_path, change, reb
     assert len(new) == len(rebuilt - {n for n in rebuilt if n not in after})
 
 
-def test_the_same_keys_in_another_store(tmp_path):
-    corpus_file = write_lines(tmp_path / "c.txt", lines(200))
-    base = ["orders=[2]", "discount_fallback=true", "rnn.models=['rnn_tanh']", *TINY_RNN]
-    first = stage_keys(Store(tmp_path / "a"), corpus_file, base)
-    assert (
-        stage_keys(Store(tmp_path / "b"), corpus_file, [*base, f"run.store='{tmp_path}'"]) == first
-    )
+def test_the_same_keys_in_another_store(base_store, tmp_path):
+    corpus_file, _, first = base_store
+    other = [*BASE, f"run.store='{tmp_path}'"]
+    assert stage_keys(Store(tmp_path / "b"), corpus_file, other) == first
 
 
 def test_a_model_the_time_cap_cut_is_marked_in_the_table(tmp_path):
