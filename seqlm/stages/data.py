@@ -23,7 +23,7 @@ from seqlm import subwords as bpe
 from seqlm.config import CorpusConfig, VocabConfig
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
 from seqlm.ngram.counts import id_dtype, word_columns
-from seqlm.stages.stage import Stage, inputs, ref, resolve
+from seqlm.stages.stage import Stage, inputs, ref, resolve, shards_tokenizer
 from seqlm.store import Artifact, Plan, Store, file_digest
 from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary, merge_vocabularies
 
@@ -171,11 +171,6 @@ def vocab_tokenizer(vocabulary: Artifact) -> str:
     """How the text of the vocabulary's shards was split into tokens: each model records it,
     since scoring a text must split it the same way."""
     return shards_tokenizer(vocab_shards(vocabulary))
-
-
-def shards_tokenizer(shards: Sequence[Artifact]) -> str:
-    (tokenizer,) = {s.manifest["config"]["tokenizer"] for s in shards}
-    return tokenizer
 
 
 def plan_tables(shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Plan:

@@ -25,7 +25,6 @@ from seqlm.stages.data import (
     TABLES_DIR,
     keep_subwords,
     load_vocabulary,
-    shards_tokenizer,
     vocab_shards,
     vocab_tokenizer,
 )
@@ -165,7 +164,7 @@ def _train_rnn(
 
     v = load_vocabulary(data.vocab)
     folders = [s.path for s in data.shards]
-    tokenizer = shards_tokenizer(data.shards)
+    tokenizer = data.tokenizer
     checkpoints = out / CHECKPOINTS
 
     def trained(resume: bool) -> TrainResult:

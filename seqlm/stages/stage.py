@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,12 @@ def inputs(artifact: Artifact, name: str) -> list[Artifact]:
     return [resolve(artifact, r) for r in (value if isinstance(value, list) else [value])]
 
 
+def shards_tokenizer(shards: Sequence[Artifact]) -> str:
+    """How the shards' text was split into tokens (one tokenizer for them all)."""
+    (tokenizer,) = {s.manifest["config"]["tokenizer"] for s in shards}
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The prepared corpus every model reads: the shards (each split of each file), the
@@ -75,8 +81,7 @@ class Prepared:
 
     @property
     def tokenizer(self) -> str:
-        (tokenizer,) = {s.manifest["config"]["tokenizer"] for s in self.shards}
-        return tokenizer
+        return shards_tokenizer(self.shards)
 
     @property
     def train_shards(self) -> list[Artifact]:
