@@ -1,0 +1,63 @@
+"""The memory budget of counting and estimation, spelt as ``lmplz -S``: ``4G``, ``512M``, ``80%``.
+
+A budget bounds the working set of the stages that grow with the corpus: they work through the
+corpus in chunks sized to it and spill what they have finished to disk. What the interpreter and
+its libraries hold before any data is read (``BASELINE``) is not the budget's to spend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from seqlm.errors import SeqlmError
+
+DEFAULT_MEMORY = "50%"  # of physical memory, leaving room for the page cache and other work
+BASELINE = 300 << 20  # Python, NumPy, Polars and PyArrow loaded, nothing read yet
+_UNITS = {"": 1 << 20, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt%]?)\s*", re.IGNORECASE)
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_memory(text: str | int, setting: str = "--memory") -> int:
+    """Bytes of a budget: a number with a unit (b, K, M, G, T; none means M, as lmplz reads it)
+    or a percentage of physical memory."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        size = text
+    else:
+        match = _SIZE.fullmatch(str(text))
+        if match is None:
+            raise SeqlmError(f"{setting}: {text!r} is not a memory size (e.g. 4G, 512M or 50%)")
+        number, unit = float(match[1]), match[2].lower()
+        if unit == "%":
+            if not 0 < number <= 100:
+                raise SeqlmError(f"{setting}: {text!r} is not a percentage in (0, 100]")
+            size = int(physical_memory() * number / 100)
+        else:
+            size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise SeqlmError(f"{setting}: the memory budget must be positive, not {text!r}")
+    return size
+
+
+def format_size(size: int) -> str:
+    """``size`` bytes as the shortest of ``parse_memory``'s spellings that is not smaller."""
+    for unit in ("T", "G", "M", "K"):
+        scale = _UNITS[unit.lower()]
+        if size >= scale:
+            return f"{-(-size * 10 // scale) / 10:g}{unit}"
+    return f"{size}b"
+
+
+def working_set(budget: int, setting: str, needed: int) -> int:
+    """What the stages may spend of ``budget``; refuses a budget below ``needed`` + the baseline,
+    naming the smallest that would work."""
+    if budget < BASELINE + needed:
+        raise SeqlmError(
+            f"{setting}: a budget of {format_size(budget)} is too small to make progress; "
+            f"the smallest that works here is {format_size(BASELINE + needed)}"
+        )
+    return budget - BASELINE
