@@ -21,6 +21,7 @@ from seqlm.config import CorpusConfig
 from seqlm.corpus import TOKENIZERS, load_corpus
 from seqlm.errors import SeqlmError
 from seqlm.ngram.arpa import read_arpa, write_arpa
+from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory
 from seqlm.ngram.counts import count_ngrams, write_tables
 from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
 from seqlm.ngram.lines import MAX_ORDER
@@ -50,6 +51,7 @@ def _keep_subwords(learnt: Tokenizer | None, folder: Path) -> None:
 
 def count_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    parse_memory(args.memory)
     vocab, stream, learnt = _train_stream(args)
     tables = count_ngrams(stream, args.order, vocab.size)
     write_tables(tables, Path(args.out), vocab)
@@ -66,6 +68,7 @@ def estimate_command(args: argparse.Namespace) -> int:
             "--tokenizer bpe: give --save DIR, the folder that keeps the tokenizer with the model "
             "(an ARPA file cannot carry it)"
         )
+    parse_memory(args.memory)
     vocab, stream, learnt = _train_stream(args)
     tables = count_ngrams(stream, args.order, vocab.size)
     model = fit(
@@ -123,6 +126,14 @@ def _corpus(parser: argparse.ArgumentParser) -> None:
         "the training text (saved as tokenizer.json beside the model)",
     )
     add_bpe_option(parser)
+    parser.add_argument(
+        "--memory",
+        "-S",
+        default=DEFAULT_MEMORY,
+        metavar="SIZE",
+        help="memory budget for counting and estimation, as lmplz -S: 4G, 512M or a percentage "
+        "of physical memory; what does not fit is spilled to sorted runs on disk",
+    )
 
 
 def add_bpe_option(parser: argparse.ArgumentParser) -> None:
