@@ -4,7 +4,8 @@ Modified Kneser–Ney follows KenLM's ``lmplz`` (Chen & Goodman's interpolated e
 discounts per order): the top order keeps raw counts, lower orders use adjusted counts (the number
 of distinct left extensions, with n-grams that start with ``<s>`` keeping raw counts and the unigram
 ``<s>`` getting 0), discounts come from each order's counts-of-counts, and the unigram is
-interpolated with the uniform distribution.
+interpolated with the uniform distribution. ``prune`` drops rare n-grams as ``lmplz --prune``
+(:mod:`seqlm.ngram.prune`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from seqlm.errors import SeqlmError
 from seqlm.ngram.index import NgramIndex
 from seqlm.ngram.lines import check_order
 from seqlm.ngram.model import NgramModel
+from seqlm.ngram.prune import Thresholds, drop_pruned, keep_masks, thresholds
 from seqlm.vocab import BOS_ID, SPECIALS, UNK_ID, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -36,16 +38,21 @@ def fit(
     add_k: float = 1.0,
     discount_fallback: bool = False,
     first_seen: np.ndarray | None = None,
+    prune: Thresholds = (),
 ) -> NgramModel:
     """A model of the tables' order from count tables over ``vocab``'s ids.
 
     ``first_seen`` (kn only): lmplz's word numbering, from :func:`first_seen` of the training
     stream; with it the counts-of-counts reproduce lmplz's printed discounts digit for digit.
+    ``prune`` (kn only): lmplz's ``--prune`` count thresholds, e.g. ``(0, 1, 1)``.
     """
     check_order(len(tables))
+    limits = thresholds(prune, len(tables))
+    if any(limits) and smoothing != "kn":
+        raise SeqlmError(f"--prune: pruning is lmplz's, for --smoothing kn, not {smoothing}")
     index = NgramIndex.build(tables, vocab.size)
     if smoothing == "kn":
-        return fit_kneser_ney(index, vocab, discount_fallback, first_seen)
+        return fit_kneser_ney(index, vocab, discount_fallback, first_seen, limits)
     if smoothing == "addk":
         if add_k <= 0:
             raise SeqlmError(f"add-k needs k > 0, not {add_k}")
@@ -107,11 +114,15 @@ def _fit_discounted(index: NgramIndex, vocab: Vocabulary, k: float, info: dict) 
     return _model(index, vocab, log_probs, backoffs, info)
 
 
-def _model(index, vocab, log_probs, backoffs, info) -> NgramModel:
+def _model(index, vocab, log_probs, backoffs, info, keep=None) -> NgramModel:
+    words = [w[-1] for w in index.words]
+    context = index.context
+    if keep is not None:
+        context, words, log_probs, backoffs = drop_pruned(keep, context, words, log_probs, backoffs)
     return NgramModel(
         vocab=vocab,
-        context=index.context,
-        word=[w[-1] for w in index.words],
+        context=context,
+        word=words,
         log10_prob=log_probs,
         log10_backoff=backoffs,
         info=info | {"sizes": [len(p) for p in log_probs]},
@@ -218,7 +229,10 @@ def fit_kneser_ney(
     vocab: Vocabulary,
     discount_fallback: bool = False,
     first_seen: np.ndarray | None = None,
+    prune: Sequence[int] = (),
 ) -> NgramModel:
+    """``prune``: one count threshold per order, as :func:`seqlm.ngram.prune.thresholds` gives."""
+    keep = keep_masks(index.counts, prune or (0,) * index.order)
     adjusted = adjusted_counts(index)
     coc = counts_of_counts(index, adjusted, first_seen)
     d = discounts(coc, discount_fallback)
@@ -229,7 +243,9 @@ def fit_kneser_ney(
         rows_below = 1 if n == 1 else len(adjusted[n - 2])
         total = np.bincount(ctx, weights=a, minlength=rows_below)
         discount = d[n - 1][np.minimum(a, 3)]
-        mass = np.bincount(ctx, weights=discount, minlength=rows_below)  # D1·N1 + D2·N2 + D3·N3+
+        # D1·N1 + D2·N2 + D3·N3+ over the kept n-grams, plus a pruned n-gram's whole count
+        freed = discount if keep[n - 1] is None else np.where(keep[n - 1], discount, a)
+        mass = np.bincount(ctx, weights=freed, minlength=rows_below)
         gamma = np.divide(mass, total, out=np.zeros(rows_below), where=total > 0)
         if n == 1:
             lower = np.full(len(a), 1.0 / _uniform_size(index))
@@ -246,4 +262,6 @@ def fit_kneser_ney(
         "discounts": d[:, 1:].tolist(),
         "counts_of_counts": coc[:, 1:].tolist(),
     }
-    return _model(index, vocab, log_probs, backoffs, info)
+    if any(k is not None for k in keep):
+        info["prune"] = list(prune)
+    return _model(index, vocab, log_probs, backoffs, info, keep)
