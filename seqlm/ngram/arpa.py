@@ -13,7 +13,7 @@ import itertools
 import logging
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -32,31 +32,37 @@ LOG_ZERO = -99.0
 MISSING_UNK_LOG10 = -100.0
 
 
-def write_arpa(model: NgramModel, path: Path) -> None:
-    """Write ``model`` as an ARPA file (via a temporary file renamed into place)."""
-    tokens = model.vocab.tokens
+def write_arpa(model: NgramModel, path: Path | BinaryIO) -> None:
+    """Write ``model`` as ARPA to a file (via a temporary file renamed into place) or to a
+    binary stream (``sys.stdout.buffer``: ``lmplz``'s way), which is left open."""
+    if not isinstance(path, str | Path):
+        _write_arpa(model, path)
+        return
     with atomic_path(Path(path)) as tmp, tmp.open("wb") as out:
-        header = ["", "\\data\\"] + [f"ngram {n}={s}" for n, s in enumerate(model.sizes, 1)]
-        out.write(("\n".join(header) + "\n").encode())
-        ngrams = None  # the n-grams of the order below, as text, by row
-        for n in range(1, model.order + 1):
-            out.write(f"\n\\{n}-grams:\n".encode())
-            words = tokens.gather(model.word[n - 1])
-            if ngrams is not None:  # prefix row's text, a space, the last word
-                prefix = ngrams.gather(model.context[n - 1])
-                words = pl.select(pl.concat_str([prefix, words], separator=" ")).to_series()
-                del prefix
-            ngrams = words.alias("ngram") if n < model.order else None
-            frame = pl.DataFrame(
-                [pl.Series("p", np.maximum(model.log10_prob[n - 1], LOG_ZERO)), words]
-            )
-            if n < model.order:
-                frame = frame.with_columns(bo=np.maximum(model.log10_backoff[n - 1], LOG_ZERO))
-            frame.write_csv(
-                out, include_header=False, separator="\t", quote_style="never", float_precision=7
-            )
-            del frame, words
-        out.write(b"\n\\end\\\n")
+        _write_arpa(model, out)
+
+
+def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
+    tokens = model.vocab.tokens
+    header = ["", "\\data\\"] + [f"ngram {n}={s}" for n, s in enumerate(model.sizes, 1)]
+    out.write(("\n".join(header) + "\n").encode())
+    ngrams = None  # the n-grams of the order below, as text, by row
+    for n in range(1, model.order + 1):
+        out.write(f"\n\\{n}-grams:\n".encode())
+        words = tokens.gather(model.word[n - 1])
+        if ngrams is not None:  # prefix row's text, a space, the last word
+            prefix = ngrams.gather(model.context[n - 1])
+            words = pl.select(pl.concat_str([prefix, words], separator=" ")).to_series()
+            del prefix
+        ngrams = words.alias("ngram") if n < model.order else None
+        frame = pl.DataFrame([pl.Series("p", np.maximum(model.log10_prob[n - 1], LOG_ZERO)), words])
+        if n < model.order:
+            frame = frame.with_columns(bo=np.maximum(model.log10_backoff[n - 1], LOG_ZERO))
+        frame.write_csv(
+            out, include_header=False, separator="\t", quote_style="never", float_precision=7
+        )
+        del frame, words
+    out.write(b"\n\\end\\\n")
 
 
 def read_arpa(path: Path) -> NgramModel:
