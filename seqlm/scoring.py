@@ -1,27 +1,38 @@
 """What ``seqlm ngram score``, ``seqlm rnn score`` and ``seqlm.load`` share: the tokenizer a text
-is split with (a named one, or the subwords saved with the model), and one report (KenLM
-``query``'s summary lines, or one JSON object) with one exit rule."""
+is split with (a named one, or the subwords saved with the model), the text (a file, or standard
+input), and one report (KenLM ``query``'s lines at its ``-v`` levels, or one JSON object) with
+one exit rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from seqlm import subwords
-from seqlm.corpus import read_lines, tokenize
+from seqlm.corpus import read_lines, split_lines, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
-from seqlm.vocab import Vocabulary
+from seqlm.vocab import UNK_ID, Vocabulary
+
+if TYPE_CHECKING:
+    from seqlm.ngram.model import NgramModel
 
 Splitter = Callable[[pl.Series], pl.DataFrame]  # lines → their tokens (a ``tokens`` column)
 
 UNRECORDED = "whitespace"  # a model with no record (an ARPA file) is read as KenLM reads text
+STDIN = "-"  # the text name that stands for standard input, as in most Unix tools
+# query's -v levels: each target, each line's total, the whole text's perplexity.
+WORD, SENTENCE, SUMMARY = "word", "sentence", "summary"
+LEVELS = (WORD, SENTENCE, SUMMARY)
 
 
 def text_tokenizer(model: Path, recorded: str | None, given: str | None) -> str:
@@ -48,26 +59,108 @@ def splitter(tokenizer: str, folder: Path) -> Splitter:
     return partial(tokenize, tokenizer=tokenizer)
 
 
+def text_lines(text: Path | str | None) -> pl.Series:
+    """The lines of ``text``, or of standard input when it is None or ``-`` (read whole, as UTF-8
+    plain text: a model's text is usually far smaller than its training corpus)."""
+    if text is not None and str(text) != STDIN:
+        return read_lines(Path(text))
+    raw = sys.stdin.buffer.read()
+    try:
+        decoded = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise SeqlmError(f"standard input: not UTF-8 at byte offset {e.start}") from None
+    return split_lines(pl.Series("text", [decoded] if decoded else [], dtype=pl.String))
+
+
 def score_text(
-    text: Path,
+    text: Path | str | None,
     split: Splitter,
     vocab: Vocabulary,
     score: Callable[[np.ndarray], np.ndarray],
     as_json: bool,
+    levels: Sequence[str] = (SUMMARY,),
+    lengths: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> int:
-    """Score every target of ``text`` (its tokens as ``split`` gives them and one ``</s>`` per
-    line, over ``vocab``'s ids) with ``score`` (the stream's per-target natural-log
-    probabilities) and report it."""
-    stream = vocab.stream(split(read_lines(text)))
+    """Score every target of ``text`` (a file, or standard input: see :func:`text_lines`; its
+    tokens as ``split`` gives them and one ``</s>`` per line, over ``vocab``'s ids) with
+    ``score`` (the stream's per-target natural-log probabilities) and report it at ``levels``
+    (query's -v). The word level needs ``lengths``: each target's matched n-gram length."""
+    name = str(text) if text is not None and str(text) != STDIN else "standard input"
+    if as_json and set(levels) != {SUMMARY}:
+        raise SeqlmError("--json prints one JSON object, the summary: not with -v word|sentence")
+    if WORD in levels and lengths is None:
+        raise SeqlmError("-v word: this model has no n-gram lengths to print")
+    lines = split(text_lines(text))
+    stream = vocab.stream(lines)
     if len(stream) == 0:
-        raise SeqlmError(f"{text}: no text to score")
-    return _report(perplexity(score(stream), stream), text, as_json)
+        raise SeqlmError(f"{name}: no text to score")
+    logprobs = score(stream)
+    if WORD in levels or SENTENCE in levels:
+        per_word = lengths(stream) if WORD in levels else None
+        sys.stdout.write(_details(lines, stream, logprobs / math.log(10), per_word, levels))
+    return _report(perplexity(logprobs, stream), name, as_json, SUMMARY in levels)
 
 
-def _report(result: Perplexity, text: Path, as_json: bool) -> int:
-    """Print the report; a perplexity that is not finite (a target the model gives probability
-    0) is reported, then refused in one line (exit status 1)."""
-    if as_json:
+def ngram_lengths(model: NgramModel, stream: np.ndarray) -> np.ndarray:
+    """The length of the n-gram each target of ``stream`` is scored by (query's ngram_length):
+    the model scores with log10 p = n at order n and no back-off, so its score is the length."""
+    lengths = dataclasses.replace(
+        model,
+        log10_prob=[np.full(len(p), float(n)) for n, p in enumerate(model.log10_prob, 1)],
+        log10_backoff=[np.zeros(len(b)) for b in model.log10_backoff],
+    )
+    return lengths.score_tokens(stream).log10_prob.astype(np.int64)
+
+
+def _details(
+    lines: pl.DataFrame,
+    stream: np.ndarray,
+    log10p: np.ndarray,
+    lengths: np.ndarray | None,
+    levels: Sequence[str],
+) -> str:
+    """query's per-word and per-line output: ``word=id n log10p`` and a tab for each target,
+    then ``Total: log10 OOV: k`` (sentence level) and a newline for each line. Unlike query,
+    whose word level alone ends no line, every line ends in a newline."""
+    per_line = lines["tokens"].list.len().to_numpy().astype(np.int64) + 1  # its </s> too
+    starts = np.concatenate(([0], np.cumsum(per_line)[:-1]))
+    line_end = pl.Series(np.repeat("\n", len(per_line)), dtype=pl.String)
+    if SENTENCE in levels:
+        totals = _float32_text(np.add.reduceat(log10p, starts))
+        oov = np.add.reduceat((stream == UNK_ID).astype(np.int64), starts)
+        line_end = "Total: " + totals + " OOV: " + pl.Series(oov).cast(pl.String) + line_end
+    if WORD not in levels:
+        return line_end.str.join("").item()
+    words = lines["tokens"].list.concat(pl.lit(["</s>"])).explode()
+    tail = np.full(len(stream), "", dtype=object)  # after each line's </s>, the line's end
+    tail[starts + per_line - 1] = line_end.to_numpy()
+    entries = pl.select(
+        pl.concat_str(
+            words,
+            pl.lit("="),
+            pl.Series(stream).cast(pl.String),
+            pl.lit(" "),
+            pl.Series(lengths).cast(pl.String),
+            pl.lit(" "),
+            _float32_text(log10p),
+            pl.lit("\t"),
+            pl.Series(tail, dtype=pl.String),
+        )
+    ).to_series()
+    return entries.str.join("").item()
+
+
+def _float32_text(values: np.ndarray) -> pl.Series:
+    """As KenLM prints a float: the shortest digits that read back as the same float32, and no
+    ``.0`` on a whole number."""
+    return pl.Series(values, dtype=pl.Float32).cast(pl.String).str.replace(r"\.0$", "")
+
+
+def _report(result: Perplexity, text: str, as_json: bool, summary: bool = True) -> int:
+    """Print the report (the summary lines unless ``summary`` is off); a perplexity that is not
+    finite (a target the model gives probability 0) is reported, then refused in one line (exit
+    status 1)."""
+    if summary and as_json:
         print(
             json.dumps(
                 {
@@ -78,7 +171,7 @@ def _report(result: Perplexity, text: Path, as_json: bool) -> int:
                 }
             )
         )
-    else:
+    elif summary:
         print(f"Perplexity including OOVs:\t{result.ppl:.10g}")
         print(f"Perplexity excluding OOVs:\t{result.ppl_no_unk:.10g}")
         print(f"OOVs:\t{result.oov}")
