@@ -20,11 +20,15 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from seqlm.errors import SeqlmError
 
@@ -64,6 +68,10 @@ TOKENIZERS = (*WORD_TOKENIZERS, "char", "bpe")
 SPACE = "\u2581"
 
 _BOM = "\ufeff"
+# Text per chunk the streaming readers hand on: big enough that per-chunk work is negligible,
+# small enough that a chunk's lines, tokens and ids stay well inside a memory budget.
+CHUNK_BYTES = 64 << 20
+STDIN = Path("-")  # the corpus name that reads standard input
 
 _SPLIT_FILE = re.compile(
     rf"^(?:.*\.)?(train|valid|test)({'|'.join(re.escape(s) for s in SUFFIXES)})$"
@@ -119,48 +127,136 @@ def check_regular_file(path: Path) -> None:
         raise SeqlmError(f"{path}: {what}")
 
 
-def _decode(path: Path, raw: bytes) -> str:
+def _decode(path: Path, raw: bytes, offset: int = 0) -> str:
+    """``raw`` as UTF-8; ``offset``: where it starts in the file, so an error names the byte."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SeqlmError(f"{path}: not UTF-8 at byte offset {e.start}") from None
+        raise SeqlmError(f"{path}: not UTF-8 at byte offset {offset + e.start}") from None
 
 
 def read_lines(path: Path, text_field: str = "text", window: int = WINDOW) -> pl.Series:
     """The text lines of one file, empty lines included (``text_field`` names the JSONL field or
     Parquet column); a file with no byte of text has no line. A sequence file's lines are its
     records cut into ``window`` residues."""
+    chunks = list(iter_lines(path, text_field, window))
+    return pl.concat(chunks) if chunks else pl.Series("text", [], dtype=pl.String)
+
+
+def iter_lines(
+    path: Path, text_field: str = "text", window: int = WINDOW, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[pl.Series]:
+    """``read_lines`` in chunks of whole lines, about ``chunk_bytes`` of text each (more where
+    one line or document is longer), so that a file never has to fit in memory; their
+    concatenation is ``read_lines(path)``."""
     check_regular_file(path)
     suffix = _suffix(path)
     if suffix in SEQUENCE_FORMATS:
-        return read_sequences(path, window)
-    if suffix in (".txt", ".txt.gz"):
-        raw = path.read_bytes()
-        if suffix == ".txt.gz":
-            try:
-                raw = gzip.decompress(raw)
-            except (OSError, EOFError) as e:
-                raise SeqlmError(f"{path}: not a gzip file ({e})") from None
-        text = _decode(path, raw).removeprefix(_BOM)
-        texts = pl.Series("text", [text] if text else [], dtype=pl.String)
+        yield from _sequence_chunks(path, window, chunk_bytes)
+    elif suffix == ".txt":
+        with path.open("rb") as file:
+            yield from _text_chunks(path, _blocks(file, chunk_bytes))
+    elif suffix == ".txt.gz":
+        with gzip.open(path, "rb") as file:
+            yield from _text_chunks(path, _blocks(file, chunk_bytes, path))
     elif suffix == ".jsonl":
-        raw = path.read_bytes()
-        raw = raw.removeprefix(_BOM.encode())
-        _decode(path, raw)
+        with path.open("rb") as file:
+            yield from _jsonl_chunks(path, _blocks(file, chunk_bytes), text_field)
+    elif suffix == ".parquet":
+        yield from _parquet_chunks(path, text_field, chunk_bytes)
+    else:
+        raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
+
+
+def iter_stdin_lines(chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.Series]:
+    """Standard input's lines in chunks, read as a ``.txt`` file is."""
+    yield from _text_chunks(STDIN, _blocks(sys.stdin.buffer, chunk_bytes))
+
+
+def _blocks(file: BinaryIO, size: int, gzip_path: Path | None = None) -> Iterator[bytes]:
+    """``file``'s bytes in blocks of ``size``; a gzip file's damage is one line naming it."""
+    while True:
+        try:
+            block = file.read(size)
+        except (OSError, EOFError) as e:
+            if gzip_path is None:
+                raise
+            raise SeqlmError(f"{gzip_path}: not a gzip file ({e})") from None
+        if not block:
+            return
+        yield block
+
+
+def _whole_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """``(offset, bytes)`` of runs of whole lines: each block cut after its last newline and the
+    rest carried into the next (a line longer than a block spans several); the last run may lack
+    its newline. A newline byte never occurs inside a multi-byte UTF-8 character."""
+    carry: list[bytes] = []
+    offset = 0
+    for block in blocks:
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:
+            carry.append(block)
+            continue
+        run = b"".join([*carry, block[:cut]])
+        yield offset, run
+        offset += len(run)
+        carry = [block[cut:]]
+    rest = b"".join(carry)
+    if rest:
+        yield offset, rest
+
+
+def _text_chunks(path: Path, blocks: Iterable[bytes]) -> Iterator[pl.Series]:
+    for offset, raw in _whole_lines(blocks):
+        text = _decode(path, raw, offset)
+        if offset == 0:
+            text = text.removeprefix(_BOM)
+        if text:
+            yield split_lines(pl.Series("text", [text], dtype=pl.String))
+
+
+def _jsonl_chunks(path: Path, blocks: Iterable[bytes], text_field: str) -> Iterator[pl.Series]:
+    """Each run of whole JSON lines read by Polars. A run where no document has the field (or
+    every one holds null) has no line; the file is refused for it only if no run has one."""
+    absent: SeqlmError | None = None
+    found = False
+    for offset, raw in _whole_lines(blocks):
+        if offset == 0:
+            raw = raw.removeprefix(_BOM.encode())
+        _decode(path, raw, offset)
+        if not raw.strip():
+            continue
         try:
             frame = pl.read_ndjson(io.BytesIO(raw), infer_schema_length=None)
         except pl.exceptions.PolarsError as e:
             raise SeqlmError(f"{path}: not valid JSON lines ({str(e).splitlines()[0]})") from None
-        texts = _text_column(path, frame, text_field, "field")
-    elif suffix == ".parquet":
         try:
-            frame = pl.read_parquet(path)
-        except (pl.exceptions.PolarsError, OSError) as e:
-            raise SeqlmError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
-        texts = _text_column(path, frame, text_field, "column")
-    else:
-        raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
-    return split_lines(texts)
+            texts = _text_column(path, frame, text_field, "field")
+        except SeqlmError as e:
+            if text_field in frame.columns and frame[text_field].dtype != pl.Null:
+                raise
+            absent = absent or e
+            continue
+        found = True
+        yield split_lines(texts)
+    if absent is not None and not found:
+        raise absent
+
+
+def _parquet_chunks(path: Path, text_field: str, chunk_bytes: int) -> Iterator[pl.Series]:
+    """The text column only, in batches of about ``chunk_bytes`` (rows sized by the file's
+    uncompressed bytes per row)."""
+    try:
+        file = pq.ParquetFile(path)
+        _text_column(path, pl.from_arrow(file.schema_arrow.empty_table()), text_field, "column")
+        meta = file.metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        rows = max(1, chunk_bytes * meta.num_rows // max(size, 1))
+        for batch in file.iter_batches(batch_size=rows, columns=[text_field]):
+            yield split_lines(pl.from_arrow(batch)[text_field])
+    except (pa.ArrowException, OSError) as e:
+        raise SeqlmError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
 
 
 def split_lines(texts: pl.Series) -> pl.Series:
@@ -180,11 +276,16 @@ def is_sequence_file(path: Path) -> bool:
     return _suffix(path) in SEQUENCE_FORMATS
 
 
-def read_sequences(path: Path, window: int = WINDOW) -> pl.Series:
-    """A FASTA/FASTQ file's records, upper case, each cut into consecutive lines of ``window``
-    residues (the last one shorter); refuses an empty record and a residue outside the alphabet."""
+def _sequence_chunks(path: Path, window: int, chunk_bytes: int) -> Iterator[pl.Series]:
+    """A FASTA/FASTQ file's records in batches of about ``chunk_bytes`` residues, each record
+    upper case and cut into consecutive lines of ``window`` residues (the last one shorter)."""
     fmt, alphabet = SEQUENCE_FORMATS[_suffix(path)]
-    records = _read_records(path, fmt)
+    for records in _read_records(path, fmt, chunk_bytes):
+        yield _cut_records(path, records, alphabet, window)
+
+
+def _cut_records(path: Path, records: pl.DataFrame, alphabet: str, window: int) -> pl.Series:
+    """The records' lines; refuses an empty record and a residue outside the alphabet."""
     empty = records.filter(pl.col("sequence") == "")
     if empty.height:
         raise SeqlmError(f"{path}: record {empty['id'][0]} is empty (no residue)")
@@ -203,21 +304,30 @@ def read_sequences(path: Path, window: int = WINDOW) -> pl.Series:
     return sequences.str.extract_all(f"[A-Z*]{{1,{window}}}").explode().rename("text")
 
 
-def _read_records(path: Path, fmt: str) -> pl.DataFrame:
-    """Each record's id (its name up to the first space) and residues, as ``dnaio`` reads them
-    (gzip too); its format errors become one line naming the file."""
+def _read_records(path: Path, fmt: str, chunk_bytes: int) -> Iterator[pl.DataFrame]:
+    """Batches of records, about ``chunk_bytes`` residues each: every record's id (its name up
+    to the first space) and residues, as ``dnaio`` reads them (gzip too); its format errors
+    become one line naming the file."""
     import dnaio  # only where a sequence file is read: text corpora and scoring never need it
 
+    schema = {"id": pl.String, "sequence": pl.String}
     try:
         with dnaio.open(path, fileformat=fmt) as reader:
-            records = [(record.id, record.sequence) for record in reader]
+            batch, size = [], 0
+            for record in reader:
+                batch.append((record.id, record.sequence))
+                size += len(record.sequence)
+                if size >= chunk_bytes:
+                    yield pl.DataFrame(batch, schema=schema, orient="row")
+                    batch, size = [], 0
+            if batch:
+                yield pl.DataFrame(batch, schema=schema, orient="row")
     except dnaio.exceptions.FileFormatError as e:
         where = f"line {e.line + 1}: " if e.line is not None else ""
         message = str(e.args[0]).splitlines()[0] if e.args else type(e).__name__
         raise SeqlmError(f"{path}: not a valid {fmt.upper()} file ({where}{message})") from None
     except (OSError, EOFError) as e:
         raise SeqlmError(f"{path}: damaged or not a gzip file ({e})") from None
-    return pl.DataFrame(records, schema={"id": pl.String, "sequence": pl.String}, orient="row")
 
 
 def _text_column(path: Path, frame: pl.DataFrame, name: str, what: str) -> pl.Series:
@@ -248,15 +358,20 @@ def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
 def require_words(lines: pl.DataFrame, where: Path) -> None:
     """Refuse training text with no line, or with lines but no word: its vocabulary would have
     nothing to predict but ``</s>`` (``lmplz`` refuses such a corpus too)."""
-    if lines.height == 0:
+    _check_training(where, lines.height, lines.height > 0 and has_words(lines))
+
+
+def has_words(lines: pl.DataFrame) -> bool:
+    if "tokens" in lines.columns:
+        return lines["tokens"].list.len().sum() > 0
+    return lines["text"].str.contains(r"\S").any()
+
+
+def _check_training(where: Path, n_lines: int, words: bool) -> None:
+    if n_lines == 0:
         raise SeqlmError(f"{where}: empty corpus (no lines)")
-    has_words = (
-        lines["tokens"].list.len().sum() > 0
-        if "tokens" in lines.columns
-        else lines["text"].str.contains(r"\S").any()
-    )
-    if not has_words:
-        raise SeqlmError(f"{where}: no words to train on ({lines.height:,} lines, all empty)")
+    if not words:
+        raise SeqlmError(f"{where}: no words to train on ({n_lines:,} lines, all empty)")
 
 
 def split_blocks(
@@ -376,3 +491,33 @@ def load_split(shard_dirs: Sequence[Path], split: str) -> pl.DataFrame:
     if not files:
         raise SeqlmError(f"the {split} split is empty (no shard holds it)")
     return pl.read_parquet(files)
+
+
+def train_chunks(
+    path: str | Path,
+    tokenizer: str,
+    text_field: str = "text",
+    window: int = WINDOW,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[pl.DataFrame]:
+    """The tokenised training lines of a corpus in chunks of whole lines, in order: what
+    ``load_corpus(path, tokenizer, ["train"], fractions=None)`` reads whole, as ``lmplz`` reads
+    its input, with each file refused as ``split_source`` refuses it once its last chunk is read.
+    ``-`` reads standard input as a ``.txt`` file."""
+    if Path(path) == STDIN:
+        sources = [Source(STDIN)]
+    else:
+        sources = [s for s in discover(path) if s.split in (None, "train")]
+    for source in sources:
+        require_symbols(source.path, tokenizer)
+        if source.path == STDIN:
+            texts = iter_stdin_lines(chunk_bytes)
+        else:
+            texts = iter_lines(source.path, text_field, window, chunk_bytes)
+        n_lines, words = 0, False
+        for text in texts:
+            lines = tokenize(text, tokenizer)
+            n_lines += lines.height
+            words = words or has_words(lines)
+            yield lines
+        _check_training(source.path, n_lines, words)

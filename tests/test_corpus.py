@@ -12,11 +12,13 @@ from seqlm.corpus import (
     Source,
     discover,
     ingest,
+    iter_lines,
     load_corpus,
     load_split,
     read_lines,
     split_blocks,
     tokenize,
+    train_chunks,
 )
 from seqlm.errors import SeqlmError
 from tests.helpers import write_lines
@@ -194,3 +196,100 @@ def test_load_corpus_reads_each_split_as_ingestion_writes_it(tmp_path):
     (tmp_path / "split" / "valid.txt").write_bytes(b"\xff")
     (tmp_path / "split" / "test.txt").write_text("c\n")
     assert load_corpus(tmp_path / "split", "whitespace", ["train", "test"])["test"].height == 1
+
+
+# ---- the chunk iterator: a file in chunks of whole lines, never whole in memory --------------
+
+# Blank lines, CRLF ends, a line longer than many blocks, multi-byte characters everywhere (so
+# that tiny blocks cut them), an unterminated last line.
+TRICKY = (
+    "first line\n\n  \r\nsecond\r\n"
+    + "é€😀 " * 3000
+    + "\nÅngström naïve café\n\n\n日本語の文\r\nlast, unterminated 😀"
+)
+
+
+def python_lines(raw: bytes) -> list[str]:
+    """The reference: Python's own decoding and splitting of a text file (no byte, no line)."""
+    text = raw.decode("utf-8-sig")
+    return document_lines(text) if text else []
+
+
+def document_lines(text: str) -> list[str]:
+    """A document's lines ("" is one empty line, as "\n" is)."""
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 4096, 1 << 26])
+def test_text_chunks_are_the_files_lines(tmp_path, chunk_bytes):
+    raw = b"\xef\xbb\xbf" + TRICKY.encode()
+    (tmp_path / "a.txt").write_bytes(raw)
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(raw))
+    want = python_lines(raw)
+    for name in ("a.txt", "a.txt.gz"):
+        chunks = list(iter_lines(tmp_path / name, chunk_bytes=chunk_bytes))
+        assert pl.concat(chunks).to_list() == want
+        assert read_lines(tmp_path / name).to_list() == want
+        if chunk_bytes < 100:
+            assert len(chunks) >= 3
+
+
+def test_a_bad_byte_in_a_later_chunk_names_its_offset_in_the_file(tmp_path):
+    raw = TRICKY.encode() + b"\nbad \xff byte\n"
+    (tmp_path / "bad.txt").write_bytes(raw)
+    with pytest.raises(UnicodeDecodeError) as python:
+        raw.decode()
+    with pytest.raises(
+        SeqlmError, match=f"bad\\.txt: not UTF-8 at byte offset {python.value.start}$"
+    ):
+        list(iter_lines(tmp_path / "bad.txt", chunk_bytes=100))
+
+
+def test_document_chunks_are_the_files_lines(tmp_path):
+    docs = [TRICKY, None, "", "three\r\nfour", "\n", *(f"doc {i}\n" for i in range(50))]
+    want = [line for d in docs if d is not None for line in document_lines(d)]
+    jsonl = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs)
+    (tmp_path / "c.jsonl").write_bytes(b"\xef\xbb\xbf" + jsonl.encode())
+    pl.DataFrame({"text": docs}).write_parquet(tmp_path / "d.parquet", row_group_size=8)
+    for name in ("c.jsonl", "d.parquet"):
+        chunks = list(iter_lines(tmp_path / name, chunk_bytes=16))
+        assert len(chunks) > 5, name
+        assert pl.concat(chunks).to_list() == want, name
+        assert read_lines(tmp_path / name).to_list() == want, name
+
+
+def test_a_jsonl_chunk_without_the_field_has_no_line(tmp_path):
+    """Documents without the field are null documents, whichever chunk they fall in."""
+    rows = [{"title": "no text"}] * 5 + [{"text": "a b"}, {"title": "x"}, {"text": "c"}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pl.concat(iter_lines(tmp_path / "c.jsonl", chunk_bytes=8)).to_list() == ["a b", "c"]
+    (tmp_path / "none.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(SeqlmError, match=r"none\.jsonl: no text field 'text' \(has: title\)"):
+        list(iter_lines(tmp_path / "none.jsonl", chunk_bytes=8))
+
+
+def test_sequence_chunks_are_the_files_lines(tmp_path):
+    sequences = [f"{'ACGT' * (i + 1)}acg" for i in range(30)]
+    (tmp_path / "x.fa").write_text(
+        "".join(f">r{i}\n{s[:-3]}\n{s[-3:]}\n" for i, s in enumerate(sequences))
+    )
+    want = [s.upper()[i : i + 7] for s in sequences for i in range(0, len(s), 7)]
+    chunks = list(iter_lines(tmp_path / "x.fa", window=7, chunk_bytes=20))
+    assert len(chunks) > 5
+    assert pl.concat(chunks).to_list() == want
+    assert read_lines(tmp_path / "x.fa", window=7).to_list() == want
+
+
+def test_train_chunks_read_the_corpus_as_load_corpus_reads_its_training_text(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder).mkdir()
+    (folder / "a.txt").write_bytes(TRICKY.encode())
+    write_lines(folder / "b.txt", ["", *(f"Other {i}, more." for i in range(40))])
+    chunks = list(train_chunks(folder, "punct", chunk_bytes=64))
+    assert len(chunks) > 5
+    assert pl.concat(chunks).equals(
+        load_corpus(folder, "punct", ["train"], fractions=None)["train"]
+    )
+    (folder / "c.txt").write_text("\n  \n")
+    with pytest.raises(SeqlmError, match=r"c\.txt: no words to train on \(2 lines"):
+        list(train_chunks(folder, "punct", chunk_bytes=64))
