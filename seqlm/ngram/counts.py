@@ -12,11 +12,12 @@ of every position's n-gram for the next order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
@@ -131,6 +132,20 @@ def write_tables(
             table.write_parquet(table_file(tmp, n), compression="zstd")
         if vocab is not None:
             vocab.save(tmp / VOCAB_FILE)
+
+
+def write_table(path: Path, n: int, dtype: pl.DataType, parts: Iterable[pl.DataFrame]) -> int:
+    """Write one order's table from consecutive sorted parts, one row group each, with ids of
+    ``dtype``, so that the table is never whole in memory; returns its rows."""
+    schema = {**dict.fromkeys(word_columns(n), dtype), COUNT: pl.UInt64}
+    rows = 0
+    with pq.ParquetWriter(
+        path, pl.DataFrame(schema=schema).to_arrow().schema, compression="zstd"
+    ) as out:
+        for part in parts:
+            out.write_table(part.cast(schema).to_arrow())
+            rows += part.height
+    return rows
 
 
 def read_tables(folder: Path) -> list[pl.DataFrame]:
