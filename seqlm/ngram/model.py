@@ -24,7 +24,8 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
 from seqlm.ngram.lines import pad_lines
-from seqlm.vocab import BOS_ID, EOS_ID, VOCAB_FILE, Vocabulary
+from seqlm.ngram.sample import Sampler
+from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary
 
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
@@ -62,8 +63,11 @@ class NgramModel:
         return [len(w) for w in self.word]
 
     @cached_property
-    def _keys(self) -> list[np.ndarray]:
-        return [c * self.vocab.size + w for c, w in zip(self.context, self.word, strict=True)]
+    def keys(self) -> list[np.ndarray]:
+        """Per order the sorted search keys ``context · V + word``, in int64 whatever the rows'
+        width."""
+        size = self.vocab.size
+        return [c.astype(np.int64) * size + w for c, w in zip(self.context, self.word, strict=True)]
 
     def score_tokens(self, stream: np.ndarray) -> TokenScores:
         """log10 p of every target of a vocabulary stream, each line from a one-``<s>`` context."""
@@ -71,7 +75,7 @@ class NgramModel:
         if len(stream) and (int(stream.min()) < 0 or int(stream.max()) >= self.vocab.size):
             raise SeqlmError(f"the stream holds ids outside the model's {self.vocab.size} words")
         padded, offset = pad_lines(stream)
-        row = lookup(self._keys[0], padded)  # rows of the n-gram of each order ending at t
+        row = lookup(self.keys[0], padded)  # rows of the n-gram of each order ending at t
         best = np.where(row >= 0, self.log10_prob[0][np.maximum(row, 0)], -np.inf)
         backoff = np.zeros(len(padded))  # Σ back-offs of contexts from the match's length up
         for n in range(2, self.order + 1):
@@ -79,7 +83,7 @@ class NgramModel:
             backoff += self._backoff_at(n - 1, context_row, offset)
             has_context = (context_row >= 0) & (offset >= n - 1)
             query = np.where(has_context, context_row, 0) * self.vocab.size + padded
-            row = np.where(has_context, lookup(self._keys[n - 1], query), -1)
+            row = np.where(has_context, lookup(self.keys[n - 1], query), -1)
             found = row >= 0
             best = np.where(found, self.log10_prob[n - 1][np.maximum(row, 0)], best)
             backoff[found] = 0.0
@@ -99,7 +103,7 @@ class NgramModel:
         """log10 p(w | history) for every word w: the listed n-gram of the longest context if
         there is one, else the context's back-off plus the next shorter context's estimate."""
         size = self.vocab.size
-        rows = lookup(self._keys[0], np.arange(size))
+        rows = lookup(self.keys[0], np.arange(size))
         dist = np.where(rows >= 0, self.log10_prob[0][np.maximum(rows, 0)], -np.inf)
         history = np.asarray(history)[len(history) - (self.order - 1) :]
         for k in range(1, len(history) + 1):
@@ -107,7 +111,7 @@ class NgramModel:
             if row < 0:  # an unlisted context adds nothing, nor do longer ones
                 break
             dist += self.log10_backoff[k - 1][row]
-            keys = self._keys[k]
+            keys = self.keys[k]
             lo, hi = np.searchsorted(keys, [row * size, (row + 1) * size])
             dist[self.word[k][lo:hi]] = self.log10_prob[k][lo:hi]
         return dist
@@ -116,22 +120,21 @@ class NgramModel:
         """Row of the n-gram ``words`` in its order, −1 if unlisted."""
         row = 0
         for n, w in enumerate(words):
-            row = int(lookup(self._keys[n], np.array([row * self.vocab.size + int(w)]))[0])
+            row = int(lookup(self.keys[n], np.array([row * self.vocab.size + int(w)]))[0])
             if row < 0:
                 break
         return row
 
+    @cached_property
+    def sampler(self) -> Sampler:
+        """The continuation tables ``sample`` draws from (built once per model)."""
+        return Sampler(self.keys, self.log10_prob, self.log10_backoff, self.vocab.size)
+
     def sample(self, n_words: int, seed: int = 0) -> np.ndarray:
-        """``n_words`` ids drawn one at a time; each line starts from ``<s>``, ends at ``</s>``."""
-        rng = np.random.default_rng(seed)
-        out = np.empty(n_words, dtype=np.int64)
-        history = [BOS_ID]
-        for i in range(n_words):
-            p = 10.0 ** self.next_log10(np.array(history))
-            p[BOS_ID] = 0.0
-            out[i] = rng.choice(len(p), p=p / p.sum())
-            history = [BOS_ID] if out[i] == EOS_ID else [*history, int(out[i])]
-        return out
+        """``n_words`` ids: independent lines, each from ``<s>`` to ``</s>``, the last one cut
+        where the budget runs out (thousands drawn side by side: ``seqlm.ngram.sample``)."""
+        blocks = list(self.sampler.blocks(n_words, seed)) if n_words > 0 else []
+        return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int32)
 
     def save(self, folder: Path) -> None:
         """Arrow IPC per order plus the vocabulary: loads in milliseconds, unlike ARPA text."""
