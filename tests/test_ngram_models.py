@@ -1,12 +1,17 @@
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
+from seqlm.corpus import read_lines, tokenize
 from seqlm.errors import SeqlmError
-from seqlm.ngram import NgramModel, count_ngrams, fit
+from seqlm.ngram import NgramModel, count_ngrams, fit, write_arpa
 from seqlm.vocab import BOS_ID, EOS_ID, UNK_ID, build_vocabulary
+from tests.helpers import PTB
 from tests.ngram_reference import BruteKneserNey, corpus, random_lines
 
 
@@ -107,3 +112,62 @@ def test_kneser_ney_with_empty_lines_equals_the_definition():
     np.testing.assert_allclose(scores.log10_prob, brute.log10_probs(held_out), rtol=1e-10)
     assert len(scores.sentence_log10()) == (held_out == EOS_ID).sum()
     assert next_word_mass(model, []) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_a_loaded_model_maps_its_files_and_copies_nothing(tmp_path):
+    vocab, train = corpus(n_lines=300, seed=6)
+    model = fit(count_ngrams(train, 4, vocab.size), vocab, "kn")
+    model.save(tmp_path / "kn")
+    allocated = pa.total_allocated_bytes()
+    loaded = NgramModel.load(tmp_path / "kn")
+    assert pa.total_allocated_bytes() == allocated  # nothing read into Arrow's memory
+    arrays = [*loaded.keys, *loaded.log10_prob, *loaded.log10_backoff]
+    assert all(not a.flags.owndata and not a.flags.writeable for a in arrays)  # views of the map
+    assert loaded.keys is loaded.stored_keys  # searched as stored, not rebuilt
+    np.testing.assert_array_equal(loaded.score_stream(train), model.score_stream(train))
+    # The rows and words ARPA needs come from the keys: the same file as the unsaved model's.
+    write_arpa(model, tmp_path / "a.arpa")
+    write_arpa(loaded, tmp_path / "b.arpa")
+    assert (tmp_path / "a.arpa").read_bytes() == (tmp_path / "b.arpa").read_bytes()
+    history = np.array([BOS_ID, int(train[0])])
+    np.testing.assert_array_equal(loaded.next_log10(history), model.next_log10(history))
+
+
+def test_an_older_or_damaged_saved_model_is_refused_in_one_line(tmp_path):
+    vocab, train = corpus(n_lines=100, seed=6)
+    model = fit(count_ngrams(train, 2, vocab.size), vocab, "addk")
+    model.save(tmp_path / "m")
+    meta = tmp_path / "m" / "model.json"
+    meta.write_text(
+        json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "format"})
+    )
+    with pytest.raises(
+        SeqlmError, match=r"format 1, not 2; re-save it: seqlm ngram estimate .*--save"
+    ):
+        NgramModel.load(tmp_path / "m")
+    model.save(tmp_path / "m")
+    order2 = tmp_path / "m" / "order2.arrow"
+    order2.write_bytes(order2.read_bytes()[:200])
+    with pytest.raises(SeqlmError, match="damaged saved n-gram model"):
+        NgramModel.load(tmp_path / "m")
+
+
+def resident_mib() -> float:
+    return (
+        int(next(s for s in open("/proc/self/status") if s.startswith("VmRSS")).split()[1]) / 1024
+    )
+
+
+@pytest.mark.skipif(not PTB.exists() or not Path("/proc/self/status").exists(), reason="PTB, Linux")
+def test_the_saved_ptb_5_gram_loads_in_place_and_scores_as_the_fitted_one(tmp_path):
+    train = tokenize(read_lines(PTB / "ptb.train.txt"), "whitespace")
+    vocab = build_vocabulary(train)
+    test = vocab.stream(tokenize(read_lines(PTB / "ptb.test.txt"), "whitespace"))
+    model = fit(count_ngrams(vocab.stream(train), 5, vocab.size), vocab, "kn")
+    model.save(tmp_path / "kn5")
+    NgramModel.load(tmp_path / "kn5")  # the readers' own first-use memory is not the model's
+    before = resident_mib()
+    loaded = NgramModel.load(tmp_path / "kn5")
+    grown = resident_mib() - before
+    assert grown < 8, grown  # its 54 MiB of arrays stay on disk until a search reads them
+    np.testing.assert_array_equal(loaded.score_stream(test), model.score_stream(test))

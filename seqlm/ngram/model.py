@@ -10,6 +10,7 @@ context never reaches past the line's ``<s>``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,10 @@ from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary
 
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
+# 2: each order holds its sorted keys (int64) and float64 log10 p and back-off, mapped on load.
+FORMAT = 2
+COLUMNS = ("key", "log10_prob", "log10_backoff")
+DTYPES = (np.int64, np.float64, np.float64)
 
 
 @dataclass(frozen=True)
@@ -45,27 +50,49 @@ class TokenScores:
         return np.add.reduceat(self.log10_prob, starts) if len(ends) else np.zeros(0)
 
 
+class _FromKeys(Sequence[np.ndarray]):
+    """Per order, a loaded model's context rows (``key // V``) or last words (``key % V``),
+    derived on first use: scoring and sampling read the mapped keys alone, ARPA writing these."""
+
+    def __init__(self, keys: list[np.ndarray], vocab_size: int, part: str) -> None:
+        self._keys, self._size, self._part = keys, vocab_size, part
+        self._derived: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, n: int) -> np.ndarray:  # type: ignore[override]
+        if n not in self._derived:
+            key = self._keys[n]
+            self._derived[n] = key // self._size if self._part == "context" else key % self._size
+        return self._derived[n]
+
+
 @dataclass(frozen=True)
 class NgramModel:
     vocab: Vocabulary
-    context: list[np.ndarray]  # per order: row of w1..w(n−1) in the order below (0 for unigrams)
-    word: list[np.ndarray]  # per order: the last word's id
+    context: Sequence[np.ndarray]  # per order: row of w1..w(n−1) in the order below (0: unigrams)
+    word: Sequence[np.ndarray]  # per order: the last word's id
     log10_prob: list[np.ndarray]
     log10_backoff: list[np.ndarray]  # 0 where the n-gram is never a context, and at the top order
     info: dict[str, Any] = field(default_factory=dict)  # smoothing, discounts, ...
+    # A loaded model's keys, mapped from its folder (context and word are derived from them).
+    stored_keys: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def order(self) -> int:
-        return len(self.word)
+        return len(self.log10_prob)
 
     @property
     def sizes(self) -> list[int]:
-        return [len(w) for w in self.word]
+        return [len(p) for p in self.log10_prob]
 
     @cached_property
     def keys(self) -> list[np.ndarray]:
-        """Per order the sorted search keys ``context · V + word``, in int64 whatever the rows'
-        width."""
+        """Per order the sorted search keys ``context · V + word`` (int64, whatever the rows'
+        width): a loaded model's as stored, without a copy."""
+        if self.stored_keys is not None:
+            return self.stored_keys
         size = self.vocab.size
         return [c.astype(np.int64) * size + w for c, w in zip(self.context, self.word, strict=True)]
 
@@ -113,7 +140,7 @@ class NgramModel:
             dist += self.log10_backoff[k - 1][row]
             keys = self.keys[k]
             lo, hi = np.searchsorted(keys, [row * size, (row + 1) * size])
-            dist[self.word[k][lo:hi]] = self.log10_prob[k][lo:hi]
+            dist[keys[lo:hi] % size] = self.log10_prob[k][lo:hi]
         return dist
 
     def _context_row(self, words: np.ndarray) -> int:
@@ -137,47 +164,66 @@ class NgramModel:
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int32)
 
     def save(self, folder: Path) -> None:
-        """Arrow IPC per order plus the vocabulary: loads in milliseconds, unlike ARPA text."""
+        """Arrow IPC per order (its keys, log10 p and back-off) plus the vocabulary: ``load``
+        maps them rather than reading them."""
         with atomic_dir(Path(folder)) as tmp:
             self.vocab.save(tmp / VOCAB_FILE)
-            (tmp / META_FILE).write_text(json.dumps(self.info | {"order": self.order}, indent=1))
+            meta = self.info | {"order": self.order, "format": FORMAT}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
             for n in range(1, self.order + 1):
-                table = pa.table(
-                    {
-                        "context": pa.array(self.context[n - 1].astype(np.uint32)),
-                        "word": pa.array(self.word[n - 1].astype(np.uint32)),
-                        "log10_prob": pa.array(self.log10_prob[n - 1]),
-                        "log10_backoff": pa.array(self.log10_backoff[n - 1]),
-                    }
-                )
-                with pa.ipc.new_file(tmp / f"order{n}.arrow", table.schema) as sink:
-                    sink.write_table(table)
+                columns = (self.keys[n - 1], self.log10_prob[n - 1], self.log10_backoff[n - 1])
+                arrays = [
+                    pa.array(np.asarray(c, dtype=t)) for c, t in zip(columns, DTYPES, strict=True)
+                ]
+                batch = pa.record_batch(arrays, names=list(COLUMNS))
+                with pa.ipc.new_file(tmp / f"order{n}.arrow", batch.schema) as sink:
+                    sink.write_batch(batch)
 
     @classmethod
     def load(cls, folder: Path) -> NgramModel:
+        """A saved model whose arrays are views of its memory-mapped files: loading reads the
+        vocabulary and the files' headers, and the pages a search touches are read on demand
+        (and shared between processes that load the same folder)."""
         folder = Path(folder)
         if not (folder / META_FILE).exists():
             raise SeqlmError(f"{folder}: not a saved n-gram model (no {META_FILE})")
         try:
             info = json.loads((folder / META_FILE).read_text())
-            order = info.pop("order")
+            order, version = info.pop("order"), info.pop("format", 1)
+            if version != FORMAT:
+                raise SeqlmError(
+                    f"{folder}: a saved n-gram model of format {version}, not {FORMAT}; re-save "
+                    f"it: seqlm ngram estimate CORPUS --order {order} --save {folder}"
+                )
             for name in (VOCAB_FILE, *(f"order{n}.arrow" for n in range(1, order + 1))):
                 if not (folder / name).is_file():
                     raise SeqlmError(f"{folder / name}: missing from the saved n-gram model")
-            levels = []
-            for n in range(1, order + 1):
-                with pa.memory_map(str(folder / f"order{n}.arrow")) as source:
-                    table = pa.ipc.open_file(source).read_all()
-                levels.append({name: table[name].to_numpy() for name in table.column_names})
-            return cls(
-                vocab=Vocabulary(pl.read_parquet(folder / VOCAB_FILE)),
-                context=[lv["context"].astype(np.int64) for lv in levels],
-                word=[lv["word"].astype(np.int64) for lv in levels],
-                log10_prob=[lv["log10_prob"] for lv in levels],
-                log10_backoff=[lv["log10_backoff"] for lv in levels],
-                info=info,
-            )
+            vocab = Vocabulary(pl.read_parquet(folder / VOCAB_FILE))
+            levels = [_mapped(folder / f"order{n}.arrow") for n in range(1, order + 1)]
         except (ValueError, KeyError, TypeError, pa.ArrowException, pl.exceptions.PolarsError) as e:
             # JSONDecodeError is a ValueError; a file cut short or overwritten ends up here.
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise SeqlmError(f"{folder}: damaged saved n-gram model ({reason})") from None
+        keys = [level["key"] for level in levels]
+        return cls(
+            vocab=vocab,
+            context=_FromKeys(keys, vocab.size, "context"),
+            word=_FromKeys(keys, vocab.size, "word"),
+            log10_prob=[level["log10_prob"] for level in levels],
+            log10_backoff=[level["log10_backoff"] for level in levels],
+            info=info,
+            stored_keys=keys,
+        )
+
+
+def _mapped(path: Path) -> dict[str, np.ndarray]:
+    """The columns of one order's file as NumPy views of its memory map (no copy: the arrays
+    keep the mapping alive)."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    if reader.num_record_batches != 1 or reader.schema.names != list(COLUMNS):
+        raise ValueError(f"{path.name} is not one batch of {', '.join(COLUMNS)}")
+    batch = reader.get_batch(0)
+    expected = [pa.from_numpy_dtype(t) for t in DTYPES]
+    if any(c.type != t or c.null_count for c, t in zip(batch.columns, expected, strict=True)):
+        raise ValueError(f"{path.name}: columns of the wrong type")
+    return {name: batch.column(name).to_numpy(zero_copy_only=True) for name in COLUMNS}
