@@ -32,7 +32,7 @@ from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
 
 STREAMS = 8192  # lines drawn side by side: enough to spread NumPy's per-call cost thin
 BLOCK_WORDS = 1 << 20  # words drawn between two emissions of finished lines
-SCAN = 8  # a context with at most this many continuations is read whole, not searched
+SCAN = 4  # a context with at most this many continuations is read whole, not searched
 MIN_STREAM_WORDS = 64  # a short sample draws with fewer streams (n_words / 64)
 
 
