@@ -111,7 +111,7 @@ def _running_sums(
 
 
 class Sampler:
-    """A model's continuation tables, built once (about 70 bytes per n-gram); ``blocks`` draws."""
+    """A model's continuation tables, built once (about 60 bytes per n-gram); ``blocks`` draws."""
 
     def __init__(
         self,
