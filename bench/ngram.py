@@ -120,6 +120,7 @@ def measure(command: Command) -> dict[str, float]:
         launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(usage), *command.argv]
         subprocess.run(launcher, stdin=stdin, stdout=stdout, stderr=stderr, env=ENV, check=False)
     seconds, peak, code = usage.read_text().split() if usage.exists() else ("0", "0", "launcher")
+    usage.unlink(missing_ok=True)
     if code != "0":
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise SeqlmError(f"{' '.join(command.argv)} exited {code}: {tail[0]} ({log})")
@@ -165,7 +166,8 @@ def corpora(sizes: list[str], ptb: Path, scratch: Path) -> list[Corpus]:
         if not model.exists():
             print(f"estimating {model} to sample from", file=sys.stderr)
             arpa = ["--arpa", str(model.with_suffix(".arpa")), "--save", str(model)]
-            argv = [str(SEQLM), "ngram", "estimate", str(train), "-o", str(SAMPLE_ORDER), *arpa]
+            source = str(ptb / "ptb.train.txt")  # its <unk> a word, drawn and respelled <rare>
+            argv = [str(SEQLM), "ngram", "estimate", source, "-o", str(SAMPLE_ORDER), *arpa]
             measure(Command(argv, model.with_suffix(".out")))
         text = folder / f"sample-{TEXT_WORDS // 10**6}M-seed{TEXT_SEED}.txt"
         for size in sizes:
