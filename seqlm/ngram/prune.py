@@ -1,4 +1,5 @@
-"""Count pruning as ``lmplz --prune``: thresholds per order, and the model without pruned rows.
+"""Count pruning as ``lmplz --prune``: the thresholds per order (the estimate applies them in
+:mod:`seqlm.ngram.kneser_ney`).
 
 lmplz (lm/builder/adjust_counts.cc) marks an n-gram pruned when its raw count is at most its
 order's threshold, at every order (raw counts, not the adjusted counts the estimate uses). The
@@ -48,24 +49,3 @@ def _count(value: int | str) -> int | None:
     if isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0:
         return int(value)
     return None
-
-
-def keep_masks(counts: Sequence[np.ndarray], limits: Sequence[int]) -> list[np.ndarray | None]:
-    """Per order, the rows kept (raw count above the threshold); None where nothing is pruned
-    (threshold 0: every counted n-gram has a count of 1 or more)."""
-    return [counts[n] > t if t > 0 else None for n, t in enumerate(limits)]
-
-
-def drop_pruned(
-    keep: Sequence[np.ndarray | None], context: Sequence[np.ndarray], *columns: Sequence[np.ndarray]
-) -> tuple[list[np.ndarray], ...]:
-    """The kept rows of ``context`` and of every per-order list in ``columns``, each order's
-    context rows renumbered to the kept rows of the order below."""
-    out: tuple[list[np.ndarray], ...] = tuple([] for _ in range(1 + len(columns)))
-    renumber = None  # old row of the order below → its row once pruned
-    for n, k in enumerate(keep):
-        ctx = context[n] if renumber is None else renumber[context[n]]
-        for kept, per_order in zip(out, (ctx, *(c[n] for c in columns)), strict=True):
-            kept.append(per_order if k is None else per_order[k])
-        renumber = None if k is None else np.cumsum(k) - 1
-    return out
