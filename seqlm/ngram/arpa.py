@@ -42,26 +42,33 @@ def write_arpa(model: NgramModel, path: Path | BinaryIO) -> None:
         _write_arpa(model, out)
 
 
+WRITE_BATCH = 1 << 20  # n-grams formatted at a time: the text of one batch is all that is held
+
+
 def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
     tokens = model.vocab.tokens
     header = ["", "\\data\\"] + [f"ngram {n}={s}" for n, s in enumerate(model.sizes, 1)]
     out.write(("\n".join(header) + "\n").encode())
-    ngrams = None  # the n-grams of the order below, as text, by row
     for n in range(1, model.order + 1):
         out.write(f"\n\\{n}-grams:\n".encode())
-        words = tokens.gather(model.word[n - 1])
-        if ngrams is not None:  # prefix row's text, a space, the last word
-            prefix = ngrams.gather(model.context[n - 1])
-            words = pl.select(pl.concat_str([prefix, words], separator=" ")).to_series()
-            del prefix
-        ngrams = words.alias("ngram") if n < model.order else None
-        frame = pl.DataFrame([pl.Series("p", np.maximum(model.log10_prob[n - 1], LOG_ZERO)), words])
-        if n < model.order:
-            frame = frame.with_columns(bo=np.maximum(model.log10_backoff[n - 1], LOG_ZERO))
-        frame.write_csv(
-            out, include_header=False, separator="\t", quote_style="never", float_precision=7
-        )
-        del frame, words
+        for start in range(0, model.sizes[n - 1], WRITE_BATCH):
+            stop = min(start + WRITE_BATCH, model.sizes[n - 1])
+            rows = np.arange(start, stop)
+            words = []  # w_n, w_(n−1), …: each word's id, found through the context rows
+            for k in range(n, 0, -1):
+                words.append(tokens.gather(np.asarray(model.word[k - 1][rows])))
+                if k > 1:
+                    rows = np.asarray(model.context[k - 1][rows])
+            text = pl.select(pl.concat_str(words[::-1], separator=" ")).to_series()
+            frame = pl.DataFrame(
+                [pl.Series("p", np.maximum(model.log10_prob[n - 1][start:stop], LOG_ZERO)), text]
+            )
+            if n < model.order:
+                backoff = np.maximum(model.log10_backoff[n - 1][start:stop], LOG_ZERO)
+                frame = frame.with_columns(bo=backoff)
+            frame.write_csv(
+                out, include_header=False, separator="\t", quote_style="never", float_precision=7
+            )
     out.write(b"\n\\end\\\n")
 
 
