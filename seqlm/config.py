@@ -20,6 +20,7 @@ from typing import Any
 
 from seqlm.corpus import MAX_WINDOW, TOKENIZERS, WINDOW
 from seqlm.errors import SeqlmError
+from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory
 from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
 from seqlm.rnn.config import MODELS as RNN_MODELS
@@ -182,10 +183,18 @@ class NgramConfig:
         default=False,
         metadata={"help": "Also write each n-gram model as an ARPA file in the store."},
     )
+    memory: str = field(
+        default=DEFAULT_MEMORY,
+        metadata={
+            "help": "Memory budget of estimation, as lmplz -S: 4G, 512M or a percentage of "
+            "physical memory. It changes where the work happens, never the model."
+        },
+    )
 
     def __post_init__(self) -> None:
         if any(not 1 <= n <= MAX_ORDER for n in self.orders):
             raise SeqlmError(f"ngram.orders must lie between 1 and {MAX_ORDER}, not {self.orders}")
+        parse_memory(self.memory, "ngram.memory")
         _refuse_repeats("ngram.orders", self.orders)
         if self.smoothing not in SMOOTHINGS:
             raise SeqlmError(

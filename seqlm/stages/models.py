@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from seqlm import corpus
 from seqlm.config import NgramConfig, RnnConfig, UnigramConfig
-from seqlm.errors import SeqlmError
 from seqlm.lm import LanguageModel
-from seqlm.ngram import NgramModel, fit, read_tables, write_arpa
+from seqlm.ngram import NgramModel, fit, write_arpa
 from seqlm.report import Identity
 from seqlm.stages.data import (
     TABLES_DIR,
@@ -83,16 +82,17 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
     """An n-gram model of one order from the merged count tables (and its ARPA file if asked)."""
 
     def produce(out: Path) -> dict[str, Any]:
-        counted = read_tables(tables.path / TABLES_DIR)
-        if order > len(counted):
-            raise SeqlmError(f"{tables.path}: counted up to order {len(counted)}, not {order}")
         v = Vocabulary.load(tables.path / TABLES_DIR / VOCAB_FILE)
-        model = fit(
-            counted[:order],
+        model = fit(  # reads the tables in batches, in the budget, the model's arrays mapped
+            tables.path / TABLES_DIR,
             v,
             config.smoothing,
+            order=order,
             add_k=config.add_k,
             discount_fallback=config.discount_fallback,
+            memory=config.memory,
+            scratch=out,
+            setting="ngram.memory",
         )
         (vocabulary,) = inputs(tables, "vocab")
         tokenizer = vocab_tokenizer(vocabulary)
@@ -228,7 +228,7 @@ def load_rnn(folder: Path) -> RNNScorer:
 
 
 UNIGRAM = Stage("unigram", 2, plan_unigram, unigram, lambda a: "fit unigram")
-NGRAM = Stage("ngram", 3, plan_ngram, ngram, lambda a: f"fit {a['config'].smoothing}{a['order']}")
+NGRAM = Stage("ngram", 4, plan_ngram, ngram, lambda a: f"fit {a['config'].smoothing}{a['order']}")
 RNN = Stage("rnn", 5, plan_rnn, rnn, lambda a: f"train {a['model']}")
 
 # How to load each model stage's artifact for scoring.
