@@ -21,6 +21,7 @@ import polars as pl
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_path
 from seqlm.ngram.index import lookup
+from seqlm.ngram.levels import release
 from seqlm.ngram.lines import check_key_space, check_order
 from seqlm.ngram.model import NgramModel
 from seqlm.vocab import SPECIALS, UNK, Vocabulary
@@ -69,6 +70,10 @@ def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
             frame.write_csv(
                 out, include_header=False, separator="\t", quote_style="never", float_precision=7
             )
+            for done in (model.log10_prob, model.log10_backoff) + (
+                (model.context, model.word) if n == model.order else ()
+            ):  # read once, in order: their pages need not stay (the order below is gathered from)
+                release(done[n - 1])
     out.write(b"\n\\end\\\n")
 
 

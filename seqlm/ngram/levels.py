@@ -14,6 +14,7 @@ the process) and read back in batches or mapped.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ import pyarrow.parquet as pq
 
 from seqlm.errors import SeqlmError
 from seqlm.ngram.budget import working_set
-from seqlm.ngram.counts import COUNT, table_file, word_columns
+from seqlm.ngram.counts import (
+    COUNT,
+    ID_TYPES,
+    NUMPY_ID_TYPES,
+    id_dtype,
+    table_file,
+    word_columns,
+)
 from seqlm.ngram.index import lookup
 from seqlm.vocab import BOS_ID, EOS_ID
 
@@ -106,6 +114,16 @@ class Spilled:
         if self.path.stat().st_size == 0:
             return np.zeros(0, dtype=self.dtype)
         return np.memmap(self.path, dtype=self.dtype, mode="r")
+
+
+def release(array: np.ndarray) -> None:
+    """Drop the pages of a mapped array from the process (they stay in the page cache, and come
+    back on the next read): a model written out order by order need not stay resident."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, mmap.mmap):
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def row_type(rows: int) -> np.dtype:
@@ -218,7 +236,7 @@ def index_orders(
     open_rows = OpenRows(first_seen, raw)
     ids = np.arange(vocab_size)
     zeros = np.zeros(vocab_size, dtype=row_type(vocab_size))
-    unigrams = _level(scratch, 1, vocab_size, vocab_size)
+    unigrams = _level(scratch, 1, vocab_size, vocab_size, vocab_size)
     for spilled, values in ((unigrams.context, zeros), (unigrams.word, ids), (unigrams.count, raw)):
         spilled.append(values)
     unigrams.suffix.append(zeros)
@@ -237,11 +255,13 @@ def index_orders(
     return levels, open_rows.rows
 
 
-def _level(scratch: Path, n: int, rows: int, rows_below: int) -> Level:
+def _level(scratch: Path, n: int, rows: int, rows_below: int, vocab_size: int) -> Level:
     return Level(
         rows,
         Spilled(scratch / f"context{n}", row_type(rows_below)),
-        Spilled(scratch / f"word{n}", np.dtype(np.int64)),
+        Spilled(
+            scratch / f"word{n}", np.dtype(NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(vocab_size))])
+        ),
         Spilled(scratch / f"suffix{n}", row_type(rows_below)),
         Spilled(scratch / f"count{n}", np.dtype(np.int64)),
         Spilled(scratch / f"extensions{n}", np.dtype(np.int64)),
@@ -259,7 +279,7 @@ def _index_order(
     open_rows: OpenRows,
 ) -> Level:
     """One order's rows, batch by batch; the order below's left extensions gather in ``below``."""
-    level = _level(scratch, n, rows_of(tables, n), len(below.keys))
+    level = _level(scratch, n, rows_of(tables, n), len(below.keys), vocab_size)
     seen, first, last_key = 0, 0, -1
     last_prefix: list[int] | None = None
     bos_first = bos_stop = -1
