@@ -24,6 +24,7 @@ import pyarrow.ipc
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
+from seqlm.ngram.levels import numpy_view
 from seqlm.ngram.lines import pad_lines
 from seqlm.ngram.sample import Sampler
 from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary
@@ -226,4 +227,4 @@ def _mapped(path: Path) -> dict[str, np.ndarray]:
     expected = [pa.from_numpy_dtype(t) for t in DTYPES]
     if any(c.type != t or c.null_count for c, t in zip(batch.columns, expected, strict=True)):
         raise ValueError(f"{path.name}: columns of the wrong type")
-    return {name: batch.column(name).to_numpy(zero_copy_only=True) for name in COLUMNS}
+    return {name: numpy_view(batch.column(name)) for name in COLUMNS}
