@@ -25,6 +25,7 @@ from seqlm.scoring import Splitter, splitter
 from seqlm.stages import (
     COMPARE,
     COUNTS,
+    CUTOFF,
     EVALUATE,
     INGEST,
     INTERPOLATE,
@@ -87,7 +88,7 @@ def corpus_sources(corpus: str | Path, config: PipelineConfig) -> list[Source]:
 
 def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -> Prepared:
     """Each file ingested into shards; from their train splits, the vocabulary and (for n-gram
-    models) the merged count tables. ``config`` names one tokenizer (``tokenizations()``)."""
+    models) the count tables over its ids. ``config`` names one tokenizer (``tokenizations()``)."""
     shards = runner.map(INGEST, sources, config.corpus)
     train = [s for s in shards if "train" in s.manifest["rows"]]
     if config.corpus.tokenizer == BPE:  # subwords learnt from the train text, then every shard
@@ -95,10 +96,12 @@ def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -
         train = [s for s in shards if "train" in s.manifest["rows"]]
     # The vocabulary needs only the shards' types: n-gram orders never re-key it.
     vocabulary = runner(VOCAB, runner.map(TYPES, train), config.vocab)
-    merged = None
+    cut = None
     if config.ngram.orders:
-        merged = runner(TABLES, runner.map(COUNTS, train, max(config.ngram.orders)), vocabulary)
-    return Prepared(tuple(shards), vocabulary, merged)
+        # Counted and merged over the shards' own types; the vocabulary's cut-offs come last.
+        merged = runner(TABLES, runner.map(COUNTS, train, max(config.ngram.orders)))
+        cut = runner(CUTOFF, merged, vocabulary)
+    return Prepared(tuple(shards), vocabulary, cut)
 
 
 def progress_bar(model: str) -> Callbacks:

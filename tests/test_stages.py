@@ -10,7 +10,7 @@ import pytest
 from seqlm import pipeline, stages
 from seqlm.config import load_config
 from seqlm.errors import SeqlmError
-from seqlm.ngram import read_tables
+from seqlm.ngram import count_ngrams, read_tables
 from seqlm.pipeline import Local
 from seqlm.report import identity
 from seqlm.store import Store
@@ -63,6 +63,7 @@ def test_stages_are_reused_by_key(tmp_path):
         "counts": 1,
         "vocab": 1,
         "tables": 1,
+        "cutoff": 1,
         "unigram": 2,
         "ngram": 1,
         "rnn": 0,
@@ -84,11 +85,16 @@ def test_a_new_shard_is_counted_alone_and_merges_to_a_full_recount(tmp_path):
     grown, tables = run(store, folder, overrides, (3,))
     assert len(set(store.root.glob("counts/*")) - counted) == 1
 
-    # A full recount: all train text at once, over the merged vocabulary.
+    # A full recount: all train text at once, over the shards' type dictionary, and the tables
+    # the models read: over the vocabulary of all train text.
     assert len(list(store.root.glob("vocab/*"))) == 2
-    vocab, train = assert_merged_tables_recount(store, tables)
-    assert len(read_tables(tables.path / stages.TABLES_DIR)) == 3
+    (merged,) = stages.inputs(tables, "tables")
+    _, train = assert_merged_tables_recount(store, merged)
+    vocab = stages.table_ids(tables)
     assert vocab.table.equals(build_vocabulary(train, min_count=2).table)
+    cut = read_tables(tables.path / stages.TABLES_DIR)
+    for got, want in zip(cut, count_ngrams(vocab.stream(train), 3, vocab.size), strict=True):
+        assert got.equals(want)
     assert grown["kn3"]["test"]["targets"] > 0
 
 
@@ -151,6 +157,8 @@ def test_count_tables_are_listed_and_plain_parquet(tmp_path, capsys):
         ("shard", 2),
         ("merged", 1),
         ("merged", 2),
+        ("cut", 1),
+        ("cut", 2),
     ]
     assert set(listing["corpus"]) == {str(corpus_file)}
     for row in listing.iter_rows(named=True):
@@ -171,12 +179,14 @@ def stage_keys(store: Store, path, overrides) -> dict[str, str]:
     runner = Local(store)
     data = prepare(store, path, config)
     scored = pipeline.evaluate(runner, data, pipeline.fit(runner, data, config))
+    (merged,) = stages.inputs(data.tables, "tables")
     keys = {
         "ingest": ",".join(s.key for s in data.shards),
         "types": ",".join(data.vocab.manifest["inputs"]["types"]),
-        "counts": ",".join(data.tables.manifest["inputs"]["counts"]),
+        "counts": ",".join(merged.manifest["inputs"]["counts"]),
         "vocab": data.vocab.key,
-        "tables": data.tables.key,
+        "tables": merged.key,
+        "cutoff": data.tables.key,
     }
     for s in scored:
         name = identity(s.model).name
@@ -187,9 +197,10 @@ def stage_keys(store: Store, path, overrides) -> dict[str, str]:
     return keys
 
 
-EVERYTHING = {"ingest", "types", "counts", "vocab", "tables", "evaluate rnn_tanh (line reset)"} | {
-    f"{e}{m}" for m in ("unigram", "kn2", "rnn_tanh") for e in ("", "evaluate ")
-}
+COUNTED = {"ingest", "types", "counts", "tables"}  # what the vocabulary's settings leave alone
+ORDERS = {"counts", "tables", "cutoff"}  # what counts other n-gram orders
+EVERYTHING = COUNTED | ORDERS | {"vocab", "evaluate rnn_tanh (line reset)"}
+EVERYTHING |= {f"{e}{m}" for m in ("unigram", "kn2", "rnn_tanh") for e in ("", "evaluate ")}
 RNN_TANH = {"rnn_tanh", "evaluate rnn_tanh", "evaluate rnn_tanh (line reset)"}
 
 
@@ -210,14 +221,14 @@ def base_store(tmp_path_factory) -> tuple[Path, Store, dict[str, str]]:
     ("change", "rebuilt"),
     [
         ("corpus.valid_fraction=0.1", EVERYTHING),
-        ("vocab.max_size=8", EVERYTHING - {"ingest", "types", "counts"}),
+        ("vocab.max_size=8", EVERYTHING - COUNTED),
         # The same vocabulary under another cut-off: what is estimated from it stays.
-        ("vocab.min_count=1", EVERYTHING - {"ingest", "types", "counts", "kn2"}),
+        ("vocab.min_count=1", EVERYTHING - COUNTED - {"kn2"}),
         ("unigram.add_k=0.5", {"unigram", "evaluate unigram"}),
         # Other orders are other counts and models; the vocabulary, the recurrent models and a
         # model of an order counted before stay.
-        ("ngram.orders=[3]", {"counts", "tables", "kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
-        ("ngram.orders=[2, 3]", {"counts", "tables", "kn3", "evaluate kn3"}),
+        ("ngram.orders=[3]", ORDERS | {"kn2", "evaluate kn2", "kn3", "evaluate kn3"}),
+        ("ngram.orders=[2, 3]", ORDERS | {"kn3", "evaluate kn3"}),
         # Another smoothing is another model, named by it.
         ("ngram.smoothing='addk'", {"kn2", "evaluate kn2", "addk2", "evaluate addk2"}),
         ("rnn.lr=0.01", RNN_TANH),

@@ -1,31 +1,45 @@
 """Data stages: ingestion, learned subwords, per-shard type dictionaries and count tables, the
-vocabulary, merged count tables.
+vocabulary, merged count tables, and those tables over the vocabulary's ids.
 
 Contract: ``ingest`` reads one source file and writes its token shards per split (for the
 ``bpe`` tokenizer, the lines' text: ``subwords`` learns the tokenizer from the train split of
 every shard and ``encode`` writes each shard's splits again as tokens, the shards later stages
-read); ``types`` and ``counts`` read one shard's train split (over the shard's own type ids, so
-that a new shard is counted alone); ``vocab`` merges the type dictionaries; ``tables`` sums the
-count tables over the vocabulary's ids (cut-off types become ``<unk>``).
+read); ``types`` and ``counts`` read one shard's train split (over the shard's own type
+dictionary, so that a new shard is counted alone); ``vocab`` merges the type dictionaries' counts
+and applies the cut-offs; ``tables`` sums the shards' count tables over the type dictionary of
+all shards in order (append-only, so the tables of the shards but the last plus the last one's
+are those of all: a stored earlier merge is extended, not redone); ``cutoff`` maps those tables
+to a vocabulary's ids (cut-off types become ``<unk>``), what an n-gram model is estimated from.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from seqlm import corpus
 from seqlm import subwords as bpe
 from seqlm.config import CorpusConfig, VocabConfig
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
-from seqlm.ngram.counts import id_dtype, word_columns
+from seqlm.ngram.counts import COUNT, ID_TYPES, NUMPY_ID_TYPES, id_dtype, word_columns
 from seqlm.stages.stage import Stage, inputs, ref, resolve, shards_tokenizer
 from seqlm.store import Artifact, Plan, Store, file_digest
-from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary, build_vocabulary, merge_vocabularies
+from seqlm.vocab import (
+    EOS_ID,
+    VOCAB_FILE,
+    Vocabulary,
+    build_dictionary,
+    merge_dictionaries,
+    merge_vocabularies,
+)
+
+log = logging.getLogger("seqlm.stages")
 
 TABLES_DIR = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
 
@@ -110,11 +124,11 @@ def plan_types(shard: Artifact) -> Plan:
 
 
 def types(store: Store, shard: Artifact) -> Artifact:
-    """The type dictionary of one shard's train split (token, id, count): all the vocabulary
-    needs, so that counting other n-gram orders never re-keys the vocabulary."""
+    """The type dictionary of one shard's train split (token, id by first appearance, count):
+    all the vocabulary needs, so that counting other n-gram orders never re-keys the vocabulary."""
 
     def produce(out: Path) -> dict[str, int]:
-        found = build_vocabulary(corpus.load_split([shard.path], "train"))
+        found = build_dictionary(corpus.load_split([shard.path], "train"))
         found.save(out / VOCAB_FILE)
         return {"types": found.size}
 
@@ -173,34 +187,139 @@ def vocab_tokenizer(vocabulary: Artifact) -> str:
     return shards_tokenizer(vocab_shards(vocabulary))
 
 
-def plan_tables(shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Plan:
-    return TABLES.plan_of({}, {"counts": [ref(c) for c in shard_counts], "vocab": ref(vocabulary)})
+def plan_tables(shard_counts: Sequence[Artifact]) -> Plan:
+    return TABLES.plan_of({}, {"counts": [ref(c) for c in shard_counts]})
 
 
-def tables(store: Store, shard_counts: Sequence[Artifact], vocabulary: Artifact) -> Artifact:
-    """The shards' count tables merged over the vocabulary's ids (cut-off types become
-    ``<unk>``, and their n-grams are summed with it)."""
+def tables(store: Store, shard_counts: Sequence[Artifact]) -> Artifact:
+    """The shards' count tables summed over their type dictionary's ids (the dictionary of the
+    shards in order, saved beside them). When the store holds the merged tables of the first
+    shards, only the others are added to them, row by row in one pass."""
+    plan = plan_tables(shard_counts)
+    found = store.get(plan.stage, plan.key)
+    if found is not None:
+        return found
+    earlier = _merged_prefix(store, shard_counts)
+    added = shard_counts[len(inputs(earlier, "counts")) :] if earlier else shard_counts
+
+    def produce(out: Path) -> dict[str, int]:
+        parts = [table_ids(c) for c in added]
+        dictionary = merge_dictionaries([table_ids(earlier), *parts] if earlier else parts)
+        dtype = id_dtype(dictionary.size)
+        merged = _summed(
+            [
+                _remap(read_tables(c.path / TABLES_DIR), dictionary.id_map(part), dtype)
+                for c, part in zip(added, parts, strict=True)
+            ],
+            one_to_one=True,  # the dictionary keeps every type of every shard
+        )
+        if earlier is not None:
+            log.info("merge counts: %d shard(s) added to %s", len(added), ref(earlier))
+            old = read_tables(earlier.path / TABLES_DIR)
+            merged = [_add_sorted(o, m, dtype) for o, m in zip(old, merged, strict=True)]
+        write_tables(merged, out / TABLES_DIR, dictionary)
+        return {"types": dictionary.size} | {
+            f"order{n}": t.height for n, t in enumerate(merged, start=1)
+        }
+
+    note = {"sources": [c.manifest["note"].get("source", "") for c in shard_counts]}
+    if earlier is not None:
+        note["extends"] = ref(earlier)
+    return store.build(plan, produce, note=note)
+
+
+def table_ids(tables: Artifact) -> Vocabulary:
+    """The vocabulary or dictionary naming the ids of a count-table artifact."""
+    return Vocabulary.load(tables.path / TABLES_DIR / VOCAB_FILE)
+
+
+def _merged_prefix(store: Store, shard_counts: Sequence[Artifact]) -> Artifact | None:
+    """The stored merged tables of the most shards but not all, from the first on."""
+    for end in range(len(shard_counts) - 1, 0, -1):
+        plan = plan_tables(shard_counts[:end])
+        found = store.get(plan.stage, plan.key)
+        if found is not None:
+            return found
+    return None
+
+
+def _remap(
+    tables: Sequence[pl.DataFrame], mapping: np.ndarray, dtype: pl.DataType
+) -> list[pl.DataFrame]:
+    """Count tables with every id ``i`` replaced by ``mapping[i]`` (rows no longer sorted)."""
+    mapping = mapping.astype(NUMPY_ID_TYPES[ID_TYPES.index(dtype)])  # gathers ids of ``dtype``
+    return [
+        t.with_columns(pl.Series(w, mapping[t[w].to_numpy()]) for w in word_columns(n))
+        for n, t in enumerate(tables, start=1)
+    ]
+
+
+def _summed(shards: Sequence[Sequence[pl.DataFrame]], one_to_one: bool) -> list[pl.DataFrame]:
+    """Shards' remapped tables summed into one sorted table per order. One shard's tables whose
+    ids were mapped ``one_to_one`` (no two types made one) need only a sort: their n-grams stay
+    distinct."""
+    if len(shards) > 1 or not one_to_one:
+        return merge_tables(shards)
+    return [t.sort(word_columns(n)) for n, t in enumerate(shards[0], start=1)]
+
+
+def _row_keys(words: Sequence[np.ndarray]) -> np.ndarray:
+    """Each row's ids as one big-endian byte string: compared as bytes, they order as the rows."""
+    packed = np.empty((len(words[0]), len(words)), dtype=words[0].dtype.newbyteorder(">"))
+    for i, column in enumerate(words):
+        packed[:, i] = column
+    return packed.view(f"S{packed.itemsize * len(words)}").ravel()
+
+
+def _add_sorted(old: pl.DataFrame, new: pl.DataFrame, dtype: pl.DataType) -> pl.DataFrame:
+    """Two count tables of one order, each sorted by its words, summed in one pass: an n-gram of
+    both adds ``new``'s count to ``old``'s, one of ``new`` alone is inserted in its place."""
+    width = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
+    old_words, new_words = (
+        [t[w].to_numpy().astype(width, copy=False) for w in t.columns[:-1]] for t in (old, new)
+    )
+    old_keys, new_keys = _row_keys(old_words), _row_keys(new_words)
+    at = np.searchsorted(old_keys, new_keys)
+    both = at < len(old_keys)
+    both[both] = old_keys[at[both]] == new_keys[both]
+    alone = np.flatnonzero(~both)
+    # Where each row lands: an old row moves down by the rows of ``new`` inserted before it.
+    is_new = np.zeros(old.height + len(alone), dtype=bool)
+    to_new = at[alone] + np.arange(len(alone))
+    is_new[to_new] = True
+    to_old = np.flatnonzero(~is_new)
+    new_counts = new[COUNT].to_numpy()
+    columns = []
+    for old_column, new_column in zip(
+        [*old_words, old[COUNT].to_numpy()], [*new_words, new_counts], strict=True
+    ):
+        column = np.empty(len(is_new), dtype=old_column.dtype)
+        column[to_old] = old_column
+        column[to_new] = new_column[alone]
+        columns.append(column)
+    columns[-1][to_old[at[both]]] += new_counts[both]
+    schema = {**dict.fromkeys(old.columns[:-1], dtype), COUNT: pl.UInt64}
+    return pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema)
+
+
+def plan_cutoff(merged: Artifact, vocabulary: Artifact) -> Plan:
+    return CUTOFF.plan_of({}, {"tables": ref(merged), "vocab": ref(vocabulary)})
+
+
+def cutoff(store: Store, merged: Artifact, vocabulary: Artifact) -> Artifact:
+    """The merged count tables over the vocabulary's ids: cut-off types become ``<unk>``, and
+    their n-grams are summed with it. What an n-gram model is estimated from."""
 
     def produce(out: Path) -> dict[str, int]:
         v = load_vocabulary(vocabulary)
-        dtype = id_dtype(v.size)
-        remapped = []
-        for c in shard_counts:
-            mapping = v.id_map(Vocabulary.load(c.path / TABLES_DIR / VOCAB_FILE))
-            remapped.append(
-                [
-                    t.with_columns(
-                        pl.Series(w, mapping[t[w].to_numpy()], dtype=dtype) for w in word_columns(n)
-                    )
-                    for n, t in enumerate(read_tables(c.path / TABLES_DIR), start=1)
-                ]
-            )
-        merged = merge_tables(remapped)
-        write_tables(merged, out / TABLES_DIR, v)
-        return {f"order{n}": t.height for n, t in enumerate(merged, start=1)}
+        mapping = v.id_map(table_ids(merged))
+        remapped = _remap(read_tables(merged.path / TABLES_DIR), mapping, id_dtype(v.size))
+        cut = _summed([remapped], one_to_one=len(np.unique(mapping)) == len(mapping))
+        write_tables(cut, out / TABLES_DIR, v)
+        return {f"order{n}": t.height for n, t in enumerate(cut, start=1)}
 
-    sources = [c.manifest["note"].get("source", "") for c in shard_counts]
-    return store.build(plan_tables(shard_counts, vocabulary), produce, note={"sources": sources})
+    note = {"sources": merged.manifest["note"]["sources"]}
+    return store.build(plan_cutoff(merged, vocabulary), produce, note=note)
 
 
 def _shard_name(arguments: dict) -> str:
@@ -216,17 +335,18 @@ SUBWORDS = Stage(
     lambda a: f"subwords bpe{a['config'].bpe_vocab_size}",
 )
 ENCODE = Stage("encode", 1, plan_encode, encode, lambda a: f"encode {_shard_name(a)}")
-TYPES = Stage("types", 1, plan_types, types, lambda a: f"types {_shard_name(a)}")
-COUNTS = Stage("counts", 2, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
+TYPES = Stage("types", 2, plan_types, types, lambda a: f"types {_shard_name(a)}")
+COUNTS = Stage("counts", 3, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
 VOCAB = Stage("vocab", 3, plan_vocab, vocab, lambda a: "vocabulary")
-TABLES = Stage("tables", 1, plan_tables, tables, lambda a: "merge counts")
+TABLES = Stage("tables", 2, plan_tables, tables, lambda a: "merge counts")
+CUTOFF = Stage("cutoff", 1, plan_cutoff, cutoff, lambda a: "cut counts to the vocabulary")
 
 
 def list_count_tables(store: Store) -> pl.DataFrame:
-    """Every count table in the store: per shard (over the shard's own type ids) and merged
-    (over a vocabulary's ids), one row per order."""
+    """Every count table in the store, one row per order: per shard (over the shard's own type
+    ids), merged (over the type dictionary's ids) and cut (over a vocabulary's ids)."""
     rows = []
-    for kind, stage in (("shard", COUNTS.name), ("merged", TABLES.name)):
+    for kind, stage in (("shard", COUNTS.name), ("merged", TABLES.name), ("cut", CUTOFF.name)):
         for folder in sorted((store.root / stage).glob("*/")):
             artifact = store.get(stage, folder.name)
             if artifact is None:

@@ -73,7 +73,8 @@ def shards_tokenizer(shards: Sequence[Artifact]) -> str:
 @dataclass(frozen=True)
 class Prepared:
     """The prepared corpus every model reads: the shards (each split of each file), the
-    vocabulary of the train split, and the merged count tables (None without n-gram models)."""
+    vocabulary of the train split, and the merged count tables over its ids (None without n-gram
+    models)."""
 
     shards: tuple[Artifact, ...]
     vocab: Artifact
