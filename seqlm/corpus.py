@@ -9,6 +9,11 @@ null document is skipped; an empty one is one empty line). Each source file beco
 split (``train.parquet``, ``valid.parquet``, ``test.parquet``, a ``tokens: list[str]`` column,
 one row per line), so a corpus that gains a file only ingests that file.
 
+Files are read in chunks of whole lines (``iter_lines``; ``train_chunks`` for a corpus's training
+text, ``-`` being standard input), so that a file never has to fit in memory where it is consumed
+chunk by chunk (``seqlm ngram count``). The pipeline's ingestion still holds one file's lines at a
+time: its split into blocks by fractions needs their number first.
+
 A FASTA/FASTQ file (read by ``dnaio``) is a sequence corpus: with the ``char`` tokenizer each
 residue is a symbol (the word tokenizers are refused for it); lower case (soft-masked) becomes upper
 case, and each record is cut into consecutive lines of ``window`` residues (the last one shorter),
