@@ -6,6 +6,10 @@ prediction target in train: ``</s>`` once per line, ``<s>`` never (it is context
 the tokens spelled so plus every token cut off by ``min_count``/``max_size``. A literal ``<s>`` or
 ``</s>`` in the text is reserved and reads as ``<unk>``.
 
+A type *dictionary* is a ``Vocabulary`` that cuts nothing and numbers the types by first
+appearance instead (``lmplz``'s numbering): appending text only appends types, so the ids it gave
+never change, and count tables over them are summed as they are.
+
 Encoded text is a *stream*: the ids of every line's tokens followed by ``</s>``. Every line is a
 sentence, an empty one included (no token, one ``</s>``: consecutive ``</s>`` ids are empty
 lines), so a stream holds words + lines targets, as KenLM's ``query`` counts them. The stream is
@@ -122,6 +126,40 @@ def merge_vocabularies(
     )
     n_lines = int(tables.filter(pl.col("id") == EOS_ID)["count"].sum())
     return _from_counts(pl.concat([words, unk]), n_lines, min_count, max_size)
+
+
+def build_dictionary(train: pl.DataFrame) -> Vocabulary:
+    """The type dictionary of the training lines: the specials, then every type by first
+    appearance, each with its count (the specials spelled in the text count as ``<unk>``)."""
+    counts = (
+        train.select(pl.col("tokens").explode().alias("token"))
+        .drop_nulls()
+        .group_by("token", maintain_order=True)
+        .agg(pl.len().cast(pl.UInt64).alias("count"))
+    )
+    return _dictionary(counts, train.height)
+
+
+def merge_dictionaries(parts: Sequence[Vocabulary]) -> Vocabulary:
+    """The dictionary of several texts in order, from their dictionaries: the first part's ids
+    stay, each later part's new types are appended in its order, and counts are summed."""
+    tables = pl.concat([part.table for part in parts])
+    n_lines = int(tables.filter(pl.col("id") == EOS_ID)["count"].sum())
+    words = tables.filter(pl.col("id") != EOS_ID).group_by("token", maintain_order=True)
+    return _dictionary(words.agg(pl.col("count").sum()), n_lines)
+
+
+def _dictionary(counts: pl.DataFrame, n_lines: int) -> Vocabulary:
+    """The dictionary of ``token, count`` in first-appearance order (specials there: ``<unk>``)."""
+    is_special = pl.col("token").is_in(SPECIALS)
+    unk_count = int(counts.filter(is_special)["count"].sum())
+    specials = pl.DataFrame(
+        {"token": list(SPECIALS), "count": [unk_count, 0, n_lines]},
+        schema={"token": pl.String, "count": pl.UInt64},
+    )
+    words = counts.filter(~is_special).cast({"count": pl.UInt64})
+    table = pl.concat([specials, words]).with_row_index("id")
+    return Vocabulary(table.select("token", "id", "count"))
 
 
 def _from_counts(counts: pl.DataFrame, n_lines: int, min_count: int, max_size: int) -> Vocabulary:
