@@ -53,6 +53,7 @@ def test_two_runs_at_once_share_the_store(tmp_path):
         "counts": 1,
         "vocab": 1,
         "tables": 1,
+        "cutoff": 1,
         "unigram": 1,
         "ngram": 1,
         "rnn": 0,
