@@ -8,39 +8,58 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
+import polars as pl
 from tokenizers import Tokenizer
 
 from flows.cli import add_score_options
 from flows.cli.store import add_tables_command
 from seqlm import subwords
 from seqlm.config import CorpusConfig
-from seqlm.corpus import TOKENIZERS, load_corpus
+from seqlm.corpus import STDIN, TOKENIZERS, train_chunks
 from seqlm.errors import SeqlmError
+from seqlm.files import atomic_path
 from seqlm.ngram.arpa import read_arpa, write_arpa
-from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory
-from seqlm.ngram.counts import count_ngrams, write_tables
-from seqlm.ngram.estimate import SMOOTHINGS, first_seen, fit
+from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory, working_set
+from seqlm.ngram.estimate import SMOOTHINGS, fit
 from seqlm.ngram.lines import MAX_ORDER
 from seqlm.ngram.model import NgramModel
-from seqlm.scoring import score_text, splitter, text_tokenizer
-from seqlm.vocab import Vocabulary, build_vocabulary
+from seqlm.ngram.prune import thresholds
+from seqlm.ngram.sample import write_sample
+from seqlm.ngram.spill import (
+    MIN_WORKING,
+    Counted,
+    chunk_bytes,
+    count_chunks,
+    first_seen_ids,
+    scratch_folder,
+)
+from seqlm.scoring import LEVELS, SUMMARY, ngram_lengths, score_text, splitter, text_tokenizer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seqlm.cli.ngram")  # seqlm's loggers reach the terminal
 
 
-def _train_stream(args: argparse.Namespace) -> tuple[Vocabulary, np.ndarray, Tokenizer | None]:
-    """The training text's vocabulary and stream, and the bpe tokenizer learnt from it (None
-    for a named tokenizer)."""
-    text = load_corpus(args.corpus, args.tokenizer, splits=["train"], fractions=None)
-    splits, learnt = subwords.tokenized(
-        text, args.tokenizer, args.bpe_vocab_size, "--bpe-vocab-size"
-    )
-    vocab = build_vocabulary(splits["train"])
-    return vocab, vocab.stream(splits["train"]), learnt
+def _count_train(
+    args: argparse.Namespace, out: Path, scratch: Path
+) -> tuple[Counted, Tokenizer | None]:
+    """Count the training text into the tables folder ``out`` within the memory budget,
+    spilling under ``scratch``, reading the text in chunks; also the bpe tokenizer learnt from
+    it (None for a named tokenizer: bpe learns from the whole text, so that is read whole)."""
+    memory = working_set(parse_memory(args.memory), "--memory", MIN_WORKING)
+    if args.tokenizer == subwords.BPE:
+        text = {"train": pl.concat(train_chunks(args.corpus, args.tokenizer))}
+        splits, learnt = subwords.tokenized(
+            text, args.tokenizer, args.bpe_vocab_size, "--bpe-vocab-size"
+        )
+        chunks = [splits["train"]]
+    else:
+        chunks = train_chunks(args.corpus, args.tokenizer, chunk_bytes=chunk_bytes(memory))
+        learnt = None
+    return count_chunks(chunks, args.order, memory, scratch, out), learnt
 
 
 def _keep_subwords(learnt: Tokenizer | None, folder: Path) -> None:
@@ -51,13 +70,17 @@ def _keep_subwords(learnt: Tokenizer | None, folder: Path) -> None:
 
 def count_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    parse_memory(args.memory)
-    vocab, stream, learnt = _train_stream(args)
-    tables = count_ngrams(stream, args.order, vocab.size)
-    write_tables(tables, Path(args.out), vocab)
+    with scratch_folder(args.temp_prefix) as scratch:
+        counted, learnt = _count_train(args, Path(args.out), scratch)
     _keep_subwords(learnt, Path(args.out))
-    sizes = " / ".join(f"{t.height:,}" for t in tables)
-    log.info("counted %s n-grams in %.2f s into %s", sizes, time.perf_counter() - started, args.out)
+    sizes = " / ".join(f"{size:,}" for size in counted.sizes)
+    log.info(
+        "counted %s n-grams in %.2f s into %s (%d sorted runs spilled)",
+        sizes,
+        time.perf_counter() - started,
+        args.out,
+        counted.runs,
+    )
     return 0
 
 
@@ -69,25 +92,37 @@ def estimate_command(args: argparse.Namespace) -> int:
             "(an ARPA file cannot carry it)"
         )
     parse_memory(args.memory)
-    vocab, stream, learnt = _train_stream(args)
-    tables = count_ngrams(stream, args.order, vocab.size)
-    model = fit(
-        tables,
-        vocab,
-        args.smoothing,
-        add_k=args.add_k,
-        discount_fallback=args.discount_fallback,
-        first_seen=first_seen(stream, vocab.size),
-    )
-    write_arpa(model, Path(args.arpa))
-    if args.save:
-        model.info["tokenizer"] = args.tokenizer  # ARPA has no place for it; the folder has
-        model.save(Path(args.save))
-        _keep_subwords(learnt, Path(args.save))
+    prune = thresholds(args.prune or (), args.order)  # refused before the corpus is read
+    with scratch_folder(args.temp_prefix) as scratch:  # counts, runs and the model's arrays
+        counted, learnt = _count_train(args, scratch / "tables", scratch)
+        model = fit(
+            scratch / "tables",
+            counted.vocab,
+            args.smoothing,
+            add_k=args.add_k,
+            discount_fallback=args.discount_fallback,
+            first_seen=first_seen_ids(counted.vocab.size),
+            prune=prune,
+            memory=args.memory,
+            scratch=scratch,
+            setting="--memory",
+        )
+        if args.arpa:
+            write_arpa(model, Path(args.arpa))
+        else:  # as lmplz: the model on standard output, the log on standard error
+            sys.stdout.flush()
+            write_arpa(model, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        if args.save:
+            model.info["tokenizer"] = args.tokenizer  # ARPA has no place for it; the folder has
+            model.save(Path(args.save))
+            _keep_subwords(learnt, Path(args.save))
     if "discounts" in model.info:
         for n, d in enumerate(model.info["discounts"], start=1):
             log.info("order %d discounts D1, D2, D3+: %s", n, " ".join(f"{x:.6g}" for x in d))
-    log.info("wrote %s in %.2f s", args.arpa, time.perf_counter() - started)
+    if model.info.get("prune"):
+        log.info("kept %s n-grams after pruning", " / ".join(f"{s:,}" for s in model.sizes))
+    log.info("wrote %s in %.2f s", args.arpa or "the model", time.perf_counter() - started)
     return 0
 
 
@@ -105,15 +140,41 @@ def load_model(path: Path) -> NgramModel:
 
 
 def score_command(args: argparse.Namespace) -> int:
-    path, text = Path(args.model), Path(args.text)
+    path = Path(args.model)
     model = load_model(path)
     tokenizer = text_tokenizer(path, model.info.get("tokenizer"), args.tokenizer)
     split = splitter(tokenizer, model_folder(path))
-    return score_text(text, split, model.vocab, model.score_stream, args.json)
+    levels = args.levels or [SUMMARY]
+    lengths = partial(ngram_lengths, model)
+    return score_text(args.text, split, model.vocab, model.score_stream, args.json, levels, lengths)
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    if args.words <= 0:
+        raise SeqlmError(f"--words must be a positive number of tokens, not {args.words}")
+    started = time.perf_counter()
+    model = load_model(Path(args.model))
+    blocks = model.sampler.blocks(args.words, args.seed)
+    if args.out:
+        with atomic_path(Path(args.out)) as tmp, tmp.open("wb") as out:
+            written = write_sample(blocks, model.vocab, out)
+    else:
+        sys.stdout.flush()
+        written = write_sample(blocks, model.vocab, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    seconds = time.perf_counter() - started
+    log.info("sampled %d tokens in %.2f s (%.0f a second)", written, seconds, written / seconds)
+    return 0
 
 
 def _corpus(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("corpus", metavar="CORPUS", help="a text file or a corpus directory")
+    parser.add_argument(
+        "corpus",
+        metavar="CORPUS",
+        nargs="?",
+        default=str(STDIN),
+        help="a text file or a corpus directory; - or none: standard input, read as a .txt file",
+    )
     parser.add_argument(
         "--order", "-o", type=int, required=True, help=f"n-gram order (1-{MAX_ORDER})"
     )
@@ -133,6 +194,13 @@ def _corpus(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="memory budget for counting and estimation, as lmplz -S: 4G, 512M or a percentage "
         "of physical memory; what does not fit is spilled to sorted runs on disk",
+    )
+    parser.add_argument(
+        "--temp_prefix",
+        "-T",
+        metavar="PATH",
+        help="where to spill sorted runs, as lmplz -T: a folder, or a path whose name starts "
+        "the scratch folder's (default: the system's temporary folder; removed at the end)",
     )
 
 
@@ -156,7 +224,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     estimate = commands.add_parser("estimate", help="estimate a model and write it as ARPA")
     _corpus(estimate)
-    estimate.add_argument("--arpa", required=True, help="the ARPA file to write")
+    estimate.add_argument(
+        "--arpa", help="the ARPA file to write (default: standard output, as lmplz writes it)"
+    )
     estimate.add_argument(
         "--smoothing",
         choices=SMOOTHINGS,
@@ -166,8 +236,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     estimate.add_argument("--add-k", type=float, default=1.0, help="k for --smoothing addk")
     estimate.add_argument(
         "--discount-fallback",
+        "--discount_fallback",
         action="store_true",
         help="when counts-of-counts give no valid Kneser-Ney discount, use lmplz's 0.5 1 1.5",
+    )
+    estimate.add_argument(
+        "--prune",
+        nargs="+",
+        metavar="N",
+        help="as lmplz --prune: drop the n-grams of order k seen at most the k-th count (0 0 1 "
+        "drops singleton trigrams and above); non-decreasing, the last applies to the orders "
+        "beyond; the first must be 0 (unigrams stay); --smoothing kn only (default: no pruning)",
     )
     estimate.add_argument(
         "--save",
@@ -183,8 +262,41 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="an ARPA file, a folder written by estimate --save, or a pipeline's n-gram folder "
         "(data/store/ngram/KEY)",
     )
-    score.add_argument("text", metavar="TEXT", help="a text file, one sentence per line")
+    score.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="?",
+        help="a text file, one sentence per line; omitted or - : standard input, as query reads",
+    )
     add_score_options(score)
+    score.add_argument(
+        "-v",
+        dest="levels",
+        action="append",
+        choices=LEVELS,
+        help="as query -v, repeatable: word prints each target as word=id n log10p and a tab "
+        "(id: the model's seqlm id, not KenLM's; n: the length of the n-gram matched), "
+        "sentence each line's 'Total: log10p OOV: k', summary the perplexity lines (default: "
+        "summary only; query's default is all three)",
+    )
     score.set_defaults(func=score_command)
+
+    sample = commands.add_parser("sample", help="draw text from a model, one line per sentence")
+    sample.add_argument(
+        "model",
+        metavar="MODEL",
+        help="an ARPA file, a folder written by estimate --save, or a pipeline's n-gram folder",
+    )
+    sample.add_argument(
+        "--words",
+        type=int,
+        required=True,
+        metavar="N",
+        help="tokens to draw, each line's </s> counted as one (the last line is cut where they "
+        "run out); the lines are independent, each from <s> to </s>, tokens joined by spaces",
+    )
+    sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    sample.add_argument("--out", metavar="FILE", help="the text file to write (default: stdout)")
+    sample.set_defaults(func=sample_command)
 
     add_tables_command(commands)  # the store's count tables, also `seqlm store tables`
