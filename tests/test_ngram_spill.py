@@ -17,17 +17,17 @@ from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
 from seqlm.ngram import count_ngrams, fit, read_tables, write_arpa
 from seqlm.ngram.estimate import first_seen
-from seqlm.ngram.spill import TypeDictionary, count_chunks, first_seen_ids
-from seqlm.vocab import Vocabulary
+from seqlm.ngram.spill import count_chunks, first_seen_ids
+from seqlm.vocab import Vocabulary, build_dictionary
 from tests.helpers import PTB, SEQLM
 from tests.ngram_reference import brute_counts, random_lines
 
 ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
-def whole_counts(lines: pl.DataFrame, order: int) -> tuple[TypeDictionary, np.ndarray, list]:
+def whole_counts(lines: pl.DataFrame, order: int) -> tuple[Vocabulary, np.ndarray, list]:
     """The reference: one dictionary over all lines, their whole stream counted in memory."""
-    dictionary = TypeDictionary()
+    dictionary = build_dictionary(lines)
     stream = dictionary.stream(lines)
     return dictionary, stream, count_ngrams(stream, order, dictionary.size)
 
@@ -55,7 +55,7 @@ def test_ptb_spilled_runs_equal_the_whole_stream_and_its_model(tmp_path):
     assert_tables_equal(tables, want)
     vocab = Vocabulary.load(tmp_path / "c" / "vocab.parquet")
     assert vocab.tokens.to_list() == counted.vocab.tokens.to_list()
-    assert vocab.tokens.slice(3).equals(dictionary.words, check_names=False)
+    assert vocab.table.equals(dictionary.table)
     assert np.all(np.diff(first_seen(stream, vocab.size)) > 0)  # ids are lmplz's numbering
 
     spilled = fit(tables, vocab, "kn", first_seen=first_seen_ids(vocab.size))

@@ -49,7 +49,13 @@ from seqlm.ngram.counts import (
     write_table,
 )
 from seqlm.ngram.lines import check_order
-from seqlm.vocab import BOS_ID, SPECIALS, VOCAB_FILE, Vocabulary
+from seqlm.vocab import (
+    SPECIALS,
+    VOCAB_FILE,
+    Vocabulary,
+    build_dictionary,
+    merge_dictionaries,
+)
 
 # Working bytes per token of a chunk being counted: its text and tokens as strings, their ids,
 # the packed keys count_ngrams sorts and the chunk's tables (5-grams).
@@ -70,42 +76,8 @@ class Counted(NamedTuple):
     runs: int  # sorted runs spilled to disk
 
 
-class TypeDictionary:
-    """Ids that never change once given: ``<unk>``, ``<s>``, ``</s>``, then each type by first
-    appearance. A literal ``<unk>``, ``<s>`` or ``</s>`` in the text reads as ``<unk>``."""
-
-    def __init__(self) -> None:
-        self.words = pl.Series("token", [], dtype=pl.String)  # the types after the specials
-
-    @property
-    def size(self) -> int:
-        return len(SPECIALS) + len(self.words)
-
-    def stream(self, lines: pl.DataFrame) -> np.ndarray:
-        """The id stream of ``lines`` (a ``tokens`` list column), new types appended first."""
-        tokens = lines["tokens"].explode(empty_as_null=False)
-        new = tokens.filter(~tokens.is_in(self.words.implode()) & ~tokens.is_in(SPECIALS))
-        new = new.unique(maintain_order=True).rename("token")
-        self.words = pl.concat([self.words, new], rechunk=True)
-        return self.vocabulary(np.zeros(self.size, dtype=np.uint64)).stream(lines)
-
-    def vocabulary(self, counts: np.ndarray) -> Vocabulary:
-        """The dictionary as a vocabulary with these unigram counts (``<s>`` gets 0: it is never
-        a target)."""
-        counts = np.asarray(counts, dtype=np.uint64).copy()
-        counts[BOS_ID] = 0
-        table = pl.DataFrame(
-            {
-                "token": pl.concat([pl.Series(SPECIALS, dtype=pl.String), self.words]),
-                "id": np.arange(self.size, dtype=np.uint32),
-                "count": counts,
-            }
-        )
-        return Vocabulary(table)
-
-
 def first_seen_ids(vocab_size: int) -> np.ndarray:
-    """``seqlm.ngram.estimate.first_seen`` for ids a ``TypeDictionary`` gave: their own order."""
+    """``seqlm.ngram.estimate.first_seen`` for a type dictionary's ids: their own order."""
     return np.arange(vocab_size, dtype=np.float64) - len(SPECIALS)
 
 
@@ -142,13 +114,16 @@ def count_chunks(
     are removed at the end); writes the tables and the dictionary's vocabulary to ``out`` as
     ``write_tables`` does."""
     check_order(order)
-    dictionary = TypeDictionary()
+    dictionary = None
     runs = _Runs(scratch, order, memory)
     try:
         for chunk in chunks:
             for lines in _parts(chunk, max(1, memory // SHARE // BYTES_PER_TOKEN)):
-                stream = dictionary.stream(lines)
-                runs.add(count_ngrams(stream, order, dictionary.size))
+                found = build_dictionary(lines)  # new types get the next ids
+                dictionary = (
+                    found if dictionary is None else merge_dictionaries([dictionary, found])
+                )
+                runs.add(count_ngrams(dictionary.stream(lines), order, dictionary.size))
         if not runs.pending[0] and not runs.paths:
             raise SeqlmError("no training text to count: the corpus has no line")
         return runs.write(out, dictionary)
@@ -212,7 +187,7 @@ class _Runs:
         self.paths.append(run)
         self.pending = [[] for _ in self.pending]
 
-    def write(self, out: Path, dictionary: TypeDictionary) -> Counted:
+    def write(self, out: Path, dictionary: Vocabulary) -> Counted:
         """The summed tables into ``out`` (with the vocabulary), order by order."""
         self._compact()
         if self.paths and self.pending[0]:
@@ -227,12 +202,8 @@ class _Runs:
                 else:
                     steps = iter(pending)
                 sizes.append(write_table(table_file(tmp, n), n, dtype, steps))
-            unigrams = pl.read_parquet(table_file(tmp, 1))
-            counts = np.zeros(dictionary.size, dtype=np.uint64)
-            counts[unigrams["w1"].to_numpy()] = unigrams[COUNT].to_numpy()
-            vocab = dictionary.vocabulary(counts)
-            vocab.save(tmp / VOCAB_FILE)
-        return Counted(vocab, sizes, len(self.paths))
+            dictionary.save(tmp / VOCAB_FILE)
+        return Counted(dictionary, sizes, len(self.paths))
 
 
 class _TableRun:
