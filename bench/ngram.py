@@ -4,10 +4,12 @@ Each measured command is a process of its own (seqlm's console script beside thi
 KenLM's binaries), timed from its fork to its exit by a small launcher whose ``os.wait4`` gives
 the peak RSS of that process. Pairs, same corpus, same order, same memory budget:
 
-    estimate    seqlm ngram estimate CORPUS -o 5 --memory M --arpa OUT   lmplz -o 5 -S M -T TMP
-    count       seqlm ngram count CORPUS -o 5 --memory M --out DIR       count_ngrams -o 5 -S M ...
-    score ARPA  seqlm ngram score ARPA TEXT --json                       query -v summary ARPA
-    score bin   seqlm ngram score SAVED TEXT --json                      query -v summary PROBING
+    estimate    seqlm ngram estimate CORPUS B --arpa OUT   lmplz B < CORPUS > OUT
+    count       seqlm ngram count CORPUS B --out DIR       count_ngrams B --write_vocab_list V
+    score ARPA  seqlm ngram score ARPA TEXT --json         query -v summary ARPA < TEXT
+    score bin   seqlm ngram score SAVED TEXT --json        query -v summary PROBING < TEXT
+
+where B is ``-o 5 -S 4G -T TMP`` (the order, the memory budget, the spill folder) for both.
 
 The scored model is seqlm's estimate of the corpus (its ARPA file; the folder ``--save`` writes;
 ``build_binary``'s probing file of the same ARPA). Rounds are interleaved: in each round every pair
@@ -190,23 +192,25 @@ def pairs(
     seqlm, train, order, memory = str(SEQLM), str(corpus.train), str(args.order), args.memory
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
+    # The same order, memory budget and spill folder for both tools.
+    budget = ["-o", order, "-S", memory, "-T", f"{tmp}/"]
     found = []
     if "estimate" in commands:
-        argv = [seqlm, "ngram", "estimate", train, "-o", order, "--memory", memory]
+        argv = [seqlm, "ngram", "estimate", train, *budget]
         found.append(
             Pair(
                 "estimate",
                 Command([*argv, "--arpa", str(work / "seqlm.arpa")], work / "seqlm-estimate.out"),
                 Command(
-                    [str(tools["lmplz"]), "-o", order, "-S", memory, "-T", f"{tmp}/"],
+                    [str(tools["lmplz"]), *budget],
                     work / "lmplz.arpa",
                     corpus.train,
                 ),
             )
         )
     if "count" in commands:
-        argv = [seqlm, "ngram", "count", train, "-o", order, "--memory", memory]
-        kenlm = [str(tools["count_ngrams"]), "-o", order, "-S", memory, "-T", f"{tmp}/"]
+        argv = [seqlm, "ngram", "count", train, *budget]
+        kenlm = [str(tools["count_ngrams"]), *budget]
         found.append(
             Pair(
                 "count",
@@ -221,7 +225,7 @@ def pairs(
     if "score" in commands:
         arpa, saved, probing = work / "model.arpa", work / "model", work / "model.probing"
         print(f"{corpus.label}: estimating the scored model (untimed)", file=sys.stderr)
-        argv = [seqlm, "ngram", "estimate", train, "-o", order, "--memory", memory]
+        argv = [seqlm, "ngram", "estimate", train, *budget]
         measure(Command([*argv, "--arpa", str(arpa), "--save", str(saved)], work / "model.out"))
         binary = [str(tools["build_binary"]), "probing", str(arpa), str(probing)]
         measure(Command(binary, work / "build_binary.out"))
@@ -346,15 +350,17 @@ def default_ptb() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="ptb", help="ptb and/or word counts: ptb,2M,20M,100M")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--memory", default="4G", help="budget of both tools: --memory / -S")
     parser.add_argument("--commands", default=",".join(COMMANDS), help="of estimate,count,score")
-    parser.add_argument("--order", type=int, default=5)
+    parser.add_argument("--order", type=int, default=5, help="n-gram order (default 5)")
     parser.add_argument("--ptb", type=Path, default=default_ptb(), help="folder of ptb.*.txt")
-    parser.add_argument("--scratch", type=Path, default=ROOT / "bench/.scratch")
+    parser.add_argument(
+        "--scratch", type=Path, default=ROOT / "bench/.scratch", help="corpora, builds, outputs"
+    )
     parser.add_argument(
         "--kenlm-bin", type=Path, help="folder of lmplz, query, build_binary, count_ngrams"
     )
@@ -414,8 +420,10 @@ def run(args: argparse.Namespace) -> None:
         for what, ours, peer, theirs in checked:
             verdict = "agree" if agree(ours, theirs) else "DISAGREE"
             print(f"{corpus.label}: {what} {ours:.10g}, {peer} {theirs:.10g}: {verdict}")
+    version = ["git", "-C", str(ROOT), "describe", "--always", "--dirty"]
     record = {
         "started": started,
+        "commit": subprocess.run(version, capture_output=True, text=True).stdout.strip(),
         "cpus": os.cpu_count(),
         "load_before": load,
         "load_after": os.getloadavg(),
