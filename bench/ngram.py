@@ -192,17 +192,20 @@ def pairs(
     seqlm, train, order, memory = str(SEQLM), str(corpus.train), str(args.order), args.memory
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    # The same order, memory budget and spill folder for both tools.
+    # The same order, memory budget and spill folder for both tools; and lmplz's fallback
+    # discounts for both, which a sampled corpus needs (every word follows several others, so no
+    # unigram has adjusted count 1) and PTB does not.
     budget = ["-o", order, "-S", memory, "-T", f"{tmp}/"]
+    fallback = ["--discount_fallback"]
     found = []
     if "estimate" in commands:
-        argv = [seqlm, "ngram", "estimate", train, *budget]
+        argv = [seqlm, "ngram", "estimate", train, *budget, *fallback]
         found.append(
             Pair(
                 "estimate",
                 Command([*argv, "--arpa", str(work / "seqlm.arpa")], work / "seqlm-estimate.out"),
                 Command(
-                    [str(tools["lmplz"]), *budget],
+                    [str(tools["lmplz"]), *budget, *fallback],
                     work / "lmplz.arpa",
                     corpus.train,
                 ),
@@ -225,7 +228,7 @@ def pairs(
     if "score" in commands:
         arpa, saved, probing = work / "model.arpa", work / "model", work / "model.probing"
         print(f"{corpus.label}: estimating the scored model (untimed)", file=sys.stderr)
-        argv = [seqlm, "ngram", "estimate", train, *budget]
+        argv = [seqlm, "ngram", "estimate", train, *budget, *fallback]
         measure(Command([*argv, "--arpa", str(arpa), "--save", str(saved)], work / "model.out"))
         binary = [str(tools["build_binary"]), "probing", str(arpa), str(probing)]
         measure(Command(binary, work / "build_binary.out"))
