@@ -9,9 +9,12 @@ refused too: ARPA writes log 0 as −99, and a NaN would poison every score.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -43,38 +46,58 @@ def write_arpa(model: NgramModel, path: Path | BinaryIO) -> None:
         _write_arpa(model, out)
 
 
-WRITE_BATCH = 1 << 20  # n-grams formatted at a time: the text of one batch is all that is held
+WRITE_BATCH = 1 << 20  # n-grams formatted at a time: the text of a few batches is all that is held
+WRITERS = 2  # batches formatted side by side (Polars' string work releases the GIL)
 
 
 def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
-    tokens = model.vocab.tokens
     header = ["", "\\data\\"] + [f"ngram {n}={s}" for n, s in enumerate(model.sizes, 1)]
     out.write(("\n".join(header) + "\n").encode())
-    for n in range(1, model.order + 1):
-        out.write(f"\n\\{n}-grams:\n".encode())
-        for start in range(0, model.sizes[n - 1], WRITE_BATCH):
-            stop = min(start + WRITE_BATCH, model.sizes[n - 1])
-            rows = np.arange(start, stop)
-            words = []  # w_n, w_(n−1), …: each word's id, found through the context rows
-            for k in range(n, 0, -1):
-                words.append(tokens.gather(np.asarray(model.word[k - 1][rows])))
-                if k > 1:
-                    rows = np.asarray(model.context[k - 1][rows])
-            text = pl.select(pl.concat_str(words[::-1], separator=" ")).to_series()
-            frame = pl.DataFrame(
-                [pl.Series("p", np.maximum(model.log10_prob[n - 1][start:stop], LOG_ZERO)), text]
-            )
-            if n < model.order:
-                backoff = np.maximum(model.log10_backoff[n - 1][start:stop], LOG_ZERO)
-                frame = frame.with_columns(bo=backoff)
-            frame.write_csv(
-                out, include_header=False, separator="\t", quote_style="never", float_precision=7
-            )
-            for done in (model.log10_prob, model.log10_backoff) + (
-                (model.context, model.word) if n == model.order else ()
-            ):  # read once, in order: their pages need not stay (the order below is gathered from)
-                release(done[n - 1])
+    batches = [
+        (n, start, min(start + WRITE_BATCH, size))
+        for n, size in enumerate(model.sizes, start=1)
+        for start in range(0, max(size, 1), WRITE_BATCH)
+    ]
+    with ThreadPoolExecutor(WRITERS) as pool:
+        formatting: deque[tuple[int, Future[bytes]]] = deque()
+        for n, start, stop in batches:
+            formatting.append((n, pool.submit(_section, model, n, start, stop)))
+            if len(formatting) > WRITERS:
+                _write_batch(model, out, *formatting.popleft())
+        while formatting:
+            _write_batch(model, out, *formatting.popleft())
     out.write(b"\n\\end\\\n")
+
+
+def _section(model: NgramModel, n: int, start: int, stop: int) -> bytes:
+    """Rows ``start..stop`` of order ``n`` as ARPA lines (after the order's heading at its first
+    row): each n-gram's words found through the context rows."""
+    rows = np.arange(start, stop)
+    words = []  # w_n, w_(n−1), …
+    for k in range(n, 0, -1):
+        words.append(model.vocab.tokens.gather(np.asarray(model.word[k - 1][rows])))
+        if k > 1:
+            rows = np.asarray(model.context[k - 1][rows])
+    text = pl.select(pl.concat_str(words[::-1], separator=" ")).to_series()
+    frame = pl.DataFrame(
+        [pl.Series("p", np.maximum(model.log10_prob[n - 1][start:stop], LOG_ZERO)), text]
+    )
+    if n < model.order:
+        frame = frame.with_columns(bo=np.maximum(model.log10_backoff[n - 1][start:stop], LOG_ZERO))
+    out = io.BytesIO()
+    if start == 0:
+        out.write(f"\n\\{n}-grams:\n".encode())
+    frame.write_csv(
+        out, include_header=False, separator="\t", quote_style="never", float_precision=7
+    )
+    return out.getvalue()
+
+
+def _write_batch(model: NgramModel, out: BinaryIO, n: int, text: Future[bytes]) -> None:
+    out.write(text.result())
+    top = (model.context, model.word) if n == model.order else ()
+    for done in (model.log10_prob, model.log10_backoff, *top):
+        release(done[n - 1])  # read once, in order (the orders below are gathered from)
 
 
 def read_arpa(path: Path) -> NgramModel:
