@@ -196,21 +196,9 @@ def estimate_orders(
             stop = start + len(context)
             a = adjusted[n - 1].read(start, stop)
             keep = level.count.read(start, stop) > prune[n - 1] if pruned else None
-            local = context - context[0]
-            width = int(local[-1]) + 1
-            k = np.minimum(a, 3)
-            total = np.bincount(local, weights=a, minlength=width)
-            counted = k if keep is None else np.where(keep, k, 0)  # N1, N2, N3+ of kept n-grams
-            by_k = np.bincount(local * 4 + counted, minlength=4 * width).reshape(width, 4)
-            mass = d[n - 1][1] * by_k[:, 1] + d[n - 1][2] * by_k[:, 2] + d[n - 1][3] * by_k[:, 3]
-            if keep is not None:  # a pruned n-gram's whole count goes to the back-off
-                mass += np.bincount(local, weights=np.where(keep, 0, a), minlength=width)
-            present = total > 0
-            gamma = np.divide(mass, total, out=np.zeros(width), where=present)
+            gamma, p = _interpolate(a, context, keep, d[n - 1], lower[suffix] if n > 1 else lower)
+            present = gamma >= 0
             backoff[int(context[0]) + np.flatnonzero(present)] = _log10(gamma[present])
-            below = lower[suffix] if n > 1 else lower
-            with np.errstate(invalid="ignore", divide="ignore"):
-                p = (a - d[n - 1][k]) / total[local] + gamma[local] * below
             if probs is not None:
                 probs[start:stop] = p
             log_p = _log10(p)
@@ -231,6 +219,26 @@ def estimate_orders(
     kept = levels[-1].rows if kept_below is None else int(kept_below.sum())
     out.log10_backoff[-1].append(np.zeros(kept))  # the top order is never a context
     return out
+
+
+def _interpolate(
+    a: np.ndarray, context: np.ndarray, keep: np.ndarray | None, d: np.ndarray, lower: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For a batch holding its contexts' extensions whole: each context's γ, from
+    ``context[0]`` on (−1 where a row is no context), and each n-gram's interpolated p."""
+    local = context - context[0]
+    width = int(local[-1]) + 1
+    k = np.minimum(a, 3)
+    total = np.bincount(local, weights=a, minlength=width)
+    counted = k if keep is None else np.where(keep, k, 0)  # N1, N2, N3+ of kept n-grams
+    by_k = np.bincount(local * 4 + counted, minlength=4 * width).reshape(width, 4)
+    mass = d[1] * by_k[:, 1] + d[2] * by_k[:, 2] + d[3] * by_k[:, 3]
+    if keep is not None:  # a pruned n-gram's whole count goes to the back-off
+        mass += np.bincount(local, weights=np.where(keep, 0, a), minlength=width)
+    gamma = np.divide(mass, total, out=np.full(width, -1.0), where=total > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (a - d[k]) / total[local] + gamma[local] * lower
+    return gamma, p
 
 
 def _context_batches(level: Level, batch: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:

@@ -284,6 +284,16 @@ def _level(scratch: Path, n: int, rows: int, rows_below: int, vocab_size: int) -
     )
 
 
+def _prefix_ranks(prefix: list[np.ndarray], last: list[int] | None, seen: int) -> np.ndarray:
+    """Each row's prefix's rank among the order's distinct prefixes, ``seen`` of them in earlier
+    batches (the last of which was ``last``)."""
+    new = np.zeros(len(prefix[0]), dtype=bool)
+    new[0] = last is None or any(int(col[0]) != p for col, p in zip(prefix, last, strict=True))
+    for col in prefix:
+        new[1:] |= col[1:] != col[:-1]
+    return np.cumsum(new) + (seen - 1)
+
+
 def _index_order(
     tables: Tables,
     n: int,
@@ -301,13 +311,7 @@ def _index_order(
     bos_first = bos_stop = -1
     for words, counts in batches(tables, n, batch):
         size = len(counts)
-        new = np.zeros(size, dtype=bool)
-        new[0] = last_prefix is None or any(
-            int(col[0]) != p for col, p in zip(words[:-1], last_prefix, strict=True)
-        )
-        for col in words[:-1]:
-            new[1:] |= col[1:] != col[:-1]
-        rank = np.cumsum(new) + (seen - 1)
+        rank = _prefix_ranks(words[:-1], last_prefix, seen)
         seen = int(rank[-1]) + 1
         if seen > len(below.candidates):
             raise _inconsistent(n, "whose prefix is not counted")
