@@ -221,7 +221,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _corpus(count)
     count.add_argument("--out", required=True, help="folder for order<n>.parquet and vocab.parquet")
     count.set_defaults(func=count_command)
+    _add_estimate(commands)
+    _add_score(commands)
+    _add_sample(commands)
+    add_tables_command(commands)  # the store's count tables, also `seqlm store tables`
 
+
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="an ARPA file, a folder written by estimate --save, or a pipeline's n-gram folder "
+        "(data/store/ngram/KEY)",
+    )
+
+
+def _add_estimate(commands: argparse._SubParsersAction) -> None:
     estimate = commands.add_parser("estimate", help="estimate a model and write it as ARPA")
     _corpus(estimate)
     estimate.add_argument(
@@ -255,13 +270,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     estimate.set_defaults(func=estimate_command)
 
+
+def _add_score(commands: argparse._SubParsersAction) -> None:
     score = commands.add_parser("score", help="perplexity of a text under a model")
-    score.add_argument(
-        "model",
-        metavar="MODEL",
-        help="an ARPA file, a folder written by estimate --save, or a pipeline's n-gram folder "
-        "(data/store/ngram/KEY)",
-    )
+    _model_argument(score)
     score.add_argument(
         "text",
         metavar="TEXT",
@@ -281,12 +293,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     score.set_defaults(func=score_command)
 
+
+def _add_sample(commands: argparse._SubParsersAction) -> None:
     sample = commands.add_parser("sample", help="draw text from a model, one line per sentence")
-    sample.add_argument(
-        "model",
-        metavar="MODEL",
-        help="an ARPA file, a folder written by estimate --save, or a pipeline's n-gram folder",
-    )
+    _model_argument(sample)
     sample.add_argument(
         "--words",
         type=int,
@@ -298,5 +308,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     sample.add_argument("--out", metavar="FILE", help="the text file to write (default: stdout)")
     sample.set_defaults(func=sample_command)
-
-    add_tables_command(commands)  # the store's count tables, also `seqlm store tables`
