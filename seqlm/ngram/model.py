@@ -109,11 +109,12 @@ class NgramModel:
         for n in range(2, self.order + 1):
             context_row = np.roll(row, 1)
             backoff += self._backoff_at(n - 1, context_row, offset)
-            has_context = (context_row >= 0) & (offset >= n - 1)
-            query = np.where(has_context, context_row, 0) * self.vocab.size + padded
-            row = np.where(has_context, lookup(self.keys[n - 1], query), -1)
-            found = row >= 0
-            best = np.where(found, self.log10_prob[n - 1][np.maximum(row, 0)], best)
+            at = np.flatnonzero((context_row >= 0) & (offset >= n - 1))  # a listed context
+            query = context_row[at].astype(np.int64) * self.vocab.size + padded[at]
+            row = np.full(len(padded), -1, dtype=np.int64)
+            row[at] = lookup(self.keys[n - 1], query)
+            found = at[row[at] >= 0]
+            best[found] = self.log10_prob[n - 1][row[found]]
             backoff[found] = 0.0
         is_target = offset > 0
         return TokenScores(log10_prob=(best + backoff)[is_target], line_end=stream == EOS_ID)
