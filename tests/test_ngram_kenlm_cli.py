@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +28,10 @@ from seqlm.vocab import BOS_ID, build_vocabulary
 from tests.helpers import PTB, write_lines
 from tests.ngram_reference import corpus, random_lines
 
-KENLM_BIN = Path("/tmp/kenlm/build/bin")
+# KenLM's binaries: $KENLM_BIN, else the benchmark's build (bench/ngram.py makes it), else PATH.
+KENLM_BIN = Path(
+    os.environ.get("KENLM_BIN", Path(__file__).parents[1] / "bench/.scratch/kenlm/build/bin")
+)
 
 
 def kenlm_tool(name: str) -> str | None:
@@ -154,7 +158,7 @@ def test_levels_print_what_query_prints(tmp_path, capsys):
     assert out[3].startswith("Perplexity including OOVs:\t") and out[-1] == "Tokens:\t7"
 
 
-@pytest.mark.skipif(QUERY is None, reason="KenLM's query is not built (/tmp/kenlm/build/bin)")
+@pytest.mark.skipif(QUERY is None, reason="KenLM's query is not built ($KENLM_BIN)")
 def test_word_level_matches_query(tmp_path, capsys):
     arpa = small_arpa(tmp_path, order=4)
     text = text_file(tmp_path / "test.txt", random_lines(60, 170, seed=35))
@@ -263,7 +267,7 @@ def assert_same_arpa(ours: Path, theirs: Path, rename: dict[str, str]) -> None:
 
 
 @needs_ptb
-@pytest.mark.skipif(LMPLZ is None, reason="KenLM's lmplz is not built (/tmp/kenlm/build/bin)")
+@pytest.mark.skipif(LMPLZ is None, reason="KenLM's lmplz is not built ($KENLM_BIN)")
 @pytest.mark.parametrize(("order", "prune"), [(3, ["0", "1", "1"]), (4, ["0", "0", "2", "3"])])
 def test_prune_writes_the_arpa_lmplz_writes(tmp_path, order, prune):
     # lmplz refuses PTB's literal <unk>: it reads it spelled <UNK> (its own <unk> is then extra).
