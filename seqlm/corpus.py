@@ -490,6 +490,13 @@ def load_corpus(
     return {split: pl.concat(frames) for split, frames in parts.items()}
 
 
+def iter_split(shard_dir: Path, split: str, rows: int = 1 << 16) -> Iterator[pl.DataFrame]:
+    """One shard's lines of ``split`` in batches of ``rows`` lines, as ``load_split`` reads them
+    whole."""
+    for batch in pq.ParquetFile(shard_dir / f"{split}.parquet").iter_batches(rows):
+        yield pl.from_arrow(batch)
+
+
 def load_split(shard_dirs: Sequence[Path], split: str) -> pl.DataFrame:
     """The lines of one split, concatenated over the ingested shards in order."""
     files = [d / f"{split}.parquet" for d in shard_dirs if (d / f"{split}.parquet").exists()]

@@ -99,7 +99,8 @@ def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -
     cut = None
     if config.ngram.orders:
         # Counted and merged over the shards' own types; the vocabulary's cut-offs come last.
-        merged = runner(TABLES, runner.map(COUNTS, train, max(config.ngram.orders)))
+        counted = runner.map(COUNTS, train, max(config.ngram.orders), config.ngram.memory)
+        merged = runner(TABLES, counted)
         cut = runner(CUTOFF, merged, vocabulary)
     return Prepared(tuple(shards), vocabulary, cut)
 

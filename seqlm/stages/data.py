@@ -26,8 +26,10 @@ import polars as pl
 from seqlm import corpus
 from seqlm import subwords as bpe
 from seqlm.config import CorpusConfig, VocabConfig
-from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
+from seqlm.ngram import merge_tables, read_tables, write_tables
+from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory, working_set
 from seqlm.ngram.counts import COUNT, ID_TYPES, NUMPY_ID_TYPES, id_dtype, word_columns
+from seqlm.ngram.spill import MIN_WORKING, count_chunks, scratch_folder
 from seqlm.stages.stage import Stage, inputs, ref, resolve, shards_tokenizer
 from seqlm.store import Artifact, Plan, Store, file_digest
 from seqlm.vocab import (
@@ -135,22 +137,24 @@ def types(store: Store, shard: Artifact) -> Artifact:
     return store.build(plan_types(shard), produce, note=shard.manifest["note"])
 
 
-def plan_counts(shard: Artifact, order: int) -> Plan:
+def plan_counts(shard: Artifact, order: int, memory: str = DEFAULT_MEMORY) -> Plan:
     # The shard's type ids are its types artifact's, whose key follows from the shard's.
     return COUNTS.plan_of({"order": order}, {"shard": ref(shard)})
 
 
-def counts(store: Store, shard: Artifact, order: int) -> Artifact:
+def counts(store: Store, shard: Artifact, order: int, memory: str = DEFAULT_MEMORY) -> Artifact:
     """N-gram count tables of one shard's train split, orders 1..``order``, over the ids of the
-    shard's type dictionary."""
+    shard's type dictionary (first appearance: the ``types`` stage's), counted in batches of its
+    lines within ``memory`` (``ngram.memory``; it changes where the work happens, not the key)."""
 
     def produce(out: Path) -> dict[str, int]:
-        shard_types = Vocabulary.load(types(store, shard).path / VOCAB_FILE)
-        train = corpus.load_split([shard.path], "train")
-        counted = count_ngrams(shard_types.stream(train), order, shard_types.size)
-        write_tables(counted, out / TABLES_DIR, shard_types)
-        return {"types": shard_types.size} | {
-            f"order{n}": t.height for n, t in enumerate(counted, 1)
+        budget = working_set(parse_memory(memory, "ngram.memory"), "ngram.memory", MIN_WORKING)
+        with scratch_folder(out) as scratch:
+            counted = count_chunks(
+                corpus.iter_split(shard.path, "train"), order, budget, scratch, out / TABLES_DIR
+            )
+        return {"types": counted.vocab.size} | {
+            f"order{n}": size for n, size in enumerate(counted.sizes, 1)
         }
 
     return store.build(plan_counts(shard, order), produce, note=shard.manifest["note"])
