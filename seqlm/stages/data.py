@@ -130,7 +130,10 @@ def types(store: Store, shard: Artifact) -> Artifact:
     all the vocabulary needs, so that counting other n-gram orders never re-keys the vocabulary."""
 
     def produce(out: Path) -> dict[str, int]:
-        found = build_dictionary(corpus.load_split([shard.path], "train"))
+        found = None
+        for lines in corpus.iter_split(shard.path, "train"):  # in batches: a shard can be large
+            part = build_dictionary(lines)
+            found = merge_dictionaries([found, part]) if found else part
         found.save(out / VOCAB_FILE)
         return {"types": found.size}
 
