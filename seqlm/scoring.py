@@ -5,7 +5,6 @@ one exit rule."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -102,14 +101,8 @@ def score_text(
 
 
 def ngram_lengths(model: NgramModel, stream: np.ndarray) -> np.ndarray:
-    """The length of the n-gram each target of ``stream`` is scored by (query's ngram_length):
-    the model scores with log10 p = n at order n and no back-off, so its score is the length."""
-    lengths = dataclasses.replace(
-        model,
-        log10_prob=[np.full(len(p), float(n)) for n, p in enumerate(model.log10_prob, 1)],
-        log10_backoff=[np.zeros(len(b)) for b in model.log10_backoff],
-    )
-    return lengths.score_tokens(stream).log10_prob.astype(np.int64)
+    """The length of the n-gram each target of ``stream`` is scored by (query's ngram_length)."""
+    return model.score_tokens(stream).ngram_length.astype(np.int64)
 
 
 def _details(

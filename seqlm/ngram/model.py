@@ -39,9 +39,11 @@ DTYPES = (np.int64, np.float64, np.float64)
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Per target: log10 p, and where each line ends."""
+    """Per target: log10 p, the length of the n-gram that gave it (query's ``ngram_length``),
+    and where each line ends."""
 
     log10_prob: np.ndarray
+    ngram_length: np.ndarray
     line_end: np.ndarray  # True at each line's </s>
 
     def sentence_log10(self) -> np.ndarray:
@@ -105,6 +107,7 @@ class NgramModel:
         padded, offset = pad_lines(stream)
         row = lookup(self.keys[0], padded)  # rows of the n-gram of each order ending at t
         best = np.where(row >= 0, self.log10_prob[0][np.maximum(row, 0)], -np.inf)
+        length = (row >= 0).astype(np.int8)
         backoff = np.zeros(len(padded))  # Σ back-offs of contexts from the match's length up
         for n in range(2, self.order + 1):
             context_row = np.roll(row, 1)
@@ -115,9 +118,14 @@ class NgramModel:
             row[at] = lookup(self.keys[n - 1], query)
             found = at[row[at] >= 0]
             best[found] = self.log10_prob[n - 1][row[found]]
+            length[found] = n
             backoff[found] = 0.0
         is_target = offset > 0
-        return TokenScores(log10_prob=(best + backoff)[is_target], line_end=stream == EOS_ID)
+        return TokenScores(
+            log10_prob=(best + backoff)[is_target],
+            ngram_length=length[is_target],
+            line_end=stream == EOS_ID,
+        )
 
     def _backoff_at(self, k: int, context_row: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """Back-off of the length-k context ending just before each position (0 if unlisted)."""
