@@ -76,7 +76,8 @@ _BOM = "\ufeff"
 # Text per chunk the streaming readers hand on: big enough that per-chunk work is negligible,
 # small enough that a chunk's lines, tokens and ids stay well inside a memory budget.
 CHUNK_BYTES = 64 << 20
-STDIN = Path("-")  # the corpus name that reads standard input
+STDIN = Path("-")  # the corpus or text name that reads standard input, as in most Unix tools
+STDIN_NAME = "standard input"  # how a message names it
 
 _SPLIT_FILE = re.compile(
     rf"^(?:.*\.)?(train|valid|test)({'|'.join(re.escape(s) for s in SUFFIXES)})$"
@@ -175,7 +176,7 @@ def iter_lines(
 
 def iter_stdin_lines(chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.Series]:
     """Standard input's lines in chunks, read as a ``.txt`` file is."""
-    yield from _text_chunks(STDIN, _blocks(sys.stdin.buffer, chunk_bytes))
+    yield from _text_chunks(Path(STDIN_NAME), _blocks(sys.stdin.buffer, chunk_bytes))
 
 
 def _blocks(file: BinaryIO, size: int, gzip_path: Path | None = None) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from seqlm import subwords
-from seqlm.corpus import read_lines, split_lines, tokenize
+from seqlm.corpus import STDIN, STDIN_NAME, iter_stdin_lines, read_lines, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
 from seqlm.vocab import UNK_ID, Vocabulary
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 Splitter = Callable[[pl.Series], pl.DataFrame]  # lines → their tokens (a ``tokens`` column)
 
 UNRECORDED = "whitespace"  # a model with no record (an ARPA file) is read as KenLM reads text
-STDIN = "-"  # the text name that stands for standard input, as in most Unix tools
 # query's -v levels: each target, each line's total, the whole text's perplexity.
 WORD, SENTENCE, SUMMARY = "word", "sentence", "summary"
 LEVELS = (WORD, SENTENCE, SUMMARY)
@@ -59,16 +58,11 @@ def splitter(tokenizer: str, folder: Path) -> Splitter:
 
 
 def text_lines(text: Path | str | None) -> pl.Series:
-    """The lines of ``text``, or of standard input when it is None or ``-`` (read whole, as UTF-8
-    plain text: a model's text is usually far smaller than its training corpus)."""
-    if text is not None and str(text) != STDIN:
+    """The lines of ``text``, or of standard input when it is None or ``-`` (read as a ``.txt``
+    file is: a model's text is usually far smaller than its training corpus)."""
+    if text is not None and Path(text) != STDIN:
         return read_lines(Path(text))
-    raw = sys.stdin.buffer.read()
-    try:
-        decoded = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise SeqlmError(f"standard input: not UTF-8 at byte offset {e.start}") from None
-    return split_lines(pl.Series("text", [decoded] if decoded else [], dtype=pl.String))
+    return pl.concat([pl.Series("text", [], dtype=pl.String), *iter_stdin_lines()])
 
 
 def score_text(
@@ -84,7 +78,7 @@ def score_text(
     tokens as ``split`` gives them and one ``</s>`` per line, over ``vocab``'s ids) with
     ``score`` (the stream's per-target natural-log probabilities) and report it at ``levels``
     (query's -v). The word level needs ``lengths``: each target's matched n-gram length."""
-    name = str(text) if text is not None and str(text) != STDIN else "standard input"
+    name = str(text) if text is not None and Path(text) != STDIN else STDIN_NAME
     if as_json and set(levels) != {SUMMARY}:
         raise SeqlmError("--json prints one JSON object, the summary: not with -v word|sentence")
     if WORD in levels and lengths is None:
