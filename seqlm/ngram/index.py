@@ -32,3 +32,17 @@ def lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     out = np.empty(len(queries), dtype=np.int64)
     out[where] = np.where(keys[rows] == packed, rows, -1)
     return out
+
+
+def suffix_rows(
+    keys_below: np.ndarray,
+    suffix_below: np.ndarray,
+    context: np.ndarray,
+    word: np.ndarray,
+    vocab_size: int,
+) -> np.ndarray:
+    """Row of each n-gram's suffix ``w2..wn`` in the order below, −1 where it is not listed: the
+    suffix of the n-gram's context (``suffix_below``: 0, the empty context, for unigrams)
+    extended by its last word."""
+    shorter = np.asarray(suffix_below[context]).astype(np.int64)
+    return lookup(keys_below, shorter * vocab_size + word)

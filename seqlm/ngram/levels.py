@@ -34,7 +34,7 @@ from seqlm.ngram.counts import (
     table_file,
     word_columns,
 )
-from seqlm.ngram.index import lookup
+from seqlm.ngram.index import suffix_rows
 from seqlm.vocab import BOS_ID, EOS_ID
 
 ROW_BYTES = 40  # held per row of the order below: key, suffix, candidate, word, extensions
@@ -322,13 +322,9 @@ def _index_order(
         keys = context * vocab_size + last
         if keys[0] <= last_key or np.any(keys[1:] <= keys[:-1]):
             raise _inconsistent(n, f"not sorted by {', '.join(word_columns(n))}")
-        if n == 2:
-            suffix = last
-        else:
-            query = below.suffix[context].astype(np.int64) * vocab_size + last
-            suffix = lookup(below.keys, query)
-            if np.any(suffix < 0):
-                raise _inconsistent(n, "whose suffix is not counted")
+        suffix = suffix_rows(below.keys, below.suffix, context, last, vocab_size)
+        if np.any(suffix < 0):
+            raise _inconsistent(n, "whose suffix is not counted")
         below.extensions += np.bincount(suffix, minlength=len(below.extensions))
         for spilled, values in zip(
             (level.context, level.word, level.suffix, level.count),

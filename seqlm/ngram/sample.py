@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from seqlm.errors import SeqlmError
-from seqlm.ngram.index import lookup
+from seqlm.ngram.index import lookup, suffix_rows
 from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
 
 STREAMS = 8192  # lines drawn side by side: enough to spread NumPy's per-call cost thin
@@ -74,8 +74,7 @@ def _orders(
             hidden, gap, total = np.zeros(1), np.zeros(len(key)), mass
         else:
             lower = orders[-1]
-            shorter = lower.suffix[context] if n > 2 else np.zeros(len(key), dtype=np.int64)
-            suffix = lookup(keys[n - 2], shorter * vocab_size + word)
+            suffix = suffix_rows(keys[n - 2], lower.suffix, context, word, vocab_size)
             if np.any(suffix < 0):
                 raise SeqlmError(
                     f"the model lists {n}-grams whose last {n - 1} words it does not list: "
