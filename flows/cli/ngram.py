@@ -91,7 +91,6 @@ def estimate_command(args: argparse.Namespace) -> int:
             "--tokenizer bpe: give --save DIR, the folder that keeps the tokenizer with the model "
             "(an ARPA file cannot carry it)"
         )
-    parse_memory(args.memory)
     prune = thresholds(args.prune or (), args.order)  # refused before the corpus is read
     with scratch_folder(args.temp_prefix) as scratch:  # counts, runs and the model's arrays
         counted, learnt = _count_train(args, scratch / "tables", scratch)
