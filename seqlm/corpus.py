@@ -11,8 +11,10 @@ one row per line), so a corpus that gains a file only ingests that file.
 
 Files are read in chunks of whole lines (``iter_lines``; ``train_chunks`` for a corpus's training
 text, ``-`` being standard input), so that a file never has to fit in memory where it is consumed
-chunk by chunk (``seqlm ngram count``). The pipeline's ingestion still holds one file's lines at a
-time: its split into blocks by fractions needs their number first.
+chunk by chunk (``seqlm ngram count``, the pipeline's ingestion). Ingestion's split into blocks
+by fractions needs the number of lines first: a first pass counts them (newlines, for text), the
+second tokenises chunk by chunk and writes each split's shard a row group at a time, so that it
+holds one chunk's lines and tokens (``CHUNK_BYTES`` of text) whatever the file's size.
 
 A FASTA/FASTQ file (read by ``dnaio``) is a sequence corpus: with the ``char`` tokenizer each
 residue is a symbol (the word tokenizers are refused for it); lower case (soft-masked) becomes upper
@@ -26,8 +28,10 @@ import gzip
 import io
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -434,18 +438,71 @@ def _split_counted(
     """``split_source``'s splits, each line with its number of characters (``CHARS``)."""
     require_symbols(source.path, tokenizer)
     text = read_lines(source.path, text_field, window)
-    lines = tokenize(text, tokenizer).with_columns(text.str.len_chars().alias(CHARS))
-    if lines.height == 0:
-        raise SeqlmError(f"{source.path}: empty corpus (no lines)")
+    parts: dict[str, list[pl.DataFrame]] = {}
+    for split, lines in _pieces(source, [text], lambda: len(text), tokenizer, fractions):
+        parts.setdefault(split, []).append(lines)
+    return {split: pl.concat(frames) for split, frames in parts.items()}
+
+
+def _pieces(
+    source: Source,
+    texts: Iterable[pl.Series],
+    count: Callable[[], int],
+    tokenizer: str,
+    fractions: Sequence[float] | None,
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """The tokenised lines of one source file, each with its characters (``CHARS``), as
+    consecutive ``(split, lines)`` pieces in the file's order, from its lines in chunks
+    (``texts``); ``count()`` gives their number where fractions cut the file into blocks. A file
+    with no line is refused, and so is training text with no word, once the last chunk is read."""
+    whole = (0, sys.maxsize)
     if source.split is not None:
-        blocks = {source.split: (0, lines.height)}
+        blocks = {source.split: whole}
     elif fractions is None:
-        blocks = {"train": (0, lines.height)}
+        blocks = {"train": whole}
     else:
-        blocks = split_blocks(lines.height, fractions, source.path)
+        n_lines = count()
+        if n_lines == 0:
+            raise SeqlmError(f"{source.path}: empty corpus (no lines)")
+        blocks = split_blocks(n_lines, fractions, source.path)
+    start, n_train, words = 0, 0, False
+    for text in texts:
+        lines = tokenize(text, tokenizer).with_columns(text.str.len_chars().alias(CHARS))
+        for split, (first, length) in blocks.items():
+            lo, hi = max(first, start), min(first + length, start + lines.height)
+            if lo < hi:
+                piece = lines.slice(lo - start, hi - lo)
+                if split == "train":
+                    n_train += piece.height
+                    words = words or has_words(piece)
+                yield split, piece
+        start += lines.height
+    if start == 0:
+        raise SeqlmError(f"{source.path}: empty corpus (no lines)")
     if "train" in blocks:
-        require_words(lines.slice(*blocks["train"]), source.path)
-    return {split: lines.slice(start, length) for split, (start, length) in blocks.items()}
+        _check_training(source.path, n_train, words)
+
+
+def count_lines(
+    path: Path, text_field: str = "text", window: int = WINDOW, chunk_bytes: int = CHUNK_BYTES
+) -> int:
+    """How many lines ``iter_lines(path)`` gives, read in blocks: a text file's newlines (and an
+    unterminated last line), any other file's lines as read."""
+    check_regular_file(path)
+    suffix = _suffix(path)
+    if suffix not in (".txt", ".txt.gz"):
+        return sum(len(lines) for lines in iter_lines(path, text_field, window, chunk_bytes))
+    bom = _BOM.encode()
+    newlines, size, head, last = 0, 0, b"", b"\n"
+    with (gzip.open if suffix == ".txt.gz" else open)(path, "rb") as file:
+        for block in _blocks(file, chunk_bytes, path if suffix == ".txt.gz" else None):
+            newlines += block.count(b"\n")
+            size += len(block)
+            head += block[: len(bom) - len(head)]
+            last = block[-1:]
+    # An unterminated last line is a line, unless it is nothing but the byte-order mark.
+    unterminated = last != b"\n" and not (size == len(bom) and head == bom)
+    return newlines + unterminated
 
 
 def ingest(
@@ -455,15 +512,28 @@ def ingest(
     text_field: str = "text",
     fractions: Sequence[float] = FRACTIONS,
     window: int = WINDOW,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict[str, int]:
-    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``; returns the
-    number of lines per split (``<split>``) and their characters as read (``<split>_chars``:
-    line ends not counted; a sequence's residues)."""
-    rows = {}
-    for split, lines in _split_counted(source, tokenizer, text_field, fractions, window).items():
-        lines.drop(CHARS).write_parquet(out_dir / f"{split}.parquet", compression="zstd")
-        rows[split] = lines.height
-        rows[f"{split}_chars"] = int(lines[CHARS].sum())
+    """Tokenise one source file into ``<split>.parquet`` shards in ``out_dir``, chunk by chunk of
+    about ``chunk_bytes`` of text (one row group or more each); returns the number of lines per
+    split (``<split>``) and their characters as read (``<split>_chars``: line ends not counted;
+    a sequence's residues)."""
+    require_symbols(source.path, tokenizer)
+    texts = iter_lines(source.path, text_field, window, chunk_bytes)
+    count = partial(count_lines, source.path, text_field, window, chunk_bytes)
+    rows: dict[str, int] = {}
+    with ExitStack() as stack:
+        writers: dict[str, pq.ParquetWriter] = {}
+        for split, lines in _pieces(source, texts, count, tokenizer, fractions):
+            table = lines.drop(CHARS).to_arrow()
+            if split not in writers:
+                path = out_dir / f"{split}.parquet"
+                writers[split] = stack.enter_context(
+                    pq.ParquetWriter(path, table.schema, compression="zstd")
+                )
+            writers[split].write_table(table)
+            rows[split] = rows.get(split, 0) + lines.height
+            rows[f"{split}_chars"] = rows.get(f"{split}_chars", 0) + int(lines[CHARS].sum())
     return rows
 
 

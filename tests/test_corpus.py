@@ -3,13 +3,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from seqlm.corpus import (
     SPLITS,
     Source,
+    count_lines,
     discover,
     ingest,
     iter_lines,
@@ -293,3 +296,70 @@ def test_train_chunks_read_the_corpus_as_load_corpus_reads_its_training_text(tmp
     (folder / "c.txt").write_text("\n  \n")
     with pytest.raises(SeqlmError, match=r"c\.txt: no words to train on \(2 lines"):
         list(train_chunks(folder, "punct", chunk_bytes=64))
+
+
+# ---- streaming ingestion: the shards of a file read in chunks, as Python splits it -----------
+
+
+def expected_splits(lines: list[str], fractions=(0.8, 0.1, 0.1)) -> dict[str, list[list[str]]]:
+    """The reference: each split's block of the lines, tokenised by Python's str.split()."""
+    blocks = split_blocks(len(lines), fractions, Path("reference"))
+    return {s: [line.split() for line in lines[a : a + n]] for s, (a, n) in blocks.items()}
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 16, 4096, 1 << 26])
+def test_streamed_shards_are_the_files_splits(tmp_path, chunk_bytes):
+    raw = b"\xef\xbb\xbf" + (TRICKY + "\n" + "\n".join(LINES) + "\n\n  \n" + TRICKY).encode()
+    docs = [TRICKY, None, "", "three\r\nfour", "\n", *LINES, TRICKY]
+    files = {
+        "a.txt": (raw, python_lines(raw)),
+        "a.txt.gz": (gzip.compress(raw), python_lines(raw)),
+        "c.jsonl": (
+            "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs).encode(),
+            [line for d in docs if d is not None for line in document_lines(d)],
+        ),
+    }
+    for name, (data, _) in files.items():
+        (tmp_path / name).write_bytes(data)
+    pl.DataFrame({"text": docs}).write_parquet(tmp_path / "d.parquet", row_group_size=4)
+    files["d.parquet"] = (b"", files["c.jsonl"][1])
+    for name, (_, lines) in files.items():
+        out = tmp_path / "shards" / name
+        out.mkdir(parents=True)
+        rows = ingest(Source(tmp_path / name), out, "whitespace", fractions=(0.8, 0.1, 0.1),
+                      chunk_bytes=chunk_bytes)  # fmt: skip
+        want = expected_splits(lines)
+        for split in SPLITS:
+            assert load_split([out], split)["tokens"].to_list() == want[split], (name, split)
+            assert rows[split] == len(want[split])
+        if chunk_bytes == 16 and name.endswith("txt"):
+            assert pq.ParquetFile(out / "train.parquet").metadata.num_row_groups > 3
+
+
+def test_streamed_sequence_shards_are_the_files_splits(tmp_path):
+    sequences = [f"{'ACGT' * (i + 1)}acg" for i in range(30)]
+    (tmp_path / "x.fa").write_text("".join(f">r{i}\n{s}\n" for i, s in enumerate(sequences)))
+    lines = [s.upper()[i : i + 7] for s in sequences for i in range(0, len(s), 7)]
+    rows = ingest(Source(tmp_path / "x.fa"), tmp_path, "char", window=7, chunk_bytes=20)
+    blocks = split_blocks(len(lines), (0.9, 0.05, 0.05), tmp_path)
+    for split, (start, length) in blocks.items():
+        want = [list(line) for line in lines[start : start + length]]
+        assert load_split([tmp_path], split)["tokens"].to_list() == want
+        assert rows[f"{split}_chars"] == sum(map(len, lines[start : start + length]))
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xef\xbb\xbf", b"\xef\xbb\xbf\n", b"a", b"a\n\nb", b"\n\n"])
+def test_count_lines_counts_the_lines_read(tmp_path, raw):
+    (tmp_path / "a.txt").write_bytes(raw)
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(raw))
+    for name in ("a.txt", "a.txt.gz"):
+        assert count_lines(tmp_path / name, chunk_bytes=1) == len(python_lines(raw))
+
+
+def test_streamed_ingestion_refuses_a_file_once_its_last_chunk_is_read(tmp_path):
+    (tmp_path / "train.txt").write_text("\n" * 50)
+    with pytest.raises(SeqlmError, match=r"train\.txt: no words to train on \(50 lines"):
+        ingest(Source(tmp_path / "train.txt", "train"), tmp_path, "whitespace", chunk_bytes=4)
+    (tmp_path / "valid.txt").write_text("")
+    with pytest.raises(SeqlmError, match=r"valid\.txt: empty corpus \(no lines\)"):
+        ingest(Source(tmp_path / "valid.txt", "valid"), tmp_path, "whitespace", chunk_bytes=4)
