@@ -137,10 +137,11 @@ def test_lower_order_than_counted_and_refusals(tmp_path):
     lines = random_lines(300, 60, seed=5)
     folders = shard_tables(lines, 2, 3, tmp_path)
     folder = merged(folders, 3, tmp_path)
-    single_machine(lines, 2, tmp_path, fallback=True)
     out = tmp_path / "model"
-    estimate_partitioned(folder, 2, out, arpa=out.with_suffix(".arpa"))
-    assert_same_model(out, tmp_path / "single")
+    for order in (1, 2):  # order 1: the top order's raw counts, <s>'s included
+        single_machine(lines, order, tmp_path, fallback=True)
+        estimate_partitioned(folder, order, out, arpa=out.with_suffix(".arpa"))
+        assert_same_model(out, tmp_path / "single")
     with pytest.raises(SeqlmError, match="counted up to order 3, not 4"):
         estimate_partitioned(folder, 4, out)
     with pytest.raises(SeqlmError, match="partitioned into 3 parts, not 2"):

@@ -72,7 +72,9 @@ def partition_shard(tables: Path, vocab: Path, parts: int, out: Path) -> dict[st
             with ExitStack() as stack:
                 writers = [
                     stack.enter_context(
-                        pq.ParquetWriter(kn.table_part(tmp, n, p), schema.to_arrow().schema)
+                        pq.ParquetWriter(
+                            kn.table_part(tmp, n, p), schema.to_arrow().schema, compression="zstd"
+                        )
                     )
                     for p in range(parts)
                 ]
@@ -155,8 +157,9 @@ def estimate_partitioned(
     if order > _orders(tables):
         raise SeqlmError(f"{tables}: counted up to order {_orders(tables)}, not {order}")
     vocab = Vocabulary.load(tables / VOCAB_FILE)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="seqlm-partitioned-", dir=scratch or out.parent) as tmp:
+    where = Path(scratch) if scratch is not None else out.parent
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="seqlm-partitioned-", dir=where) as tmp:
         model = _estimate(
             tables, order, vocab, _parts(tables), Path(tmp), mapper, discount_fallback
         )
