@@ -153,6 +153,7 @@ def _make_folder(path: Path) -> None:
 def train_command(args: argparse.Namespace) -> int:
     from seqlm.rnn import (
         Callbacks,
+        check_processes,
         plot_learning_curve,
         read_checkpoint,
         resolve_device,
@@ -166,7 +167,7 @@ def train_command(args: argparse.Namespace) -> int:
     resumed = read_checkpoint(out / "last.pt") if args.resume else None
     config = _resumed_config(args, resumed) if resumed else _config_from_args(args)
     model = resumed["model"] if resumed else args.model or DEFAULT_MODEL
-    resolve_device(config.device)
+    check_processes(config.nproc, resolve_device(config.device), spell=_flag)
     text = load_corpus(args.data, args.tokenizer)
     splits, learnt = subwords.tokenized(
         text, args.tokenizer, args.bpe_vocab_size, "--bpe-vocab-size"

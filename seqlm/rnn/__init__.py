@@ -12,6 +12,7 @@ _EXPORTS = {
     "MODELS": "seqlm.rnn.config",
     "ModelConfig": "seqlm.rnn.config",
     "TrainConfig": "seqlm.rnn.config",
+    "check_processes": "seqlm.rnn.distributed",
     "RNNLM": "seqlm.rnn.model",
     "load_model": "seqlm.rnn.checkpoint",
     "read_checkpoint": "seqlm.rnn.checkpoint",

@@ -55,6 +55,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": ((lambda v: 0 <= v < 2**63), "be between 0 and 2**63 - 1"),
     "eval_columns": _AT_LEAST_1,
     "log_every_s": _NOT_NEGATIVE,
+    "nproc": _AT_LEAST_1,
 }
 
 
@@ -72,6 +73,12 @@ def check_settings(values: Mapping[str, Any], spell: Callable[[str], str] = str)
         raise SeqlmError(
             f"{spell('tied')} needs {spell('emsize')} == {spell('nhid')}, "
             f"not {values.get('emsize')} and {values.get('nhid')}"
+        )
+    nproc, batch = values.get("nproc"), values.get("batch_size")
+    if nproc and batch and batch % nproc:  # each process trains an equal slice of the columns
+        raise SeqlmError(
+            f"{spell('nproc')} {nproc} must divide {spell('batch_size')} {batch} "
+            "(each process trains batch_size / nproc columns)"
         )
 
 
@@ -171,6 +178,11 @@ class TrainConfig(ModelConfig):
     )
     log_every_s: float = _setting(
         30.0, "Seconds between progress lines in the log during an epoch (0: every window)."
+    )
+    nproc: int = _setting(
+        1,
+        "Training processes (DistributedDataParallel: one per GPU on CUDA, the cores shared "
+        "on the CPU), each on batch_size / nproc of the columns; 1: no extra process.",
     )
 
     @classmethod

@@ -5,6 +5,9 @@ windows over the training columns), ``end_epoch`` (validation, the learning-rate
 best model, early stopping) and ``save`` (``last.pt``; ``best.pt`` too when validation improved).
 A checkpoint holds a ``TrainState`` beside the weights and the optimizer's and random generators'
 states, so that a resumed run goes on exactly as an uninterrupted one.
+
+With ``nproc`` > 1, ``seqlm.rnn.distributed`` runs ``fit`` in that many processes, each on its
+slice of the columns; a ``Group`` is what the loop asks of the others (sums, rank 0's figures).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from seqlm.errors import SeqlmError
 from seqlm.rnn.checkpoint import read_checkpoint, save_checkpoint
@@ -128,10 +132,11 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
-def _prepare_cpu() -> None:
-    """Use every core we may run on, and keep freed memory in glibc's heap: otherwise the large
-    logits and gradient blocks are unmapped and page-faulted back in at every step."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+def _prepare_cpu(processes: int = 1) -> None:
+    """Share the cores we may run on among the training processes, and keep freed memory in
+    glibc's heap: otherwise the large logits and gradient blocks are unmapped and page-faulted
+    back in at every step."""
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_top_pad, m_mmap_threshold, m_mmap_max = -1, -2, -3, -4
@@ -160,6 +165,38 @@ def batchify(stream: np.ndarray, batch_size: int, device: torch.device) -> torch
     data = torch.from_numpy(np.concatenate([[EOS_ID], stream]).astype(np.int64))
     rows = len(data) // batch_size
     return data[: rows * batch_size].view(batch_size, rows).t().contiguous().to(device)
+
+
+class Group:
+    """The processes that train one model together; here one alone. ``seqlm.rnn.distributed``'s
+    ``Ranks`` is the same with DistributedDataParallel's processes."""
+
+    rank, size = 0, 1
+
+    def wrap(self, model: RNNLM) -> nn.Module:
+        """What the training forward pass goes through (DDP's wrapper syncs the gradients)."""
+        return model
+
+    def columns(self, data: torch.Tensor) -> torch.Tensor:
+        """This process's slice of the training columns."""
+        return data
+
+    def own_rng(self, seed: int) -> None:
+        """Give each process its own dropout stream (once the weights are drawn alike)."""
+
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    def any(self, flag: bool) -> bool:
+        return flag
+
+    def first(self, compute: Callable[[], float]) -> float:
+        """Rank 0's ``compute()``, on every rank (the others wait instead of computing it)."""
+        return compute()
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order."""
+        return [value]
 
 
 def _check_data(stream: np.ndarray, config: TrainConfig, vocab_size: int, name: str) -> None:
@@ -191,12 +228,16 @@ def train_step(
     hidden: Hidden,
     clip: float,
     bf16: bool,
+    forward: nn.Module | None = None,
 ) -> tuple[torch.Tensor, Hidden]:
     """One truncated-BPTT update on the window ``x`` → ``y``: the state comes in detached, the
-    gradient norm is clipped. Returns the window's mean loss (a device scalar) and the new state."""
+    gradient norm is clipped. Returns the window's mean loss (a device scalar) and the new state.
+    ``forward``: the module the forward pass goes through, if not ``model`` (DDP's wrapper, which
+    averages the gradients over the processes during ``backward``: clipping sees the global norm).
+    """
     hidden = detach(hidden)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out, hidden = model(x, hidden)
+        out, hidden = (forward or model)(x, hidden)
     dtype = torch.bfloat16 if bf16 else torch.float32
     loss = head(out.reshape(-1, out.shape[-1]), model.decoder, y.reshape(-1), dtype)
     optimizer.zero_grad(set_to_none=True)
@@ -217,6 +258,8 @@ class Run:
     bf16: bool
     identity: dict[str, Any]  # what every checkpoint records: model, config, vocabulary, extra
     diverged: float  # a mean loss above this means training diverged
+    group: Group = field(default_factory=Group)
+    forward: nn.Module | None = None  # the group's wrapper of ``model``, if any
     out_dir: Path | None = None
     callbacks: Callbacks = Callbacks()
     progress_every_s: float = 0.5
@@ -234,6 +277,10 @@ class Run:
         """When the time cap ends training (inf: no cap)."""
         cap = self.config.max_minutes * 60
         return self.origin + cap if cap else math.inf
+
+    def past_deadline(self) -> bool:
+        """Whether the time cap has run out, agreed by every process (they stop together)."""
+        return self.deadline < math.inf and self.group.any(time.monotonic() > self.deadline)
 
     def keep_best(self) -> None:
         self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -291,7 +338,9 @@ class _Tally:
         if not (report or log_now):
             return
         self._check()
-        ppl, tps = _ppl(self.loss_sum.item() / self.tokens), self.tokens / (now - self.start)
+        # This process's running loss; every process trains as many tokens.
+        ppl = _ppl(self.loss_sum.item() / self.tokens)
+        tps = self.tokens * run.group.size / (now - self.start)
         if on_progress is not None and report:
             self.last_report = now
             on_progress(self._progress(done, ppl, tps))
@@ -301,10 +350,15 @@ class _Tally:
             log.info(msg, self.epoch, done, self.windows, ppl, tps)
 
     def end(self) -> Trained:
-        loss_total = self.loss_sum.item()  # syncs the device, so the clock below is true
+        """The epoch's figures over every process's columns (equal slices: a global mean)."""
+        group = self.run.group
+        loss_total = group.total(self.loss_sum).item()  # syncs the device: the clock is true
         seconds = time.monotonic() - self.start
         self._check()
-        trained = Trained(_ppl(loss_total / self.tokens), self.tokens / seconds, seconds)
+        tokens = self.tokens * group.size
+        self.run.train_s += seconds
+        self.run.train_tokens += tokens
+        trained = Trained(_ppl(loss_total / tokens), tokens / seconds, seconds)
         if self.run.callbacks.on_progress is not None:
             figures = self._progress(self.windows, trained.train_ppl, trained.tokens_per_second)
             self.run.callbacks.on_progress(figures)
@@ -318,34 +372,32 @@ def run_epoch(run: Run, state: TrainState) -> Trained | None:
     for group in run.optimizer.param_groups:
         group["lr"] = state.lr
     run.model.train()
-    hidden = run.model.init_hidden(config.batch_size)
+    hidden = run.model.init_hidden(data.shape[1])
     tally = _Tally(run, state)
     rows, bptt = data.shape[0], config.bptt
     for done, i in enumerate(range(0, rows - 1, bptt), 1):
         # A model has at least one window and one validation behind it, whatever the budget.
-        if time.monotonic() > run.deadline and (tally.tokens or state.history):
+        if run.past_deadline() and (tally.tokens or state.history):
             run.stopped = "time"
             break
         seq = min(bptt, rows - 1 - i)
         x, y = data[i : i + seq], data[i + 1 : i + 1 + seq]
         loss, hidden = train_step(
-            run.model, run.optimizer, run.head, x, y, hidden, config.clip, run.bf16
+            run.model, run.optimizer, run.head, x, y, hidden, config.clip, run.bf16, run.forward
         )
         state.step += 1
         tally.add(state.step, loss, y.numel())
         tally.report(done)
-    if tally.tokens == 0:
-        return None
-    trained = tally.end()
-    run.train_s, run.train_tokens = run.train_s + trained.seconds, run.train_tokens + tally.tokens
-    return trained
+    return tally.end() if tally.tokens else None
 
 
 def end_epoch(run: Run, state: TrainState, trained: Trained, valid_stream: np.ndarray) -> bool:
     """Validate, keep the best weights, apply the learning-rate schedule and early stopping;
     whether validation improved."""
     config, epoch = run.config, state.epoch + 1
-    valid_loss = float(-score_stream(run.model, valid_stream, columns=config.eval_columns).mean())
+    valid_loss = run.group.first(
+        lambda: float(-score_stream(run.model, valid_stream, columns=config.eval_columns).mean())
+    )
     if not valid_loss <= run.diverged:
         raise _diverged(
             epoch, state.step, state.lr, "validation loss", valid_loss, run.good_checkpoint
@@ -376,21 +428,26 @@ def end_epoch(run: Run, state: TrainState, trained: Trained, valid_stream: np.nd
     return improved
 
 
+def _rng_state(cuda: bool) -> dict[str, torch.Tensor | None]:
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if cuda else None)
+
+
 def save(run: Run, state: TrainState, improved: bool) -> None:
-    """``last.pt`` after every epoch, and ``best.pt`` when validation improved."""
+    """``last.pt`` after every epoch, and ``best.pt`` when validation improved; written by rank 0,
+    with every rank's random generators when there are several (``rng["ranks"]``)."""
     if run.out_dir is None:
         return
     state.elapsed_s = time.monotonic() - run.origin
-    cuda = run.data.device.type == "cuda"
+    rng = run.group.gather(_rng_state(run.data.device.type == "cuda"))
+    if run.group.rank:
+        return
     checkpoint = (
         run.identity
         | asdict(state)
         | dict(
             weights=run.model.state_dict(),
             optimizer=run.optimizer.state_dict(),
-            rng=dict(
-                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state() if cuda else None
-            ),
+            rng=rng[0] | (dict(ranks=rng) if len(rng) > 1 else {}),
         )
     )
     save_checkpoint(checkpoint, run.out_dir / "last.pt")
@@ -405,9 +462,10 @@ def restore(run: Run, stored: dict[str, Any]) -> TrainState:
     device = run.data.device
     run.model.load_state_dict(stored["weights"])
     run.optimizer.load_state_dict(stored["optimizer"])
-    torch.set_rng_state(stored["rng"]["torch"].cpu())
-    if device.type == "cuda" and stored["rng"]["cuda"] is not None:
-        torch.cuda.set_rng_state(stored["rng"]["cuda"].cpu())
+    rng = stored["rng"]["ranks"][run.group.rank] if run.group.size > 1 else stored["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    if device.type == "cuda" and rng["cuda"] is not None:
+        torch.cuda.set_rng_state(rng["cuda"].cpu())
     folder = Path(run.out_dir or ".")  # where the checkpoint was read
     if (folder / "best.pt").exists():
         run.best = read_checkpoint(folder / "best.pt", device)["weights"]
@@ -433,7 +491,8 @@ def _resumable(
             f"{path}: trained on vocabulary {stored['vocab_digest']!r} ({stored['vocab_size']} "
             f"types); the data's is {vocab[0]!r} ({vocab[1]} types)"
         )
-    then = {"model": stored["model"], **stored["config"]}
+    # A setting the checkpoint predates is its default.
+    then = {"model": stored["model"], **asdict(TrainConfig(**stored["config"]))}
     now = {"model": model, **asdict(config)}
     changed = [k for k in now if k not in BUDGET_FIELDS and now[k] != then[k]]
     if changed:
@@ -474,18 +533,52 @@ def train(
     if resume:
         stored, config = _resumable(out_dir, model, config, (vocab_digest, vocab_size), device)
     _check_data(train_stream, config, vocab_size, "train")
-    _check_data(valid_stream, replace(config, bptt=1, batch_size=1), vocab_size, "valid")
-    run = _start(model, config, train_stream, device, vocab_size)
-    run.out_dir, run.callbacks, run.progress_every_s = out_dir, callbacks, progress_every_s
-    run.identity |= dict(vocab_digest=vocab_digest, vocab_size=vocab_size, extra=extra or {})
-    state = restore(run, stored) if stored else TrainState(lr=config.lr)
+    _check_data(valid_stream, replace(config, bptt=1, batch_size=1, nproc=1), vocab_size, "valid")
+    job = Job(
+        *(train_stream, valid_stream, vocab_size, model, config, out_dir, resume),
+        identity=dict(vocab_digest=vocab_digest, vocab_size=vocab_size, extra=extra or {}),
+        progress_every_s=progress_every_s,
+    )
+    if config.nproc > 1:
+        from seqlm.rnn.distributed import launch
+
+        return launch(job, callbacks)
+    return fit(job, stored, callbacks, device)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model's training as ``train`` checked it: what each of its processes runs."""
+
+    train_stream: np.ndarray
+    valid_stream: np.ndarray
+    vocab_size: int
+    model: str
+    config: TrainConfig
+    out_dir: Path | None
+    resume: bool
+    identity: dict[str, Any]  # the vocabulary and extra strings every checkpoint records
+    progress_every_s: float
+
+
+def fit(
+    job: Job,
+    stored: dict[str, Any] | None,
+    callbacks: Callbacks,
+    device: torch.device,
+    group: Group | None = None,
+) -> TrainResult:
+    """The training loop of one process (of ``group``), from ``stored`` when resuming."""
+    run = _start(job, device, group or Group())
+    run.callbacks = callbacks
+    state = restore(run, stored) if stored else TrainState(lr=job.config.lr)
     run.origin = run.started - state.elapsed_s
-    _log_start(run, len(train_stream))
-    while state.epoch < config.epochs and run.stopped == "epochs":
+    _log_start(run, len(job.train_stream))
+    while state.epoch < job.config.epochs and run.stopped == "epochs":
         trained = run_epoch(run, state)
         if trained is None:  # the time cap ran out before this epoch began
             break
-        improved = end_epoch(run, state, trained, valid_stream)
+        improved = end_epoch(run, state, trained, job.valid_stream)
         save(run, state, improved)
         _log_epoch(state.history[-1])
         if callbacks.on_epoch is not None:
@@ -493,22 +586,26 @@ def train(
     return _finish(run, state)
 
 
-def _start(
-    model: str, config: TrainConfig, train_stream: np.ndarray, device: torch.device, vocab_size: int
-) -> Run:
+def _start(job: Job, device: torch.device, group: Group) -> Run:
     """A freshly initialised network (seeded), its optimizer and the training columns."""
+    config = job.config
     if device.type == "cpu":
-        _prepare_cpu()
+        _prepare_cpu(group.size)
     torch.manual_seed(config.seed)
-    net = RNNLM(model, config, vocab_size).to(device)
+    net = RNNLM(job.model, config, job.vocab_size).to(device)
+    group.own_rng(config.seed)
     run = Run(
         model=net,
         config=config,
         optimizer=_make_optimizer(net, config),
-        data=batchify(train_stream, config.batch_size, device),
+        data=group.columns(batchify(job.train_stream, config.batch_size, device)),
         bf16=use_bf16(config.precision, device),
-        identity=dict(model=model, config=asdict(config)),
-        diverged=DIVERGED_FACTOR * math.log(vocab_size),
+        identity=dict(model=job.model, config=asdict(config)) | job.identity,
+        diverged=DIVERGED_FACTOR * math.log(job.vocab_size),
+        group=group,
+        forward=group.wrap(net),
+        out_dir=job.out_dir,
+        progress_every_s=job.progress_every_s,
     )
     run.keep_best()
     return run
