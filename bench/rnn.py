@@ -5,6 +5,7 @@ PyTorch word_language_model example's step, and PTB quality runs.
     python bench/rnn.py quality lstm-small --data ../shared/data/ptb [--out DIR]
     python bench/rnn.py encode --data ../shared/data/ptb --out ptb.npz   # streams for machines
     python bench/rnn.py quality lstm-medium --streams ptb.npz            #   without polars
+    python bench/rnn.py ddp [--preset lstm-small] [--tokens 100000] [--nproc 2] [--rounds 2]
 
 "Fraction of the limit" = training FLOPs per token (3 × the forward matmul FLOPs) × tokens/s ÷ the
 1024³ fp32 matmul rate measured in the same run. Rounds interleave ours, the peer and the probe;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -313,6 +315,49 @@ def quality(args: argparse.Namespace) -> None:
     )
 
 
+def ddp(args: argparse.Namespace) -> None:
+    """One epoch on the first ``--tokens`` of the train split, the same global batch in one
+    process with every core, in one process pinned to one core, and in ``--nproc`` processes
+    (DistributedDataParallel, cores / nproc threads each). tokens/s counts training alone;
+    wall_s is the whole call (for several processes: their start, rendezvous and validation)."""
+    streams, vocab_size = load_streams(args)
+    train_s = streams["train"][: args.tokens].astype(np.int32)
+    valid_s = streams["valid"][:5000].astype(np.int32)
+    model, preset = PRESETS[args.preset]
+    config = replace(preset, epochs=1, device="cpu", precision=args.precision)
+    cores = os.sched_getaffinity(0)
+    runs = {
+        f"1 process, {len(cores)} threads": (config, cores),
+        "1 process, 1 thread": (config, {min(cores)}),
+        f"{args.nproc} processes": (replace(config, nproc=args.nproc), cores),
+    }
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(args.rounds):
+        for name, (cfg, allowed) in runs.items():
+            os.sched_setaffinity(0, allowed)
+            start = time.monotonic()
+            result = train(train_s, valid_s, vocab_size, model, cfg)
+            wall = time.monotonic() - start
+            os.sched_setaffinity(0, cores)
+            figures = {
+                "tokens_per_second": result.tokens_per_second,
+                "wall_s": wall,
+                "train_ppl": result.history[-1]["train_ppl"],
+                "valid_ppl": result.history[-1]["valid_ppl"],
+            }
+            if figures["tokens_per_second"] > best.get(name, {}).get("tokens_per_second", 0):
+                best[name] = figures
+    print(f"{args.preset}, {len(train_s):,} tokens, batch {config.batch_size}, {args.precision}")
+    print(f"{'':>24} {'tokens/s':>9} {'wall s':>7} {'train ppl':>10} {'valid ppl':>10}")
+    for name, f in best.items():
+        print(
+            f"{name:>24} {f['tokens_per_second']:9,.0f} {f['wall_s']:7.1f} "
+            f"{f['train_ppl']:10.4f} {f['valid_ppl']:10.4f}"
+        )
+    if args.json:
+        print(json.dumps({"preset": args.preset, "tokens": len(train_s), "runs": best}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,7 +370,7 @@ def main() -> None:
     t.add_argument("--rounds", type=int, default=3)
     t.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     t.add_argument("--json", action="store_true")
-    for name in ("quality", "encode"):
+    for name in ("quality", "encode", "ddp"):
         q = sub.add_parser(name)
         q.add_argument(
             "--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/ptb")
@@ -343,8 +388,16 @@ def main() -> None:
     q.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     q.add_argument("--max-minutes", type=float)
     q.add_argument("--epochs", type=int)
+    d = sub.choices["ddp"]
+    d.add_argument("--preset", choices=PRESETS, default="lstm-small")
+    d.add_argument("--tokens", type=int, default=100_000)
+    d.add_argument("--nproc", type=int, default=2)
+    d.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32")
+    d.add_argument("--rounds", type=int, default=2)
+    d.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    {"throughput": throughput, "quality": quality, "encode": encode}[args.command](args)
+    commands = {"throughput": throughput, "quality": quality, "encode": encode, "ddp": ddp}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ line. Each test starts real processes through torch's elastic launcher (~2-4 s e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,11 +19,15 @@ import pytest
 import torch
 
 from flows.cli import main
-from seqlm.config import RnnConfig
+from seqlm import stages
+from seqlm.config import RnnConfig, load_config
 from seqlm.errors import SeqlmError
 from seqlm.rnn import load_model, read_checkpoint, train
 from seqlm.rnn.training import Callbacks
+from seqlm.store import Store
+from tests.helpers import prepare, write_lines
 from tests.test_rnn import SMALL, TINY, V, error_line, pattern_stream, toy_corpus
+from tests.test_stages import lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQLM = [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
@@ -61,6 +66,24 @@ def test_two_processes_learn_as_one(kind: str, tied: bool, tmp_path: Path) -> No
     assert stored["config"]["nproc"] == 2 and len(stored["rng"]["ranks"]) == 2
     saved, _ = load_model(tmp_path / "two" / "best.pt")
     assert all(torch.equal(saved.state_dict()[k], b[k]) for k in b)
+
+
+def test_the_pipeline_trains_in_two_processes(tmp_path: Path) -> None:
+    """rnn.nproc through the stage: the epochs reach the stage's callbacks; the model is keyed
+    apart from one process's (not the same bits), and one process's key is as it always was."""
+    settings = ["emsize=8", "nhid=8", "bptt=5", "batch_size=4", "rnn.epochs=2", "rnn.dropout=0"]
+    one = load_config(None, [*settings, "rnn.device=cpu", "precision=fp32", "min_count=1"])
+    two = replace(one, rnn=replace(one.rnn, nproc=2))
+    store = Store(tmp_path / "store")
+    data = prepare(store, write_lines(tmp_path / "c.txt", lines(80)), one)
+    seen: list[dict[str, float]] = []
+    alone = stages.rnn(store, data, "lstm", one.rnn)
+    split = stages.rnn(store, data, "lstm", two.rnn, Callbacks(on_epoch=seen.append))
+    assert [m["epoch"] for m in seen] == [1, 2] and alone.key != split.key
+    assert "nproc" not in stages.plan_rnn(data, "lstm", one.rnn).config
+    assert stages.plan_rnn(data, "lstm", two.rnn).config["nproc"] == 2
+    histories = [json.loads((a.path / stages.HISTORY_FILE).read_text()) for a in (alone, split)]
+    np.testing.assert_allclose(figures(histories[1]), figures(histories[0]), rtol=RTOL)
 
 
 def cli_train(data: Path, out: Path, *flags: str) -> list[str]:
