@@ -60,32 +60,37 @@ def partition_shard(tables: Path, vocab: Path, parts: int, out: Path) -> dict[st
     _check_parts(parts)
     if not table_file(tables, 1).is_file() or not (tables / VOCAB_FILE).is_file():
         raise SeqlmError(f"{tables}: no count tables (order1.parquet ... and {VOCAB_FILE})")
-    dtype = id_dtype(v.size)
     mapping = v.id_map(Vocabulary.load(tables / VOCAB_FILE))
-    mapping = mapping.astype(NUMPY_ID_TYPES[ID_TYPES.index(dtype)])
-    rows = {}
+    mapping = mapping.astype(NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(v.size))])
     with atomic_dir(Path(out)) as tmp:
-        for n in range(1, order_of(tables) + 1):
-            cols = word_columns(n)
-            schema = pl.DataFrame(schema={**dict.fromkeys(cols, dtype), COUNT: pl.UInt64})
-            (tmp / f"order{n}").mkdir()
-            with ExitStack() as stack:
-                writers = [
-                    stack.enter_context(
-                        pq.ParquetWriter(
-                            kn.table_part(tmp, n, p), schema.to_arrow().schema, compression="zstd"
-                        )
-                    )
-                    for p in range(parts)
-                ]
-                for batch in pq.ParquetFile(table_file(tables, n)).iter_batches(READ_BATCH):
-                    ids = {c: mapping[numpy_view(batch.column(c))] for c in cols}
-                    frame = pl.DataFrame(ids | {COUNT: numpy_view(batch.column(COUNT))})
-                    pieces = kn.split(frame, kn.hash_parts(frame, cols, parts), parts)
-                    for writer, piece in zip(writers, pieces, strict=True):
-                        writer.write_table(piece.to_arrow())
-            rows[f"order{n}"] = pq.ParquetFile(table_file(tables, n)).metadata.num_rows
-    return rows
+        return {
+            f"order{n}": _partition_order(tables, n, mapping, parts, tmp)
+            for n in range(1, order_of(tables) + 1)
+        }
+
+
+def _partition_order(tables: Path, n: int, mapping: np.ndarray, parts: int, out: Path) -> int:
+    """Order ``n`` of a shard's tables over the vocabulary's ids (``mapping`` of the shard's
+    ids), batch by batch into its parts; returns its rows."""
+    cols = word_columns(n)
+    dtype = ID_TYPES[NUMPY_ID_TYPES.index(mapping.dtype.type)]
+    schema = pl.DataFrame(schema={**dict.fromkeys(cols, dtype), COUNT: pl.UInt64}).to_arrow()
+    (out / f"order{n}").mkdir()
+    source = pq.ParquetFile(table_file(tables, n))
+    with ExitStack() as stack:
+        writers = [
+            stack.enter_context(
+                pq.ParquetWriter(kn.table_part(out, n, p), schema.schema, compression="zstd")
+            )
+            for p in range(parts)
+        ]
+        for batch in source.iter_batches(READ_BATCH, columns=[*cols, COUNT]):
+            ids = {c: mapping[numpy_view(batch.column(c))] for c in cols}
+            frame = pl.DataFrame(ids | {COUNT: numpy_view(batch.column(COUNT))})
+            pieces = kn.split(frame, kn.hash_parts(frame, cols, parts), parts)
+            for writer, piece in zip(writers, pieces, strict=True):
+                writer.write_table(piece.to_arrow())
+    return source.metadata.num_rows
 
 
 def merge_part(shards: Sequence[Path], part: int, out: Path) -> dict[str, int]:
@@ -129,7 +134,7 @@ def merge_partitioned(
     with atomic_dir(Path(out)) as tmp:
         done = mapper(merge_part, [([Path(s) for s in shards], p, tmp) for p in range(parts)])
         v.save(tmp / VOCAB_FILE)
-    return {name: sum(r[name] for r in done) for name in done[0]} if done else {}
+    return {name: sum(r[name] for r in done) for name in done[0]}
 
 
 # ---- estimating: the coordinator ----

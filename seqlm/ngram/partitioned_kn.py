@@ -155,7 +155,9 @@ class Unigrams:
         return p, log_p
 
 
-def unigrams(work: Path, order: int, part: int, parts: int, uni: Unigrams, bounds) -> dict:
+def unigrams(
+    work: Path, order: int, part: int, parts: int, uni: Unigrams, bounds: np.ndarray
+) -> dict:
     """Order 1's part: probabilities for the bigrams (by the unigram's part), log10 p to its
     range."""
     frame = gather(work / "adjusted1", part)
