@@ -128,11 +128,12 @@ def merge_partitioned(
     rows per order."""
     _check_parts(parts)
     v = _vocabulary(vocab)
+    shards = [Path(s).resolve() for s in shards]  # absolute: a worker's folder may differ
     for shard in shards:
-        if _parts(Path(shard)) != parts:
-            raise SeqlmError(f"{shard}: partitioned into {_parts(Path(shard))} parts, not {parts}")
-    with atomic_dir(Path(out)) as tmp:
-        done = mapper(merge_part, [([Path(s) for s in shards], p, tmp) for p in range(parts)])
+        if _parts(shard) != parts:
+            raise SeqlmError(f"{shard}: partitioned into {_parts(shard)} parts, not {parts}")
+    with atomic_dir(Path(out).resolve()) as tmp:
+        done = mapper(merge_part, [(shards, p, tmp) for p in range(parts)])
         v.save(tmp / VOCAB_FILE)
     return {name: sum(r[name] for r in done) for name in done[0]}
 
@@ -155,7 +156,7 @@ def estimate_partitioned(
     (``out``'s parent by default) removed at the end. Saves the model to ``out`` as
     :meth:`NgramModel.save` does the single-machine estimate (and its ARPA to ``arpa``); returns
     the model's info (discounts, counts-of-counts, sizes)."""
-    tables, out = Path(tables), Path(out)
+    tables, out = Path(tables).resolve(), Path(out).resolve()  # as a worker elsewhere sees them
     check_order(order)
     if not (tables / VOCAB_FILE).is_file():
         raise SeqlmError(f"{tables}: no merged count tables (no {VOCAB_FILE})")
