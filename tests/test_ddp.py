@@ -5,6 +5,7 @@ line. Each test starts real processes through torch's elastic launcher (~2-4 s e
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,8 @@ from seqlm import stages
 from seqlm.config import RnnConfig, load_config
 from seqlm.errors import SeqlmError
 from seqlm.rnn import load_model, read_checkpoint, train
-from seqlm.rnn.training import Callbacks
+from seqlm.rnn.distributed import launch
+from seqlm.rnn.training import Callbacks, Job
 from seqlm.store import Store
 from tests.helpers import prepare, write_lines
 from tests.test_rnn import SMALL, TINY, V, error_line, pattern_stream, toy_corpus
@@ -154,17 +157,41 @@ def test_a_failing_rank_is_one_line(tmp_path: Path) -> None:
     assert all(re.match(r"\d\d:\d\d:\d\d training lstm", line) for line in logged), done.stderr
 
 
+def _train_two(errors: Any) -> None:
+    try:
+        stream = pattern_stream(100)
+        train(stream, stream, V, "lstm", replace(TINY, batch_size=8, nproc=2))
+    except SeqlmError as e:
+        errors.put(str(e))
+
+
+def test_a_daemon_process_cannot_launch(tmp_path: Path) -> None:
+    """A daemon (as Dask's worker processes are) may not start processes: one clear line."""
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    daemon = context.Process(target=_train_two, args=(errors,), daemon=True)
+    daemon.start()
+    daemon.join(60)
+    assert errors.get(timeout=1).startswith("nproc 2: this process is a daemon")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_nccl_on_every_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One process per GPU under NCCL (launched directly, so that it runs on one GPU too)."""
     gpus = torch.cuda.device_count()
     train_s, valid_s = pattern_stream(400), pattern_stream(40, seed=1)
     config = replace(
         TINY, batch_size=4 * gpus, epochs=2, patience=0, optimizer="adamw", lr=0.01, device="cuda"
     )
     one = train(train_s, valid_s, V, "lstm", config, tmp_path / "one")
-    many = train(train_s, valid_s, V, "lstm", replace(config, nproc=gpus), tmp_path / "many")
-    assert many.device.startswith("cuda")
+    job = Job(
+        *(train_s, valid_s, V, "lstm", replace(config, nproc=gpus), tmp_path / "many", False),
+        identity=dict(vocab_digest="", vocab_size=V, extra={}),
+        progress_every_s=0.5,
+    )
+    many = launch(job, Callbacks())
+    assert many.device.startswith("cuda") and read_checkpoint(tmp_path / "many" / "last.pt")
     # cuDNN's kernels may differ with the batch's width: a looser bound than on the CPU.
     np.testing.assert_allclose(figures(many.history), figures(one.history), rtol=1e-3)
     data = toy_corpus(tmp_path / "corpus")

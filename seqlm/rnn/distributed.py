@@ -111,6 +111,12 @@ def launch(job: Job, callbacks: Callbacks) -> TrainResult:
 
     device = resolve_device(job.config.device)
     check_processes(job.config.nproc, device)
+    if multiprocessing.current_process().daemon:  # multiprocessing forbids it children
+        raise SeqlmError(
+            f"nproc {job.config.nproc}: this process is a daemon (a Dask worker's, say) and "
+            "cannot start the training processes; train here with nproc 1, or from a process "
+            "that is no daemon (Dask: distributed.worker.daemon = false)"
+        )
     events = multiprocessing.get_context("spawn").Queue()
     relay = _Relay(events, callbacks)
     relay.start()
@@ -218,6 +224,7 @@ def _rank_main(
     seqlm_log.propagate = False
     try:
         device = _rank_device(job.config.device, local)
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: no name lookup
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         callbacks = _reporting(events, wants) if rank == 0 else Callbacks()
         stored = read_checkpoint(job.out_dir / "last.pt", device) if job.resume else None
