@@ -612,10 +612,11 @@ def _start(job: Job, device: torch.device, group: Group) -> Run:
 
 
 def _log_start(run: Run, tokens: int) -> None:
-    c = run.config
+    c, n = run.config, run.group.size
     log.info(
-        "training %s %d×%d on %s (%s), %d tokens, %d windows of %d × %d per epoch",
+        "training %s %d×%d on %s (%s)%s, %d tokens, %d windows of %d × %d per epoch",
         *(run.model.kind, c.nlayers, c.nhid, run.data.device, "bf16" if run.bf16 else "fp32"),
+        f" in {n} processes of {c.batch_size // n} columns" if n > 1 else "",
         *(tokens, math.ceil((len(run.data) - 1) / c.bptt), c.bptt, c.batch_size),
     )
 
