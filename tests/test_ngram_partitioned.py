@@ -89,6 +89,10 @@ def assert_same_model(got: Path, expected: Path) -> None:
     for name in ("keys", "log10_prob", "log10_backoff"):
         for n, (x, y) in enumerate(zip(getattr(a, name), getattr(b, name), strict=True), 1):
             assert np.array_equal(x, y), f"order {n} {name}"
+    files = sorted(f.name for f in expected.iterdir())
+    assert sorted(f.name for f in got.iterdir()) == files
+    for name in files:  # model.json, order<n>.arrow, vocab.parquet: byte for byte
+        assert (got / name).read_bytes() == (expected / name).read_bytes(), name
     assert got.with_suffix(".arpa").read_bytes() == expected.with_suffix(".arpa").read_bytes()
 
 

@@ -163,7 +163,7 @@ def estimate_partitioned(
     if order > _orders(tables):
         raise SeqlmError(f"{tables}: counted up to order {_orders(tables)}, not {order}")
     vocab = Vocabulary.load(tables / VOCAB_FILE)
-    where = Path(scratch) if scratch is not None else out.parent
+    where = Path(scratch).resolve() if scratch is not None else out.parent
     where.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="seqlm-partitioned-", dir=where) as tmp:
         model = _estimate(
