@@ -155,6 +155,11 @@ def test_lower_order_than_counted_and_refusals(tmp_path):
         estimate_partitioned(folder, 4, out)
     with pytest.raises(SeqlmError, match="partitioned into 3 parts, not 2"):
         merge_partitioned([tmp_path / "shard0-3"], tmp_path / VOCAB_FILE, 2, tmp_path / "m")
+    cut = Vocabulary(Vocabulary.load(folders[0] / VOCAB_FILE).table.head(5))
+    cut.save(folders[0] / VOCAB_FILE)
+    with pytest.raises(SeqlmError, match=r"order1\.parquet: ids beyond the 5 types of the dic"):
+        partition_shard(folders[0], tmp_path / VOCAB_FILE, 2, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_other_processes_give_the_same_model(tmp_path):

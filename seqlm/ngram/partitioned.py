@@ -85,7 +85,13 @@ def _partition_order(tables: Path, n: int, mapping: np.ndarray, parts: int, out:
             for p in range(parts)
         ]
         for batch in source.iter_batches(READ_BATCH, columns=[*cols, COUNT]):
-            ids = {c: mapping[numpy_view(batch.column(c))] for c in cols}
+            words = [numpy_view(batch.column(c)) for c in cols]
+            if max(int(w.max(initial=0)) for w in words) >= len(mapping):
+                raise SeqlmError(
+                    f"{table_file(tables, n)}: ids beyond the {len(mapping)} types of the "
+                    f"dictionary beside it"
+                )
+            ids = {c: mapping[w] for c, w in zip(cols, words, strict=True)}
             frame = pl.DataFrame(ids | {COUNT: numpy_view(batch.column(COUNT))})
             pieces = kn.split(frame, kn.hash_parts(frame, cols, parts), parts)
             for writer, piece in zip(writers, pieces, strict=True):
