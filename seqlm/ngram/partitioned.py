@@ -6,7 +6,8 @@ Every heavy step is a round of calls of a module-level function through a ``Mapp
 process, other processes, Dask workers): arguments and results are small (paths, ints, small
 arrays), data passes through Parquet files. The coordinator reduces the small global pieces —
 the counts-of-counts and discounts, the unigrams' one context — and streams the finished ranges
-into the model's files.
+into the model's files, taking their log10s (the one operation whose rounding may differ between
+CPUs; the workers' arithmetic is IEEE's, the same everywhere).
 
 1. ``partition_shard``: one shard's tables over the vocabulary's ids, split by a hash of each
    n-gram into parts; ``merge_part``: part p of every shard summed and sorted.
@@ -41,6 +42,8 @@ from seqlm.vocab import BOS_ID, EOS_ID, VOCAB_FILE, Vocabulary
 T = TypeVar("T")
 Mapper = Callable[[Callable[..., T], Sequence[tuple[Any, ...]]], list[T]]
 READ_BATCH = 1 << 20  # rows of a shard's table remapped at a time
+MODEL_COLUMNS = ("key", "context", "word", "log10_prob", "log10_backoff")
+MODEL_DTYPES = (np.int64, np.int64, np.int64, np.float64, np.float64)
 
 
 def local_map(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
@@ -222,20 +225,29 @@ def _estimate(
         "counts_of_counts": coc[:, 1:].tolist(),
         "sizes": [int(r.sum()) for r in rows],
     }
-    return _assemble(work, vocab, order, parts, info)
+    return _assemble(work, vocab, order, bounds, info)
 
 
-def _assemble(work: Path, vocab: Vocabulary, order: int, parts: int, info: dict) -> NgramModel:
+def _assemble(
+    work: Path, vocab: Vocabulary, order: int, bounds: np.ndarray, info: dict
+) -> NgramModel:
     """The model over files that the ranges' arrays are appended to in turn (never all rows of an
     order in one process's memory), mapped."""
     (work / "model").mkdir()
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in kn.MODEL_COLUMNS}
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in MODEL_COLUMNS}
     for n in range(1, order + 1):
-        for name in kn.MODEL_COLUMNS:
-            dtype = np.dtype(np.float64 if name.startswith("log10") else np.int64)
-            spilled = Spilled(work / "model" / f"{name}{n}", dtype)
-            for i in range(parts):
-                spilled.append(np.load(work / "layout" / f"{name}{n}-{i}.npy"))
+        files = [
+            Spilled(work / "model" / f"{name}{n}", np.dtype(dtype))
+            for name, dtype in zip(MODEL_COLUMNS, MODEL_DTYPES, strict=True)
+        ]
+        for i in range(len(bounds) - 1):
+            layout = {c: np.load(work / "layout" / f"{c}{n}-{i}.npy") for c in kn.LAYOUT_COLUMNS}
+            bos = BOS_ID - int(bounds[i]) if n == 1 and bounds[i] <= BOS_ID < bounds[i + 1] else -1
+            log_p, backoff = _log10s(layout["prob"], layout["gamma"], bos)
+            values = (layout["key"], layout["context"], layout["word"], log_p, backoff)
+            for spilled, column in zip(files, values, strict=True):
+                spilled.append(column)
+        for name, spilled in zip(MODEL_COLUMNS, files, strict=True):
             columns[name].append(spilled.mapped())
     return NgramModel(
         vocab=vocab,
@@ -246,6 +258,21 @@ def _assemble(work: Path, vocab: Vocabulary, order: int, parts: int, info: dict)
         info=info,
         stored_keys=columns["key"],
     )
+
+
+def _log10s(prob: np.ndarray, gamma: np.ndarray, bos: int) -> tuple[np.ndarray, np.ndarray]:
+    """log10 p and log10 back-off (0 where γ is NaN: no context) of rows of a range, taken here,
+    in one process, as the single-machine estimate takes them: NumPy's log10 may round otherwise
+    on a worker with other SIMD instructions. Row ``bos`` (if ≥ 0) is the unigram ``<s>``,
+    never predicted: log10 p 0, as lmplz writes it."""
+    present = ~np.isnan(gamma)
+    backoff = np.zeros(len(gamma))
+    with np.errstate(divide="ignore"):
+        log_p = np.log10(prob)
+        backoff[present] = np.log10(gamma[present])
+    if bos >= 0:
+        log_p[bos] = 0.0
+    return log_p, backoff
 
 
 def _ranges(vocab: Vocabulary, parts: int) -> np.ndarray:

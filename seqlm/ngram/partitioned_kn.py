@@ -7,8 +7,10 @@ its context (its Σa, N1, N2, N3+ and γ are then local), an order's probabiliti
 the n-gram (where the order above, partitioned by suffix, joins them). Finished rows go to ranges
 of first-word ids, whose sorted concatenation is the model's row order.
 
-Every float is computed with :func:`seqlm.ngram.kneser_ney._interpolate`'s operations on the same
-integer sums, so the model equals the single-machine one bit for bit.
+Every p and γ is computed with :func:`seqlm.ngram.kneser_ney._interpolate`'s operations on the
+same integer sums (IEEE arithmetic, the same on every machine), so the model equals the
+single-machine one bit for bit; their log10, whose SIMD code differs between CPUs, is left to the
+coordinator.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from seqlm.ngram.kneser_ney import _interpolate
 from seqlm.vocab import BOS_ID, UNK_ID
 
 SCRATCH_COMPRESSION = "lz4"  # shuffle files are read once, soon after
-MODEL_COLUMNS = ("key", "context", "word", "log10_prob", "log10_backoff")
+# Per order and range: the model's rows, p and γ (NaN where the n-gram is no context).
+LAYOUT_COLUMNS = ("key", "context", "word", "prob", "gamma")
 
 
 # ---- where rows go: a hash of their words, or a range of first-word ids ----
@@ -145,28 +148,22 @@ class Unigrams:
         gamma = mass / float(total) if total > 0 else -1.0
         return cls(d, float(total), float(gamma), 1.0 / uniform_size)
 
-    def log10_prob(self, a: np.ndarray, w1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """p and log10 p of unigrams of adjusted counts ``a`` (log10 p of ``<s>``: 0, as
-        lmplz writes it)."""
+    def prob(self, a: np.ndarray) -> np.ndarray:
+        """p of unigrams of adjusted counts ``a``."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            p = (a - self.d[np.minimum(a, 3)]) / self.total + self.gamma * self.uniform
-            log_p = np.log10(p)
-        log_p[w1 == BOS_ID] = 0.0
-        return p, log_p
+            return (a - self.d[np.minimum(a, 3)]) / self.total + self.gamma * self.uniform
 
 
 def unigrams(
     work: Path, order: int, part: int, parts: int, uni: Unigrams, bounds: np.ndarray
 ) -> dict:
-    """Order 1's part: probabilities for the bigrams (by the unigram's part), log10 p to its
-    range."""
+    """Order 1's part: probabilities, for the bigrams (by the unigram's part) and the model (by
+    range)."""
     frame = gather(work / "adjusted1", part)
-    p, log_p = uni.log10_prob(frame["a"].to_numpy(), frame["w1"].to_numpy())
+    probs = frame.select("w1", pl.Series("prob", uni.prob(frame["a"].to_numpy())))
     if order > 1:
-        probs = frame.select("w1", pl.Series("p", p))
         scatter(probs, hash_parts(probs, ["w1"], parts), parts, work / "prob1", part)
-    final = frame.select("w1", pl.Series("log10_prob", log_p))
-    scatter(final, range_parts(final, bounds), parts, work / "final1", part)
+    scatter(probs, range_parts(probs, bounds), parts, work / "final1", part)
     return {"read": {1: frame.height}}
 
 
@@ -177,7 +174,7 @@ def lower(work: Path, n: int, part: int, parts: int) -> dict:
     rows = gather(work / f"adjusted{n}", part)
     probs = gather(work / f"prob{n - 1}", part)
     probs = probs.rename(dict(zip(word_columns(n - 1), cols[1:], strict=True)))
-    rows = rows.join(probs.rename({"p": "lower"}), on=cols[1:], how="left")
+    rows = rows.join(probs.rename({"prob": "lower"}), on=cols[1:], how="left")
     if rows["lower"].null_count():
         raise SeqlmError(f"inconsistent count tables: {n}-grams whose suffix is not counted")
     scatter(rows, hash_parts(rows, cols[:-1], parts), parts, work / f"context{n}", part)
@@ -189,7 +186,7 @@ def interpolate(
 ) -> dict:
     """Order ``n``'s part by context: each context's γ (the back-off of the (n−1)-gram it is) and
     each n-gram's p, by :func:`kneser_ney._interpolate` itself; probabilities go to the n-gram's
-    part for the order above, log10 p and back-offs to their ranges. Returns rows per range."""
+    part for the order above and with the γs to their ranges. Returns rows per range."""
     cols = word_columns(n)
     rows = gather(work / f"context{n}", part).sort(cols)
     starts = _starts(rows, cols[:-1])
@@ -198,18 +195,15 @@ def interpolate(
         gamma, p = _interpolate(rows["a"].to_numpy(), context, None, d, rows["lower"].to_numpy())
     else:
         gamma, p = np.zeros(0), np.zeros(0)
-    present = gamma >= 0
-    with np.errstate(divide="ignore"):
-        log_p, backoff = np.log10(p), np.log10(gamma[present])
+    present = gamma >= 0  # where Σa > 0: as the single-machine estimate, no back-off otherwise
     contexts = rows.filter(pl.Series(starts)).select(cols[:-1]).filter(pl.Series(present))
-    contexts = contexts.with_columns(pl.Series("log10_backoff", backoff))
+    contexts = contexts.with_columns(pl.Series("gamma", gamma[present]))
     scatter(contexts, range_parts(contexts, bounds), parts, work / f"backoff{n - 1}", part)
+    probs = rows.select(*cols, pl.Series("prob", p))
     if n < order:
-        probs = rows.select(*cols, pl.Series("p", p))
         scatter(probs, hash_parts(probs, cols, parts), parts, work / f"prob{n}", part)
-    final = rows.select(*cols, pl.Series("log10_prob", log_p))
-    ranges = range_parts(final, bounds)
-    scatter(final, ranges, parts, work / f"final{n}", part)
+    ranges = range_parts(probs, bounds)
+    scatter(probs, ranges, parts, work / f"final{n}", part)
     return {"read": {n: rows.height}, "ranges": np.bincount(ranges, minlength=parts)}
 
 
@@ -230,15 +224,15 @@ def layout(
     work: Path, order: int, i: int, bounds: np.ndarray, offsets: list[int], uni: Unigrams
 ) -> dict:
     """Range ``i``'s rows of every order sorted by words, with their global context rows (the
-    ranges before it hold ``offsets[n − 1]`` rows of order n): the model's arrays, as ``.npy``
-    files of range i. Order 1 is dense over the range's ids, as the single-machine model's."""
+    ranges before it hold ``offsets[n − 1]`` rows of order n), p and γ: ``.npy`` files of range
+    i. Order 1 is dense over the range's ids, as the single-machine model's."""
     first, size = int(bounds[i]), int(bounds[-1])
     ids = np.arange(first, bounds[i + 1])
     found = gather(work / "final1", i)
-    _, log_p = uni.log10_prob(np.zeros(len(ids), dtype=np.int64), ids)  # unlisted words
-    log_p[found["w1"].to_numpy().astype(np.int64) - first] = found["log10_prob"].to_numpy()
+    p = uni.prob(np.zeros(len(ids), dtype=np.int64))  # unlisted words
+    p[found["w1"].to_numpy().astype(np.int64) - first] = found["prob"].to_numpy()
     rows = pl.DataFrame(
-        [pl.Series("w1", ids).cast(found.schema["w1"]), pl.Series("log10_prob", log_p)]
+        [pl.Series("w1", ids).cast(found.schema["w1"]), pl.Series("prob", p)]
     ).with_columns(context=pl.lit(0, pl.Int64))
     read = {1: found.height}
     for n in range(1, order + 1):
@@ -257,16 +251,16 @@ def layout(
             backoffs = gather(work / f"backoff{n}", i)
             rows = rows.join(backoffs, on=cols, how="left", maintain_order="left")
         else:  # the top order is never a context
-            rows = rows.with_columns(log10_backoff=pl.lit(None, pl.Float64))
+            rows = rows.with_columns(gamma=pl.lit(None, pl.Float64))
         context = rows["context"].to_numpy()
         word = rows[cols[-1]].to_numpy().astype(np.int64)
         columns = {
             "key": context * size + word,
             "context": context,
             "word": word,
-            "log10_prob": rows["log10_prob"].to_numpy(),
-            "log10_backoff": rows["log10_backoff"].fill_null(0.0).to_numpy(),
+            "prob": rows["prob"].to_numpy(),
+            "gamma": rows["gamma"].fill_null(np.nan).to_numpy(),
         }
-        for name in MODEL_COLUMNS:
+        for name in LAYOUT_COLUMNS:
             np.save(work / "layout" / f"{name}{n}-{i}.npy", columns[name])
     return {"read": read}
