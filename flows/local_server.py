@@ -44,7 +44,9 @@ def prefect_api(warm_up: Callable[[], object] = lambda: None) -> Iterator[None]:
     from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
 
-    if get_current_settings().api.url is not None:
+    configured = get_current_settings().api.url
+    if configured is not None:
+        check_api(configured)
         warm_up()
         yield
         return
@@ -60,6 +62,20 @@ def prefect_api(warm_up: Callable[[], object] = lambda: None) -> Iterator[None]:
             _drain_workers()
             del os.environ["PREFECT_API_URL"]
             refresh_global_settings_context()
+
+
+def check_api(url: str) -> None:
+    """One line naming a Prefect API that does not answer (Prefect's client would fail later,
+    with a traceback)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5):
+            pass
+    except (ValueError, OSError) as e:  # a malformed URL; URLError is an OSError
+        reason = getattr(e, "reason", None) or e
+        raise SeqlmError(
+            f"the Prefect server at {url} is not answering ({reason}); start one with "
+            "`prefect server start --host 127.0.0.1` or set PREFECT_API_URL"
+        ) from None
 
 
 @contextmanager

@@ -15,11 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from flows.local_server import check_api
 from flows.settings import apply_defaults
 from seqlm.corpus import DEFAULT_CORPUS
-from seqlm.errors import SeqlmError
 
 NIGHTLY = "0 3 * * *"
 LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
@@ -50,13 +48,7 @@ def deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> list[Any]:
 def check_server() -> str:
     """The Prefect API URL, once it answers; a clear error naming it otherwise."""
     url = os.environ.get("PREFECT_API_URL", "")
-    try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as e:
-        raise SeqlmError(
-            f"the Prefect server at {url} is not answering ({type(e).__name__}); start one with "
-            "`prefect server start --host 127.0.0.1` or set PREFECT_API_URL"
-        ) from None
+    check_api(url)
     return url
 
 
@@ -74,6 +66,9 @@ def serve_deployments(
 
     if roots:
         os.environ[ROOTS_ENV] = os.pathsep.join(str(Path(root).resolve()) for root in roots)
+    from tasks.tracking import check_reachable, tracking_uri
+
     check_inside_roots(Path(corpus), corpus_roots())
     check_server()
+    check_reachable(tracking_uri())  # else every run would fail on it
     serve(*deployments(corpus, cron))

@@ -19,16 +19,21 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import mlflow
+import sqlalchemy
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from sqlalchemy.pool import NullPool
 
 from seqlm.config import PipelineConfig, RnnConfig
-from seqlm.errors import SeqlmError
+from seqlm.errors import SeqlmError, first_line
 from seqlm.files import file_lock
 from seqlm.pipeline import progress_bar
 from seqlm.report import ModelResult, row_name
@@ -65,6 +70,7 @@ class Tracker:
         self.experiment = experiment
         if uri.startswith("sqlite:///"):
             _check_writable(Path(uri.removeprefix("sqlite:///")).parent, uri)
+        check_reachable(uri)
         mlflow.set_tracking_uri(uri)
         try:
             # The first client of a new sqlite store creates its tables, and MLflow's tracking
@@ -73,7 +79,8 @@ class Tracker:
                 self.client = MlflowClient(uri)
                 self.experiment_id = self._experiment(experiment)
         except Exception as e:  # the store's own error types vary with the backend
-            raise SeqlmError(f"MLflow store {uri}: cannot be used ({e})") from None
+            reason = first_line(e)
+            raise SeqlmError(f"MLflow store {shown(uri)}: cannot be used ({reason})") from None
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, created or tagged as model development."""
@@ -302,6 +309,35 @@ def _sqlite_init_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def shown(uri: str) -> str:
+    """The URI as a message shows it: a password in it hidden."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+def check_reachable(uri: str) -> None:
+    """One quick try at a tracking server or a database (not SQLite), so that one that is down or
+    refuses the login fails at once, in one line: MLflow's own clients retry a refused connection
+    for minutes."""
+    scheme = urlsplit(uri).scheme
+    try:
+        if scheme in ("http", "https"):
+            httpx.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        elif scheme.split("+")[0] in DATABASE_ENGINES and scheme != "sqlite":
+            engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+    except Exception as e:  # each driver has error types of its own
+        # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; the project installs psycopg2.
+        hint = "; postgresql+psycopg2:// names its driver" if isinstance(e, ImportError) else ""
+        reason = first_line(e)
+        raise SeqlmError(f"MLflow store {shown(uri)}: not reachable ({reason}){hint}") from None
+
+
 def _check_writable(folder: Path, uri: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -378,6 +414,7 @@ def recent_pipelines(experiment: str, last: int) -> list[dict[str, Any]]:
     perplexity in ladder order (from the run's ``test_ppl/<model>`` metrics) and the settings
     that differ between the runs listed."""
     uri = tracking_uri()
+    check_reachable(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
