@@ -18,10 +18,11 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.cli import error_line
+from flows.executor import partitions, task_runner
 from flows.guard import guard_deployment_run
 from flows.params import PipelineSettings, override
 from seqlm.config import PipelineConfig
-from seqlm.corpus import DEFAULT_CORPUS
+from seqlm.corpus import DEFAULT_CORPUS, Source
 from seqlm.errors import SeqlmError
 from seqlm.pipeline import compare, corpus_sources, evaluate, fit, mix, prepare
 from seqlm.report import ModelResult
@@ -70,9 +71,23 @@ def corpus_to_model(
     """
     cfg = checked_config(corpus, config, orders, recurrent_models, max_minutes)
     sources = corpus_sources(corpus, cfg)
-    runner = PrefectRunner(Store(cfg.run.check_store()))  # fails before any work if unwritable
+    store = Store(cfg.run.check_store())  # fails before any work if unwritable
     tracker = Tracker(cfg.run.experiment)  # likewise for MLflow
     tracker.end_abandoned_runs()  # runs of killed processes, left RUNNING
+    # run.executor: the tasks on a Dask cluster (whose scheduler must answer) or in threads.
+    with task_runner(cfg.run) as dask:
+        runner = PrefectRunner(store, dask, partitions(dask))
+        return ladder(runner, tracker, corpus, sources, cfg)
+
+
+def ladder(
+    runner: PrefectRunner,
+    tracker: Tracker,
+    corpus: str,
+    sources: Sequence[Source],
+    cfg: PipelineConfig,
+) -> dict[str, Any]:
+    """Every stage of the pipeline through ``runner``, tracked in MLflow: the flow's result."""
     # Prepare, per tokenization: each file's shards; the train split's vocabulary and counts.
     datasets = [prepare(runner, sources, one) for one in cfg.tokenizations()]
     with pipeline_run(tracker, corpus, cfg, datasets) as parent:  # FAILED if the block raises

@@ -8,12 +8,14 @@ nothing a run reads back is a pickle.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import TaskRunner
+from prefect.utilities.callables import get_call_parameters
 
 from seqlm.stages import STAGES, Stage
 from seqlm.store import Artifact, Store
@@ -33,18 +35,47 @@ def stage_task(stage: Stage) -> Task:
 
 
 TASKS = {name: stage_task(stage) for name, stage in STAGES.items()}
+T = TypeVar("T")
+
+
+def _call_name(parameters: dict[str, Any]) -> str:  # ``merge_part``
+    return parameters["fn"].__name__
+
+
+@task(name="call", task_run_name=_call_name, cache_policy=NO_CACHE)
+def call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """One call of a coordinating stage's round (``fn(*args)``), wherever the task runs."""
+    return fn(*args)
 
 
 @dataclass(frozen=True)
 class PrefectRunner:
     """The pipeline's stages as tasks of the current flow run; ``map`` submits one task run per
-    item, which run side by side under the flow's task runner."""
+    item, which run side by side under ``task_runner`` (a Dask cluster's) or else the flow's.
+    ``parts``: the hash parts of the partitioned n-gram stages (0: one task per stage)."""
 
     store: Store
+    task_runner: TaskRunner | None = None
+    parts: int = 0
 
     def __call__(self, stage: Stage, *args: Any) -> Artifact:
         return TASKS[stage.name](self.store, *args)
 
     def map(self, stage: Stage, items: Sequence[Any], *args: Any) -> list[Artifact]:
-        futures = TASKS[stage.name].map(self.store, items, *(unmapped(a) for a in args))
-        return futures.result()
+        return self._map(TASKS[stage.name], self.store, items, *(unmapped(a) for a in args))
+
+    def mapper(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
+        """``fn(*args)`` for each call, each a task run (on a worker of the cluster)."""
+        return self._map(call, unmapped(fn), [tuple(c) for c in calls])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Prefect ships a task's parameters with every task submitted from it: a coordinating
+        # stage's (this runner's ``mapper``) go to each call's worker, which never uses them; the
+        # task runner (a client of the cluster) stays in this process.
+        return PrefectRunner, (self.store, None, self.parts)
+
+    def _map(self, mapped: Task, *args: Any) -> list[Any]:
+        if self.task_runner is None:
+            return mapped.map(*args).result()
+        parameters = get_call_parameters(mapped.fn, args, {}, apply_defaults=False)
+        return self.task_runner.map(mapped, parameters).result()
