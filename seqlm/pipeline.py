@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import polars as pl
 
-from seqlm.config import PipelineConfig, load_config
+from seqlm.config import NgramConfig, PipelineConfig, load_config
 from seqlm.corpus import Source, discover, require_symbols
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity
 from seqlm.lm import LanguageModel
+from seqlm.ngram.partitioned import local_map
 from seqlm.progress import ProgressBar
 from seqlm.samples import sample_lines
 from seqlm.scoring import Splitter, splitter
@@ -31,6 +32,9 @@ from seqlm.stages import (
     INTERPOLATE,
     LOADERS,
     NGRAM,
+    NGRAM_PARTS,
+    PARTITION,
+    PARTS_MERGED,
     RNN,
     TABLES,
     TYPES,
@@ -52,8 +56,14 @@ from seqlm.vocab import Vocabulary
 if TYPE_CHECKING:
     from seqlm.rnn.training import Callbacks
 
+T = TypeVar("T")
+
 
 class Runner(Protocol):
+    # Hash parts of the n-gram stages on a cluster (merging, Kneser-Ney estimation), each part a
+    # call of ``mapper``; 0: each of those stages is one task.
+    parts: int
+
     def __call__(self, stage: Stage, *args: Any) -> Artifact:
         """The stage's artifact for these inputs: found in the store or built."""
         ...
@@ -62,18 +72,28 @@ class Runner(Protocol):
         """The stage over each item (its first input), with the same other inputs."""
         ...
 
+    def mapper(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
+        """``fn(*args)`` for each call, anywhere (a worker of the cluster): the results in
+        order."""
+        ...
+
 
 @dataclass(frozen=True)
 class Local:
-    """Every stage in this process, one after another."""
+    """Every stage in this process, one after another (``parts``: the n-gram stages in that many
+    parts, as on a cluster)."""
 
     store: Store
+    parts: int = 0
 
     def __call__(self, stage: Stage, *args: Any) -> Artifact:
         return stage.run(self.store, *args)
 
     def map(self, stage: Stage, items: Sequence[Any], *args: Any) -> list[Artifact]:
         return [self(stage, item, *args) for item in items]
+
+    def mapper(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
+        return local_map(fn, calls)
 
 
 def corpus_sources(corpus: str | Path, config: PipelineConfig) -> list[Source]:
@@ -98,10 +118,15 @@ def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -
     vocabulary = runner(VOCAB, runner.map(TYPES, train), config.vocab)
     cut = None
     if config.ngram.orders:
-        # Counted and merged over the shards' own types; the vocabulary's cut-offs come last.
         counted = runner.map(COUNTS, train, max(config.ngram.orders), config.ngram.memory)
-        merged = runner(TABLES, counted)
-        cut = runner(CUTOFF, merged, vocabulary)
+        if runner.parts and config.ngram.smoothing == "kn":
+            # On a cluster: each shard's counts over the vocabulary's ids in hash parts, each
+            # part summed by one call (Kneser-Ney is estimated in the same parts).
+            split = runner.map(PARTITION, counted, vocabulary, runner.parts)
+            cut = runner(PARTS_MERGED, split, vocabulary, runner.mapper)
+        else:
+            # Merged over the shards' own types; the vocabulary's cut-offs come last.
+            cut = runner(CUTOFF, runner(TABLES, counted), vocabulary)
     return Prepared(tuple(shards), vocabulary, cut)
 
 
@@ -122,9 +147,16 @@ def fit(
     """The ladder, cheapest first: the unigram, one n-gram model per order, then each recurrent
     model (``callbacks(model)`` follow its training)."""
     models = [runner(UNIGRAM, data.vocab, config.unigram)]
-    models += [runner(NGRAM, data.tables, n, config.ngram) for n in config.ngram.orders]
+    models += [ngram_model(runner, data.tables, n, config.ngram) for n in config.ngram.orders]
     models += [runner(RNN, data, m, config.rnn, callbacks(m)) for m in config.rnn.models]
     return models
+
+
+def ngram_model(runner: Runner, tables: Artifact, order: int, config: NgramConfig) -> Artifact:
+    """An n-gram model of one order: estimated in parts from partitioned tables, else one task."""
+    if tables.stage == PARTS_MERGED.name:
+        return runner(NGRAM_PARTS, tables, order, config, runner.mapper)
+    return runner(NGRAM, tables, order, config)
 
 
 def evaluate(runner: Runner, data: Prepared, models: Iterable[Artifact]) -> list[Scored]:
