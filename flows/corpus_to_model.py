@@ -7,20 +7,23 @@ MLflow gets one parent run per pipeline run and one child run per model.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
 from flows.cli import error_line
 from flows.executor import partitions, task_runner
 from flows.guard import guard_deployment_run
 from flows.params import PipelineSettings, override
+from flows.serve import SERVICE_RUN_ENV
 from seqlm.config import PipelineConfig
 from seqlm.corpus import DEFAULT_CORPUS, Source
 from seqlm.errors import SeqlmError
@@ -117,6 +120,8 @@ def checked_config(
     deployment's run kept to its corpus roots, its run section unchanged)."""
     values = settings.model_dump()
     guard_deployment_run(corpus, values)
+    if deployment.id and SERVICE_RUN_ENV in os.environ:  # the serving command's run section
+        values["run"] = json.loads(os.environ[SERVICE_RUN_ENV])
     # Prefect attaches its run-log handler to the seqlm loggers (PREFECT_LOGGING_EXTRA_LOGGERS)
     # but leaves their level unset: WARNING in a served run. The seqlm command sets its own.
     if logging.getLogger("seqlm").level == logging.NOTSET:

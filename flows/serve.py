@@ -3,24 +3,31 @@
 Two deployments: ``on-demand`` (no schedule; started with ``prefect deployment run``) and
 ``nightly`` (retrains on a cron schedule). Both need a Prefect server at ``PREFECT_API_URL``.
 Their runs read corpora only under the corpus roots (``flows.guard``), which the runs started by
-this process inherit through ``SEQLM_CORPUS_ROOTS``, and the project's environment defaults.
+this process inherit through ``SEQLM_CORPUS_ROOTS``, and the project's environment defaults;
+their run section (store, experiment, executor: ``seqlm serve --set run.KEY=VALUE``) is this
+process's, which they inherit through ``SEQLM_SERVICE_RUN``.
 ``serve_deployments`` is the served process's entry point: Prefect is imported there, once those
 defaults are in the environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from flows.local_server import check_api
 from flows.settings import apply_defaults
+from seqlm.config import PipelineConfig, RunConfig, load_config
 from seqlm.corpus import DEFAULT_CORPUS
+from seqlm.errors import SeqlmError
 
 NIGHTLY = "0 3 * * *"
 LOCAL_PREFECT_API = "http://127.0.0.1:4200/api"  # what `prefect server start` opens
+SERVICE_RUN_ENV = "SEQLM_SERVICE_RUN"  # the serving command's run section, as JSON
 
 
 def deployments(corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY) -> list[Any]:
@@ -52,13 +59,28 @@ def check_server() -> str:
     return url
 
 
+def service_run(settings: Sequence[str]) -> RunConfig:
+    """The deployments' run section: the defaults, then ``run.KEY=VALUE`` settings (nothing
+    else: a run chooses its model settings itself)."""
+    config = load_config(None, settings)
+    if config != replace(PipelineConfig(), run=config.run):
+        raise SeqlmError(f"--set: seqlm serve takes run settings only, not {list(settings)}")
+    return config.run
+
+
 def serve_deployments(
-    corpus: str = DEFAULT_CORPUS, cron: str = NIGHTLY, roots: Sequence[str] = ()
+    corpus: str = DEFAULT_CORPUS,
+    cron: str = NIGHTLY,
+    roots: Sequence[str] = (),
+    settings: Sequence[str] = (),
 ) -> None:
     """Serve both deployments; ``roots`` (else ``SEQLM_CORPUS_ROOTS``, else the working
-    directory) are the folders their runs may read a corpus from, the default ``corpus`` too."""
+    directory) are the folders their runs may read a corpus from, the default ``corpus`` too;
+    ``settings`` (``run.KEY=VALUE``) set their run section: store, experiment, executor."""
+    run = service_run(settings)
     # Prefect reads its settings (the API URL too) once, when imported: the defaults go in first.
     apply_defaults()
+    os.environ[SERVICE_RUN_ENV] = json.dumps(asdict(run))  # the runs' processes inherit it
     os.environ.setdefault("PREFECT_API_URL", LOCAL_PREFECT_API)
     from prefect import serve
 
