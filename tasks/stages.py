@@ -10,15 +10,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import TaskRunner
 from prefect.utilities.callables import get_call_parameters
 
+from seqlm.ngram.partitioned import local_map
 from seqlm.stages import STAGES, Stage
 from seqlm.store import Artifact, Store
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 
 def stage_task(stage: Stage) -> Task:
@@ -38,16 +41,6 @@ TASKS = {name: stage_task(stage) for name, stage in STAGES.items()}
 T = TypeVar("T")
 
 
-def _call_name(parameters: dict[str, Any]) -> str:  # ``merge_part``
-    return parameters["fn"].__name__
-
-
-@task(name="call", task_run_name=_call_name, cache_policy=NO_CACHE)
-def call(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """One call of a coordinating stage's round (``fn(*args)``), wherever the task runs."""
-    return fn(*args)
-
-
 @dataclass(frozen=True)
 class PrefectRunner:
     """The pipeline's stages as tasks of the current flow run; ``map`` submits one task run per
@@ -55,7 +48,7 @@ class PrefectRunner:
     ``parts``: the hash parts of the partitioned n-gram stages (0: one task per stage)."""
 
     store: Store
-    task_runner: TaskRunner | None = None
+    task_runner: DaskTaskRunner | None = None
     parts: int = 0
 
     def __call__(self, stage: Stage, *args: Any) -> Artifact:
@@ -65,14 +58,13 @@ class PrefectRunner:
         return self._map(TASKS[stage.name], self.store, items, *(unmapped(a) for a in args))
 
     def mapper(self, fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
-        """``fn(*args)`` for each call, each a task run (on a worker of the cluster)."""
-        return self._map(call, unmapped(fn), [tuple(c) for c in calls])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Prefect ships a task's parameters with every task submitted from it: a coordinating
-        # stage's (this runner's ``mapper``) go to each call's worker, which never uses them; the
-        # task runner (a client of the cluster) stays in this process.
-        return PrefectRunner, (self.store, None, self.parts)
+        """``fn(*args)`` for each call on the cluster's workers, through its client: the calls
+        are the coordinating stage's task run's work (a task run each would cost ~0.4 s of
+        Prefect's bookkeeping per call, more than most calls take). Without a cluster, here."""
+        if self.task_runner is None or not calls:
+            return local_map(fn, calls)
+        client = self.task_runner.client
+        return client.gather(client.map(fn, *zip(*calls, strict=True), pure=False))
 
     def _map(self, mapped: Task, *args: Any) -> list[Any]:
         if self.task_runner is None:

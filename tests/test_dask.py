@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow  # each test runs the flow, two of them on a clust
 
 SHARDS = 10
 ORDER = 5
-STAGES = {"ingest", "types", "counts", "partition", "call"}  # run as tasks on the workers
+# Run on the workers: stages as task runs, the partitioned merge's and estimate's calls.
+ON_WORKERS = {"ingest", "types", "counts", "partition", "merge_part", "adjust", "interpolate"}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_the_cluster_builds_what_the_local_executor_builds(local, corpus, cluste
 
     assert figures(result["comparison"]) == figures(local[1])
     seen = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
-    assert seen >= STAGES  # ingestion, counting, partitioning and every part's call
+    assert seen >= ON_WORKERS
     # Every shard partitioned, every artifact complete, in the store every worker sees.
     assert len(list((store / "partition").glob("*/manifest.json"))) == SHARDS
     assert [p for p in store.rglob("*") if p.name.startswith((".tmp-", ".work-"))] == []
