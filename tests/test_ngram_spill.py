@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,11 @@ import pytest
 from seqlm.corpus import read_lines, tokenize, train_chunks
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import perplexity
-from seqlm.ngram import count_ngrams, fit, read_tables, write_arpa
+from seqlm.ngram import count_ngrams, fit, merge_tables, read_tables, write_arpa
+from seqlm.ngram.counts import COUNT, word_columns
 from seqlm.ngram.estimate import first_seen
-from seqlm.ngram.spill import count_chunks, first_seen_ids
-from seqlm.vocab import Vocabulary, build_dictionary
+from seqlm.ngram.spill import count_chunks, first_seen_ids, sum_tables
+from seqlm.vocab import EOS_ID, Vocabulary, build_dictionary
 from tests.helpers import PTB, SEQLM
 from tests.ngram_reference import brute_counts, random_lines
 
@@ -160,3 +162,33 @@ def test_a_scratch_folder_that_fills_is_one_line_and_left_empty(tmp_path):
     assert lines[0].endswith("cannot spill the counts there (File too large)")
     assert list(scratch.iterdir()) == []
     assert not (tmp_path / "c").exists()
+
+
+def test_tables_summed_in_parts_spill_and_equal_a_brute_force_sum(tmp_path):
+    """Rows in any order, an n-gram in several parts: summed within a tiny budget (runs spilled
+    while the merge is read) as a Counter sums them."""
+    rng = np.random.default_rng(3)
+    rows, n = 60_000, 3
+    words = [rng.zipf(1.5, rows).clip(max=300).astype(np.uint16) for _ in range(n)]
+    counts = rng.integers(1, 5, rows).astype(np.uint64)
+    frame = pl.DataFrame({**dict(zip(word_columns(n), words, strict=True)), COUNT: counts})
+    parts = (frame.slice(start, 5_000) for start in range(0, rows, 5_000))
+    summed = sum_tables(parts, n, 256 << 10, tmp_path)
+    first = next(summed)
+    assert len(list((tmp_path / "runs").iterdir())) > 3  # spilled runs, merged as read
+    got = pl.concat([first, *summed])
+    assert not (tmp_path / "runs").exists()
+    want = Counter()
+    keys = zip(*(w.tolist() for w in words), strict=True)
+    for key, count in zip(keys, counts.tolist(), strict=True):
+        want[key] += count
+    assert got.rows() == sorted((*key, count) for key, count in want.items())
+
+
+def test_merge_tables_sums_shards_as_a_counter(tmp_path):
+    lines = random_lines(400, 30, seed=5)
+    dictionary, stream, _ = whole_counts(lines, 3)
+    halves = np.split(stream, [int(np.flatnonzero(stream == EOS_ID)[199]) + 1])
+    merged = merge_tables([count_ngrams(h, 3, dictionary.size) for h in halves])
+    for n, (table, want) in enumerate(zip(merged, brute_counts(stream, 3), strict=True), 1):
+        assert table.rows() == sorted((*key, count) for key, count in want.items()), n

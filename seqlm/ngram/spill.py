@@ -22,6 +22,9 @@ the sorts already keep both cores partly busy (100-110% CPU) and two orders at o
 a step's memory.
 
 The final tables equal ``count_ngrams`` of the whole stream row for row (same rows, same order).
+The pipeline's merged tables and those cut to a vocabulary are summed the same way from their
+input tables read in batches (``sum_tables``).
+
 Ids come from an append-only dictionary (the specials, then each type by first appearance:
 ``lmplz``'s numbering), so they are fixed before counting ends.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -44,6 +47,7 @@ from seqlm.ngram.counts import (
     COUNT,
     count_ngrams,
     id_dtype,
+    sum_rows,
     table_file,
     word_columns,
     write_table,
@@ -116,7 +120,7 @@ def count_chunks(
     ``write_tables`` does."""
     check_order(order)
     dictionary = None
-    runs = _Runs(scratch, order, memory)
+    runs = _Runs(scratch, range(1, order + 1), memory)
     try:
         for chunk in chunks:
             for lines in _parts(chunk, max(1, memory // SHARE // BYTES_PER_TOKEN)):
@@ -142,13 +146,15 @@ def _parts(lines: pl.DataFrame, max_tokens: int) -> Iterator[pl.DataFrame]:
 
 
 class _Runs:
-    """Chunk tables summed in memory within a share of the budget, spilled as sorted runs."""
+    """Tables summed in memory within a share of the budget, spilled as sorted runs: one list of
+    pending tables per order of ``orders``, tables of several orders arriving together."""
 
-    def __init__(self, scratch: Path, order: int, memory: int) -> None:
+    def __init__(self, scratch: Path, orders: Sequence[int], memory: int) -> None:
         self.scratch = scratch
         self.folder = scratch / "runs"
+        self.orders = list(orders)
         self.memory = memory
-        self.pending: list[list[pl.DataFrame]] = [[] for _ in range(order)]  # by order
+        self.pending: list[list[pl.DataFrame]] = [[] for _ in self.orders]
         self.paths: list[Path] = []  # the spilled runs, each a folder of order<n>/<column>.npy
 
     @property
@@ -168,7 +174,7 @@ class _Runs:
         """Sum the pending tables of each order into one, in merge steps of a share of the
         budget (a Polars group-by over all of them at once takes several times their size)."""
         step_rows = max(1, self.memory // SHARE // BYTES_PER_ROW)
-        for n, tables in enumerate(self.pending, start=1):
+        for n, tables in zip(self.orders, self.pending, strict=True):
             if len(tables) > 1:
                 steps = _merged([_TableRun(t) for t in tables], n, step_rows)
                 tables[:] = [pl.concat(list(steps), how="vertical_relaxed")]
@@ -176,7 +182,7 @@ class _Runs:
     def _spill(self) -> None:
         run = self.folder / f"run{len(self.paths)}"
         try:
-            for n, (table,) in enumerate(self.pending, start=1):
+            for n, (table,) in zip(self.orders, self.pending, strict=True):
                 (run / f"order{n}").mkdir(parents=True)
                 for name in table.columns:
                     _save(run / f"order{n}" / f"{name}.npy", table[name].to_numpy())
@@ -188,23 +194,47 @@ class _Runs:
         self.paths.append(run)
         self.pending = [[] for _ in self.pending]
 
-    def write(self, out: Path, dictionary: Vocabulary) -> Counted:
-        """The summed tables into ``out`` (with the vocabulary), order by order."""
+    def finish(self) -> None:
+        """No table more: the pending ones summed, and spilled if any run was."""
         self._compact()
         if self.paths and self.pending[0]:
             self._spill()  # all runs on disk: each merge step has the whole budget
+
+    def summed(self, i: int) -> Iterator[pl.DataFrame]:
+        """Order ``orders[i]``'s rows summed, ascending, in parts (after ``finish``)."""
+        n = self.orders[i]
+        if not self.paths:
+            return iter(self.pending[i])
+        runs = [_SpilledRun(path / f"order{n}", n) for path in self.paths]
+        return _merged(runs, n, max(1, self.memory // BYTES_PER_ROW))
+
+    def write(self, out: Path, dictionary: Vocabulary) -> Counted:
+        """The summed tables into ``out`` (with the vocabulary), order by order."""
+        self.finish()
         dtype = id_dtype(dictionary.size)
         sizes = []
         with atomic_dir(Path(out)) as tmp:
-            for n, pending in enumerate(self.pending, start=1):
-                if self.paths:
-                    runs = [_SpilledRun(path / f"order{n}", n) for path in self.paths]
-                    steps = _merged(runs, n, max(1, self.memory // BYTES_PER_ROW))
-                else:
-                    steps = iter(pending)
-                sizes.append(write_table(table_file(tmp, n), n, dtype, steps))
+            for i, n in enumerate(self.orders):
+                sizes.append(write_table(table_file(tmp, n), n, dtype, self.summed(i)))
             dictionary.save(tmp / VOCAB_FILE)
         return Counted(dictionary, sizes, len(self.paths))
+
+
+def sum_tables(
+    parts: Iterable[pl.DataFrame], n: int, memory: int, scratch: Path
+) -> Iterator[pl.DataFrame]:
+    """Rows of order ``n`` arriving in frames, in any order and an n-gram in several, summed by
+    n-gram and ascending, in parts: within about ``memory`` working bytes, as counting sums its
+    chunks' tables (spilled runs in ``scratch``, removed once the last part is read)."""
+    runs = _Runs(scratch, [n], memory)
+    try:
+        for part in parts:  # each run is sorted, no n-gram twice
+            words = [part[w].to_numpy() for w in word_columns(n)]
+            runs.add([sum_rows(words, part[COUNT].to_numpy())])
+        runs.finish()
+        yield from runs.summed(0)
+    finally:
+        shutil.rmtree(runs.folder, ignore_errors=True)
 
 
 class _TableRun:
@@ -261,43 +291,17 @@ def _merged(runs: list[_TableRun | _SpilledRun], n: int, step_rows: int) -> Iter
         if open_ends:  # rows past the least last key may meet an equal key in a later block
             frontier = min(tuple(int(col[-1]) for col in keys[i]) for i in open_ends)
             for i in live:
-                cut = _rows_upto(keys[i], frontier)
+                cut = rows_upto(keys[i], frontier)
                 keys[i] = [col[:cut] for col in keys[i]]
                 stop[i] = pos[i] + cut
         words = [np.concatenate([keys[i][c] for i in live]) for c in range(n)]
         counts = np.concatenate([runs[i].read(n, pos[i], stop[i]) for i in live])
         for i in live:
             pos[i] = stop[i]
-        yield _summed(words, counts)
+        yield sum_rows(words, counts)
 
 
-def _summed(words: list[np.ndarray], counts: np.ndarray) -> pl.DataFrame:
-    """The rows summed by n-gram, sorted by ``w1..wn``. The ids are packed side by side into as
-    few u64 keys as hold them, so that the sort compares one or two integers per row rather
-    than n columns (several times faster than a Polars group-by and sort over the columns)."""
-    bits = max(max(int(w.max()) for w in words).bit_length(), 1)
-    per_key = 64 // bits
-    keys = {}
-    for k in range(0, len(words), per_key):
-        key = np.zeros(len(counts), dtype=np.uint64)
-        for w in words[k : k + per_key]:
-            key <<= np.uint64(bits)
-            key |= w
-        keys[f"k{k}"] = key
-    order = pl.DataFrame(keys).select(pl.arg_sort_by(list(keys))).to_series().to_numpy()
-    first = np.zeros(len(order), dtype=bool)
-    first[:1] = True
-    for key in keys.values():
-        ranked = key[order]
-        first[1:] |= ranked[1:] != ranked[:-1]
-    del keys, ranked
-    starts = np.flatnonzero(first)
-    columns = {c: w[order[starts]] for c, w in zip(word_columns(len(words)), words, strict=True)}
-    columns[COUNT] = np.add.reduceat(counts[order], starts)
-    return pl.DataFrame(columns)
-
-
-def _rows_upto(columns: list[np.ndarray], key: tuple[int, ...]) -> int:
+def rows_upto(columns: list[np.ndarray], key: tuple[int, ...]) -> int:
     """How many leading rows of lexicographically sorted ``columns`` are ≤ ``key``."""
     lo, hi = 0, len(columns[0])
     for col, value in zip(columns, key, strict=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,10 +26,28 @@ import polars as pl
 from seqlm import corpus
 from seqlm import subwords as bpe
 from seqlm.config import CorpusConfig, VocabConfig
-from seqlm.ngram import merge_tables, read_tables, write_tables
+from seqlm.errors import SeqlmError
+from seqlm.files import atomic_dir
 from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory, working_set
-from seqlm.ngram.counts import COUNT, ID_TYPES, NUMPY_ID_TYPES, id_dtype, word_columns
-from seqlm.ngram.spill import MIN_WORKING, count_chunks, scratch_folder
+from seqlm.ngram.counts import (
+    COUNT,
+    ID_TYPES,
+    NUMPY_ID_TYPES,
+    id_dtype,
+    table_batches,
+    table_file,
+    table_orders,
+    write_table,
+)
+from seqlm.ngram.spill import (
+    BYTES_PER_ROW,
+    MIN_WORKING,
+    SHARE,
+    count_chunks,
+    rows_upto,
+    scratch_folder,
+    sum_tables,
+)
 from seqlm.stages.stage import Stage, inputs, ref, resolve, shards_tokenizer
 from seqlm.store import Artifact, Plan, Store, file_digest
 from seqlm.vocab import (
@@ -151,10 +169,13 @@ def counts(store: Store, shard: Artifact, order: int, memory: str = DEFAULT_MEMO
     lines within ``memory`` (``ngram.memory``; it changes where the work happens, not the key)."""
 
     def produce(out: Path) -> dict[str, int]:
-        budget = working_set(parse_memory(memory, "ngram.memory"), "ngram.memory", MIN_WORKING)
         with scratch_folder(out) as scratch:
             counted = count_chunks(
-                corpus.iter_split(shard.path, "train"), order, budget, scratch, out / TABLES_DIR
+                corpus.iter_split(shard.path, "train"),
+                order,
+                _working(memory),
+                scratch,
+                out / TABLES_DIR,
             )
         return {"types": counted.vocab.size} | {
             f"order{n}": size for n, size in enumerate(counted.sizes, 1)
@@ -194,14 +215,17 @@ def vocab_tokenizer(vocabulary: Artifact) -> str:
     return shards_tokenizer(vocab_shards(vocabulary))
 
 
-def plan_tables(shard_counts: Sequence[Artifact]) -> Plan:
+def plan_tables(shard_counts: Sequence[Artifact], memory: str = DEFAULT_MEMORY) -> Plan:
     return TABLES.plan_of({}, {"counts": [ref(c) for c in shard_counts]})
 
 
-def tables(store: Store, shard_counts: Sequence[Artifact]) -> Artifact:
+def tables(
+    store: Store, shard_counts: Sequence[Artifact], memory: str = DEFAULT_MEMORY
+) -> Artifact:
     """The shards' count tables summed over their type dictionary's ids (the dictionary of the
-    shards in order, saved beside them). When the store holds the merged tables of the first
-    shards, only the others are added to them, row by row in one pass."""
+    shards in order, saved beside them), order by order within ``memory`` (``ngram.memory``; it
+    changes where the work happens, not the key). When the store holds the merged tables of the
+    first shards, only the others are added to them, row by row in one pass."""
     plan = plan_tables(shard_counts)
     found = store.get(plan.stage, plan.key)
     if found is not None:
@@ -213,21 +237,27 @@ def tables(store: Store, shard_counts: Sequence[Artifact]) -> Artifact:
         parts = [table_ids(c) for c in added]
         dictionary = merge_dictionaries([table_ids(earlier), *parts] if earlier else parts)
         dtype = id_dtype(dictionary.size)
-        merged = _summed(
-            [
-                _remap(read_tables(c.path / TABLES_DIR), dictionary.id_map(part), dtype)
-                for c, part in zip(added, parts, strict=True)
-            ],
-            one_to_one=True,  # the dictionary keeps every type of every shard
-        )
+        width = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
+        mappings = [dictionary.id_map(part).astype(width) for part in parts]
+        folders = [c.path / TABLES_DIR for c in added]
+        every = folders + ([earlier.path / TABLES_DIR] if earlier else [])
+        orders = {table_orders(f) for f in every}
+        if len(orders) != 1:
+            raise SeqlmError(f"count tables of different orders cannot be merged: {sorted(orders)}")
+        budget = _working(memory)
         if earlier is not None:
             log.info("merge counts: %d shard(s) added to %s", len(added), ref(earlier))
-            old = read_tables(earlier.path / TABLES_DIR)
-            merged = [_add_sorted(o, m, dtype) for o, m in zip(old, merged, strict=True)]
-        write_tables(merged, out / TABLES_DIR, dictionary)
-        return {"types": dictionary.size} | {
-            f"order{n}": t.height for n, t in enumerate(merged, start=1)
-        }
+        sizes = []
+        with scratch_folder(out) as scratch, atomic_dir(out / TABLES_DIR) as tmp:
+            for n in range(1, orders.pop() + 1):
+                merged = _summed(folders, mappings, n, budget, scratch)
+                if earlier is not None:
+                    old = table_batches(earlier.path / TABLES_DIR, n, _batch_rows(budget))
+                    widened = (t.with_columns(pl.exclude(COUNT).cast(dtype)) for t in old)
+                    merged = _add_streams(widened, merged, dtype)
+                sizes.append(write_table(table_file(tmp, n), n, dtype, merged))
+            dictionary.save(tmp / VOCAB_FILE)
+        return {"types": dictionary.size} | {f"order{n}": k for n, k in enumerate(sizes, 1)}
 
     note = {"sources": [c.manifest["note"].get("source", "") for c in shard_counts]}
     if earlier is not None:
@@ -250,24 +280,39 @@ def _merged_prefix(store: Store, shard_counts: Sequence[Artifact]) -> Artifact |
     return None
 
 
-def _remap(
-    tables: Sequence[pl.DataFrame], mapping: np.ndarray, dtype: pl.DataType
-) -> list[pl.DataFrame]:
-    """Count tables with every id ``i`` replaced by ``mapping[i]`` (rows no longer sorted)."""
-    mapping = mapping.astype(NUMPY_ID_TYPES[ID_TYPES.index(dtype)])  # gathers ids of ``dtype``
-    return [
-        t.with_columns(pl.Series(w, mapping[t[w].to_numpy()]) for w in word_columns(n))
-        for n, t in enumerate(tables, start=1)
-    ]
+def _working(memory: str) -> int:
+    """The working bytes of a stage given ``ngram.memory``."""
+    return working_set(parse_memory(memory, "ngram.memory"), "ngram.memory", MIN_WORKING)
 
 
-def _summed(shards: Sequence[Sequence[pl.DataFrame]], one_to_one: bool) -> list[pl.DataFrame]:
-    """Shards' remapped tables summed into one sorted table per order. One shard's tables whose
-    ids were mapped ``one_to_one`` (no two types made one) need only a sort: their n-grams stay
-    distinct."""
-    if len(shards) > 1 or not one_to_one:
-        return merge_tables(shards)
-    return [t.sort(word_columns(n)) for n, t in enumerate(shards[0], start=1)]
+def _batch_rows(memory: int) -> int:
+    """Rows of a table to read at a time: a step's share of ``memory``."""
+    return max(1, memory // SHARE // BYTES_PER_ROW)
+
+
+def _remap(table: pl.DataFrame, mapping: np.ndarray) -> pl.DataFrame:
+    """A count table with every id ``i`` replaced by ``mapping[i]`` (rows no longer sorted)."""
+    return table.with_columns(
+        pl.Series(w, mapping[table[w].to_numpy()]) for w in table.columns[:-1]
+    )
+
+
+def _summed(
+    folders: Sequence[Path], mappings: Sequence[np.ndarray], n: int, memory: int, scratch: Path
+) -> Iterator[pl.DataFrame]:
+    """Order ``n``'s tables in ``folders``, the ids of each mapped by its mapping, summed by
+    n-gram and ascending, in parts: read in batches and summed within ``memory`` (spilling to
+    ``scratch``). One table whose mapping keeps the ids' order (no two made one) stays sorted and
+    distinct: it is read through."""
+    rows = _batch_rows(memory)
+    remapped = (
+        _remap(batch, mapping)
+        for folder, mapping in zip(folders, mappings, strict=True)
+        for batch in table_batches(folder, n, rows)
+    )
+    if len(folders) == 1 and bool(np.all(np.diff(mappings[0].astype(np.int64)) > 0)):
+        return remapped
+    return sum_tables(remapped, n, memory, scratch)
 
 
 def _row_keys(words: Sequence[np.ndarray]) -> np.ndarray:
@@ -309,21 +354,67 @@ def _add_sorted(old: pl.DataFrame, new: pl.DataFrame, dtype: pl.DataType) -> pl.
     return pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema)
 
 
-def plan_cutoff(merged: Artifact, vocabulary: Artifact) -> Plan:
+def _add_streams(
+    old: Iterator[pl.DataFrame], new: Iterator[pl.DataFrame], dtype: pl.DataType
+) -> Iterator[pl.DataFrame]:
+    """Two tables of one order, each in sorted parts, summed by ``_add_sorted`` a step at a time:
+    a step takes the rows of both up to the lesser last key held of a table not read to its end
+    (a later row of it could equal a key past that), so it holds about a part of each."""
+    streams: list[Iterator[pl.DataFrame] | None] = [old, new]
+    held: list[pl.DataFrame | None] = [None, None]
+    while True:
+        for i, stream in enumerate(streams):
+            while stream is not None and held[i] is None:
+                held[i] = next(stream, None)
+                if held[i] is None:
+                    streams[i] = stream = None
+                elif held[i].is_empty():
+                    held[i] = None
+        if held[0] is None and held[1] is None:
+            return
+        ends = [h[:, :-1].row(-1) for h, s in zip(held, streams, strict=True) if s is not None]
+        frontier = min(ends, default=None)
+        steps = []
+        for i, h in enumerate(held):
+            cut = 0 if h is None else h.height if frontier is None else _rows_at_most(h, frontier)
+            steps.append(h[:cut] if cut else None)
+            held[i] = h[cut:] if h is not None and cut < h.height else None
+        a, b = steps
+        if a is not None and b is not None:
+            yield _add_sorted(a, b, dtype)
+        elif a is not None or b is not None:
+            yield a if a is not None else b
+
+
+def _rows_at_most(table: pl.DataFrame, key: tuple[int, ...]) -> int:
+    return rows_upto([table[w].to_numpy() for w in table.columns[:-1]], key)
+
+
+def plan_cutoff(merged: Artifact, vocabulary: Artifact, memory: str = DEFAULT_MEMORY) -> Plan:
     return CUTOFF.plan_of({}, {"tables": ref(merged), "vocab": ref(vocabulary)})
 
 
-def cutoff(store: Store, merged: Artifact, vocabulary: Artifact) -> Artifact:
+def cutoff(
+    store: Store, merged: Artifact, vocabulary: Artifact, memory: str = DEFAULT_MEMORY
+) -> Artifact:
     """The merged count tables over the vocabulary's ids: cut-off types become ``<unk>``, and
-    their n-grams are summed with it. What an n-gram model is estimated from."""
+    their n-grams are summed with it, order by order within ``memory`` (``ngram.memory``; not in
+    the key). What an n-gram model is estimated from."""
 
     def produce(out: Path) -> dict[str, int]:
         v = load_vocabulary(vocabulary)
-        mapping = v.id_map(table_ids(merged))
-        remapped = _remap(read_tables(merged.path / TABLES_DIR), mapping, id_dtype(v.size))
-        cut = _summed([remapped], one_to_one=len(np.unique(mapping)) == len(mapping))
-        write_tables(cut, out / TABLES_DIR, v)
-        return {f"order{n}": t.height for n, t in enumerate(cut, start=1)}
+        dtype = id_dtype(v.size)
+        mapping = v.id_map(table_ids(merged)).astype(NUMPY_ID_TYPES[ID_TYPES.index(dtype)])
+        folder, budget = merged.path / TABLES_DIR, _working(memory)
+        with scratch_folder(out) as scratch, atomic_dir(out / TABLES_DIR) as tmp:
+            sizes = [
+                write_table(
+                    table_file(tmp, n), n, dtype, _summed([folder], [mapping], n, budget, scratch)
+                )
+                for n in range(1, table_orders(folder) + 1)
+            ]
+            v.save(tmp / VOCAB_FILE)
+        return {f"order{n}": k for n, k in enumerate(sizes, start=1)}
 
     note = {"sources": merged.manifest["note"]["sources"]}
     return store.build(plan_cutoff(merged, vocabulary), produce, note=note)
