@@ -174,9 +174,12 @@ def table_batches(folder: Path, n: int, rows: int) -> Iterator[pl.DataFrame]:
         file = pq.ParquetFile(path)
         if file.schema_arrow.names != [*word_columns(n), COUNT]:
             raise SeqlmError(f"{path}: expected columns {[*word_columns(n), COUNT]}")
+        if file.metadata.num_rows <= rows:  # one batch: Polars reads it whole ~3x as fast
+            yield pl.read_parquet(path)
+            return
         for batch in file.iter_batches(rows):
             yield pl.from_arrow(batch)
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, pl.exceptions.PolarsError, OSError) as e:
         raise SeqlmError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
 
 
