@@ -28,6 +28,7 @@ from seqlm.rnn.config import TrainConfig, check_settings
 
 # What every MLflow backend stores (MLflow itself allows 500; its SQL schema has 256).
 MAX_EXPERIMENT_NAME = 256
+EXECUTORS = ["local", "dask"]
 
 
 @dataclass(frozen=True)
@@ -236,10 +237,32 @@ class RunConfig:
     experiment: str = field(
         default="seqlm", metadata={"help": "The MLflow experiment the runs are logged to."}
     )
+    executor: str = field(
+        default="local",
+        metadata={
+            "help": "Where the pipeline's tasks run: local, in this process's threads; dask, on "
+            "a Dask cluster (run.dask_address), whose workers must all see run.store.",
+            "choices": EXECUTORS,
+        },
+    )
+    dask_address: str = field(
+        default="",
+        metadata={
+            "help": "The Dask scheduler of executor dask (tcp://host:port); empty: a local "
+            "cluster sized to this machine, started for the run."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.store:
             raise SeqlmError("run.store must name a folder, not ''")
+        if self.executor not in EXECUTORS:
+            raise SeqlmError(
+                f"run.executor: unknown executor {self.executor!r} "
+                f"(choose from {', '.join(EXECUTORS)})"
+            )
+        if any(c.isspace() for c in self.dask_address):
+            raise SeqlmError(f"run.dask_address must not hold spaces: {self.dask_address!r}")
         name = self.experiment
         if not name.strip():
             raise SeqlmError(f"run.experiment must not be empty or blank, not {name!r}")
@@ -281,8 +304,9 @@ class PipelineConfig:
     run: RunConfig = field(
         default_factory=RunConfig,
         metadata={
-            "help": "Where results go: the artifact store and the MLflow experiment "
-            "(a deployment run cannot change them)."
+            "help": "Where results go and where the work runs: the artifact store, the MLflow "
+            "experiment and the executor (a deployment run cannot change them: seqlm serve "
+            "sets them)."
         },
     )
 

@@ -67,7 +67,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         writable_file(Path(args.report), "--report")
     from flows.local_server import prefect_api
 
-    with prefect_api(warm_up=lambda: import_module("flows.corpus_to_model")), quiet_failures(args):
+    with prefect_api(warm_up=warm_up), quiet_failures(args):
         from flows.corpus_to_model import PresentationFailed, corpus_to_model
 
         try:
@@ -77,6 +77,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
             raise
     show_result(result, args.report)
     return 0
+
+
+def warm_up() -> None:
+    """While a temporary Prefect server starts: the flow's imports, and one try at the MLflow
+    store, whose own client would retry one that is down for minutes."""
+    import_module("flows.corpus_to_model")
+    from tasks.tracking import check_reachable, tracking_uri
+
+    check_reachable(tracking_uri())
 
 
 def show_result(result: dict[str, Any], report: str | None) -> None:
@@ -137,13 +146,22 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="a folder the deployment runs may read corpora from; repeatable (default: "
         "SEQLM_CORPUS_ROOTS, os.pathsep-separated, else the working directory)",
     )
+    serve.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a run setting of the deployments' runs, which a run cannot change (e.g. --set "
+        "run.executor=dask --set run.dask_address=tcp://host:8786 --set run.store=DIR); "
+        "repeatable",
+    )
     serve.set_defaults(func=serve_command)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     from flows.serve import NIGHTLY, serve_deployments
 
-    serve_deployments(args.corpus, args.cron or NIGHTLY, args.corpus_root)
+    serve_deployments(args.corpus, args.cron or NIGHTLY, args.corpus_root, args.set)
     return 0
 
 

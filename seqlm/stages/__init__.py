@@ -71,6 +71,17 @@ from seqlm.stages.models import (
     rnn,
     unigram,
 )
+from seqlm.stages.partitioned import (
+    NGRAM_PARTS,
+    PARTITION,
+    PARTS_MERGED,
+    ngram_parts,
+    partition,
+    parts_merged,
+    plan_ngram_parts,
+    plan_partition,
+    plan_parts_merged,
+)
 from seqlm.stages.stage import Prepared, Scored, Stage, inputs, ref, resolve
 
 # Every stage, in pipeline order.
@@ -85,8 +96,11 @@ STAGES = {
         VOCAB,
         TABLES,
         CUTOFF,
+        PARTITION,
+        PARTS_MERGED,
         UNIGRAM,
         NGRAM,
+        NGRAM_PARTS,
         RNN,
         EVALUATE,
         INTERPOLATE,
@@ -125,6 +139,9 @@ __all__ = [
     "load_vocabulary",
     "model_result",
     "ngram",
+    "ngram_parts",
+    "partition",
+    "parts_merged",
     "plan_compare",
     "plan_counts",
     "plan_cutoff",
@@ -133,6 +150,9 @@ __all__ = [
     "plan_ingest",
     "plan_interpolate",
     "plan_ngram",
+    "plan_ngram_parts",
+    "plan_partition",
+    "plan_parts_merged",
     "plan_rnn",
     "plan_subwords",
     "plan_tables",
