@@ -55,7 +55,7 @@ def package_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # The groups import this module's helpers: imported here, once it is complete.
-    from flows.cli import ngram, pipeline, rnn, store
+    from flows.cli import ngram, pipeline, rnn, service, store
 
     parser = Parser(
         prog="seqlm",
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the version and exit",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (pipeline, ngram, rnn, store):
+    for group in (pipeline, ngram, rnn, store, service):
         group.add_commands(commands)
     return parser
 
