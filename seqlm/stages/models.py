@@ -123,11 +123,15 @@ def model_vocabulary(model: Artifact) -> Artifact:
 
 def plan_rnn(data: Prepared, model: str, config: RnnConfig) -> Plan:
     """What one model's training depends on: every setting but the list of models, the log's
-    pace, and the time cap only when there is one (a model it cuts short is another model)."""
-    unkeyed = ("models", "log_every_s", "max_minutes")
+    pace, the time cap only when there is one (a model it cuts short is another model), and the
+    processes only when several (their weights agree with one process's to rounding, not bit
+    for bit, and each has its own dropout masks)."""
+    unkeyed = ("models", "log_every_s", "max_minutes", "nproc")
     settings = {k: v for k, v in asdict(config).items() if k not in unkeyed}
     if config.max_minutes:
         settings["max_minutes"] = config.max_minutes
+    if config.nproc > 1:
+        settings["nproc"] = config.nproc
     inputs = {"vocab": ref(data.vocab), "shards": [ref(s) for s in data.shards]}
     return RNN.plan_of(settings | {"model": model}, inputs)
 
