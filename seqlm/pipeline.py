@@ -126,7 +126,8 @@ def prepare(runner: Runner, sources: Sequence[Source], config: PipelineConfig) -
             cut = runner(PARTS_MERGED, split, vocabulary, runner.mapper)
         else:
             # Merged over the shards' own types; the vocabulary's cut-offs come last.
-            cut = runner(CUTOFF, runner(TABLES, counted), vocabulary)
+            memory = config.ngram.memory  # not keyed: where the work happens, as for counts
+            cut = runner(CUTOFF, runner(TABLES, counted, memory), vocabulary, memory)
     return Prepared(tuple(shards), vocabulary, cut)
 
 
