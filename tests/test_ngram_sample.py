@@ -10,6 +10,7 @@ import pytest
 from flows.cli import main
 from seqlm.errors import SeqlmError
 from seqlm.ngram import NgramModel, count_ngrams, fit, read_arpa, write_arpa
+from seqlm.ngram.sample import Sampler
 from seqlm.vocab import BOS_ID, EOS_ID, build_vocabulary
 from tests.ngram_reference import corpus
 
@@ -137,7 +138,7 @@ def test_a_model_missing_a_suffix_is_refused(tmp_path):
         "\\3-grams:\n-0.1\t<s> a </s>\n\n\\end\\\n"  # its suffix, "a </s>", is not listed
     )
     with pytest.raises(SeqlmError, match="3-grams whose last 2 words"):
-        read_arpa(arpa).sample(10)
+        read_arpa(arpa).sample(1000)  # refused once a line's draws reach "<s> a"
 
 
 def test_cli_writes_the_sample_as_text(tmp_path, capsys):
@@ -171,3 +172,17 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and ("positive" in err[0] or "missing.arpa" in err[0]), err
     assert not out.exists()
+
+
+def test_a_sample_does_not_depend_on_the_contexts_reached_before():
+    """The sampler works out each context's tables as draws first reach it: a sampler that has
+    drawn elsewhere already gives the same lines as a fresh one."""
+    model = small_model("kn")
+    warm = model.sampler
+    list(warm.blocks(50_000, seed=11))
+    fresh = Sampler(model.keys, model.log10_prob, model.log10_backoff, model.vocab.size)
+    for seed in (0, 4):
+        np.testing.assert_array_equal(
+            np.concatenate(list(warm.blocks(20_000, seed))),
+            np.concatenate(list(fresh.blocks(20_000, seed))),
+        )

@@ -19,76 +19,53 @@ independent lines one after another, the last cut where the word budget runs out
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 import polars as pl
 
 from seqlm.errors import SeqlmError
-from seqlm.ngram.index import lookup, suffix_rows
+from seqlm.ngram.index import lookup
 from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
 
 STREAMS = 8192  # lines drawn side by side: enough to spread NumPy's per-call cost thin
 BLOCK_WORDS = 1 << 20  # words drawn between two emissions of finished lines
-SCAN = 4  # a context with at most this many continuations is read whole, not searched
 MIN_STREAM_WORDS = 64  # a short sample draws with fewer streams (n_words / 64)
 
 
-@dataclass(frozen=True)
 class _Order:
     """Order n's n-grams as continuations of their contexts, the rows of order n − 1 (the unigrams
-    continue the one empty context, row 0). "Hidden": the mass the context's suffix gives to the
-    words listed here, which a draw backed off from this context must not take."""
+    continue the one empty context, row 0), worked out a context at a time as the draws reach it
+    (``ready``): a few hundred words read a few hundred contexts, whatever the model's size, and
+    only the pages of the contexts reached are resident (``_zeros``). "Hidden": the mass the
+    context's suffix gives to the words listed here, which a draw backed off from this context
+    must not take."""
 
-    keys: np.ndarray  # the model's sorted keys: context row · V + word
-    suffix: np.ndarray  # per row: the row of w2..wn in order n − 1 (0 for n = 1: the empty one)
-    start: np.ndarray  # per context, and one past the last: its first continuation's row
-    mass: np.ndarray  # per context: Σ p of its listed continuations
-    total: np.ndarray  # per context: Σ p(w | context) over every word but <s> (1 if normalised)
-    hidden: np.ndarray  # per context: Σ p(w | its suffix) over its listed continuations w
-    below: np.ndarray  # per row: Σ p of the continuations before it in its context
-    near: np.ndarray  # per row: 2 · context + below, increasing: one search lands near a target
-    gap: np.ndarray  # per row: the suffix's mass before this row's suffix, less the hidden part
-    near_gap: np.ndarray  # per row: 2 · context + gap
+    def __init__(self, key: np.ndarray, contexts: int) -> None:
+        self.key = key  # the model's sorted keys: context row · V + word
+        self.ready = _zeros(contexts, np.bool_)
+        self.mass = _zeros(contexts)  # per context: Σ p of its listed continuations
+        self.total = _zeros(contexts)  # Σ p(w | context) over every word but <s> (1: normalised)
+        self.hidden = _zeros(contexts)  # Σ p(w | its suffix) over its listed continuations w
+        self.suffix = _zeros(len(key), np.int64)  # per row: w2..wn's row in order n − 1
+        self.below = _zeros(len(key))  # per row: Σ p of its context's continuations before it
+        self.gap = _zeros(len(key))  # per row: the suffix's mass before it, less the hidden part
+
+    def span(self, context: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each context's first continuation's row, and one past its last."""
+        first = np.searchsorted(self.key, context * vocab_size)
+        return first, np.searchsorted(self.key, (context + 1) * vocab_size)
 
 
-def _orders(
-    keys: list[np.ndarray],
-    log10_prob: list[np.ndarray],
-    log10_backoff: list[np.ndarray],
-    vocab_size: int,
-) -> list[_Order]:
-    orders: list[_Order] = []
-    for n in range(1, len(keys) + 1):
-        key = keys[n - 1]
-        context, word = key // vocab_size, key % vocab_size
-        contexts = len(keys[n - 2]) if n > 1 else 1
-        p = np.where(word == BOS_ID, 0.0, 10.0 ** log10_prob[n - 1])
-        start = np.searchsorted(key, np.arange(contexts + 1, dtype=np.int64) * vocab_size)
-        place = np.arange(len(key)) - start[context]  # within its context
-        below, mass = _running_sums(p, place, start)
-        if n == 1:
-            suffix = np.zeros(len(key), dtype=np.int64)
-            hidden, gap, total = np.zeros(1), np.zeros(len(key)), mass
-        else:
-            lower = orders[-1]
-            suffix = suffix_rows(keys[n - 2], lower.suffix, context, word, vocab_size)
-            if np.any(suffix < 0):
-                raise SeqlmError(
-                    f"the model lists {n}-grams whose last {n - 1} words it does not list: "
-                    "sampling needs every n-gram's suffix (lmplz's and seqlm's models have them)"
-                )
-            p_lower = np.where(word == BOS_ID, 0.0, 10.0 ** log10_prob[n - 2][suffix])
-            hidden_below, hidden = _running_sums(p_lower, place, start)
-            gap = lower.below[suffix] - hidden_below
-            # p(· | context) sums its listed words and, backed off, its suffix's other words.
-            bo = 10.0 ** log10_backoff[n - 2]
-            total = mass + bo * (lower.total[lower.suffix] - hidden)
-        near, near_gap = 2.0 * context + below, 2.0 * context + gap
-        orders.append(_Order(key, suffix, start, mass, total, hidden, below, near, gap, near_gap))
-    return orders
+def _zeros(size: int, dtype: type = np.float64) -> np.ndarray:
+    """Zeros whose pages the system provides on first write, 4 KiB at a time: ``np.zeros`` asks
+    for huge pages, 2 MiB resident per scattered write (1.3 GB for 400 words of a 62M n-gram
+    model)."""
+    buffer = mmap.mmap(-1, max(size * np.dtype(dtype).itemsize, 1), flags=mmap.MAP_PRIVATE)
+    buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype=dtype, count=size)
 
 
 def _running_sums(
@@ -96,7 +73,8 @@ def _running_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Σ p before each row within its context, and each context's whole Σ p. Summed by doubling
     (a pass per power of two up to the longest context): exact to 1e-15, where one running total
-    less each context's offset would lose 1e-10 over a million contexts."""
+    less each context's offset would lose 1e-10 over a million contexts. A context's figures
+    depend on its own rows alone, bit for bit, whatever other contexts are summed with it."""
     total = p.copy()
     step = 1
     while step <= (int(place.max()) if len(place) else 0):
@@ -110,7 +88,7 @@ def _running_sums(
 
 
 class Sampler:
-    """A model's continuation tables, built once (about 60 bytes per n-gram); ``blocks`` draws."""
+    """A model's continuation tables, filled in as draws reach its contexts; ``blocks`` draws."""
 
     def __init__(
         self,
@@ -121,11 +99,55 @@ class Sampler:
     ):
         self.vocab_size = vocab_size
         self.order = len(keys)
-        self.orders = _orders(keys, log10_prob, log10_backoff, vocab_size)
+        self.log10_prob, self.log10_backoff = log10_prob, log10_backoff
+        self.orders = [_Order(key, len(keys[n - 1]) if n else 1) for n, key in enumerate(keys)]
         bos = int(lookup(keys[0], np.array([BOS_ID]))[0])
         # A line starts from <s> as its context (none for a unigram model, or one without <s>).
         self.start_length = 1 if self.order > 1 and bos >= 0 else 0
         self.start_row = bos if self.start_length else 0
+
+    def _suffix(self, level: int, rows: np.ndarray) -> np.ndarray:
+        """The suffix rows (in the order below) of rows of order ``level`` + 1."""
+        cont = self.orders[level]
+        self._ready(level, cont.key[rows] // self.vocab_size)
+        return cont.suffix[rows]
+
+    def _ready(self, level: int, contexts: np.ndarray) -> None:
+        """Work out the contexts of order ``level`` + 1 not yet reached (and, first, what they
+        read of the order below)."""
+        cont, size = self.orders[level], self.vocab_size
+        todo = np.unique(contexts[~cont.ready[contexts]]).astype(np.int64)
+        if not len(todo):
+            return
+        first, stop = cont.span(todo, size)
+        lengths = stop - first
+        start = np.concatenate(([0], np.cumsum(lengths)))
+        place = np.arange(start[-1]) - np.repeat(start[:-1], lengths)  # within its context
+        rows = np.repeat(first, lengths) + place
+        word = cont.key[rows] % size
+        p = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level][rows])
+        below, mass = _running_sums(p, place, start)
+        if level == 0:
+            suffix, hidden, gap, total = np.zeros(len(rows), np.int64), 0.0, 0.0, mass
+        else:
+            lower = self.orders[level - 1]
+            shorter = self._suffix(level - 1, todo)
+            self._ready(level - 1, shorter)
+            suffix = lookup(lower.key, np.repeat(shorter, lengths) * size + word)
+            if np.any(suffix < 0):
+                raise SeqlmError(
+                    f"the model lists {level + 1}-grams whose last {level} words it does not list: "
+                    "sampling needs every n-gram's suffix (lmplz's and seqlm's models have them)"
+                )
+            p_lower = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level - 1][suffix])
+            hidden_below, hidden = _running_sums(p_lower, place, start)
+            gap = lower.below[suffix] - hidden_below
+            # p(· | context) sums its listed words and, backed off, its suffix's other words.
+            bo = 10.0 ** self.log10_backoff[level - 1][todo]
+            total = mass + bo * (lower.total[shorter] - hidden)
+        cont.suffix[rows], cont.below[rows], cont.gap[rows] = suffix, below, gap
+        cont.mass[todo], cont.total[todo], cont.hidden[todo] = mass, total, hidden
+        cont.ready[todo] = True
 
     def blocks(self, n_words: int, seed: int, streams: int = STREAMS) -> Iterator[np.ndarray]:
         """``n_words`` ids in all, in blocks: whole lines (each ending with ``</s>``) in the order
@@ -194,9 +216,9 @@ class Sampler:
             listed, pick = self._draw(level, at[todo], upper[todo], rng)
             backed = todo[~listed]
             upper[backed] = at[backed]
-            at[backed] = self.orders[level - 1].suffix[at[backed]]
+            at[backed] = self._suffix(level - 1, at[backed])
             done = todo[listed]
-            word[done] = self.orders[level].keys[pick] % self.vocab_size
+            word[done] = self.orders[level].key[pick] % self.vocab_size
             # The context grows by the word, unless it is already the longest kept.
             full = level + 1 == self.order
             new_length[done] = level if full else level + 1
@@ -213,24 +235,26 @@ class Sampler:
         off), and that word's row. A stream backed off from ``upper`` (≥ 0) draws from the mass
         its suffix leaves once the words listed after ``upper`` are hidden."""
         cont = self.orders[level]
+        self._ready(level, context)
         hidden = np.zeros(len(context))
         above = self.orders[level + 1] if level + 1 < self.order else None
         from_above = upper >= 0
         if above is not None:
+            self._ready(level + 1, upper[from_above])
             hidden[from_above] = above.hidden[upper[from_above]]
         u = rng.random(len(context)) * (cont.total[context] - hidden)
         listed = u < cont.mass[context] - hidden
         if level == 0:
             listed[:] = True  # the unigrams leave nothing to back off to
         context, u = context[listed], u[listed]
-        lo, hi = cont.start[context], cont.start[context + 1]
+        lo, hi = cont.span(context, self.vocab_size)
         low, high = lo, hi  # the span a hidden word bounds on each side
         if above is not None and from_above.any():
             moved = np.flatnonzero(from_above[listed])
             up = upper[listed][moved]
-            first, last = above.start[up], above.start[up + 1]
+            first, last = above.span(up, self.vocab_size)
             # The first hidden word past u (nxt), then u as a mass over every word.
-            nxt = first + _count(above.near_gap, above.gap, first, last, up, u[moved])
+            nxt = first + _count(above.gap, first, last, u[moved])
             inside = nxt < last
             hidden_before = above.hidden[up].copy()
             next_hidden = above.suffix[np.minimum(nxt, len(above.suffix) - 1)]
@@ -240,42 +264,22 @@ class Sampler:
             high[moved] = np.where(inside, next_hidden, hi[moved])
             low = lo.copy()
             low[moved] = np.where(nxt > first, above.suffix[np.maximum(nxt - 1, 0)] + 1, lo[moved])
-        pick = lo + _count(cont.near, cont.below, lo, hi, context, u) - 1
+        pick = lo + _count(cont.below, lo, hi, u) - 1
         return listed, np.clip(pick, low, high - 1)
 
 
-def _count(
-    near: np.ndarray,
-    exact: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    context: np.ndarray,
-    u: np.ndarray,
-) -> np.ndarray:
-    """How many of ``exact[lo:hi]`` (one context's, nondecreasing) are ≤ u, for each query."""
-    count = np.zeros(len(u), dtype=np.int64)
-    if len(exact) == 0:
-        return count
-    last = len(exact) - 1
-    # Short spans (most contexts of the higher orders) are read whole, the others searched.
-    short = hi - lo <= SCAN
-    place = lo[short, None] + np.arange(SCAN)
-    seen = exact[np.minimum(place, last)] <= u[short, None]
-    count[short] = np.count_nonzero(seen & (place < hi[short, None]), axis=1)
-    long = np.flatnonzero(~short)
-    lo, hi, u = lo[long], hi[long], u[long]
-    target = 2.0 * context[long] + u
-    order = np.argsort(target)  # NumPy searches sorted queries 3-4 times faster
-    at = np.empty(len(long), dtype=np.int64)
-    at[order] = np.searchsorted(near, target[order], side="right")
-    np.clip(at, lo, hi, out=at)
-    while True:  # the float search can land a row off near a span's end: step to the exact one
-        step = (at < hi) & (exact[np.minimum(at, last)] <= u)
-        step = step.astype(np.int64) - ((at > lo) & (exact[np.maximum(at - 1, 0)] > u))
-        if not step.any():
-            count[long] = at - lo
-            return count
-        at += step
+def _count(exact: np.ndarray, lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """How many of ``exact[lo:hi]`` (one context's, nondecreasing) are ≤ u, for each query: the
+    spans bisected side by side, reading only rows of the contexts the draws reached."""
+    low, high = lo.copy(), hi.copy()  # the first row past u lies in [low, high]
+    while True:
+        open_ = np.flatnonzero(low < high)
+        if not len(open_):
+            return low - lo
+        mid = (low[open_] + high[open_]) // 2
+        right = exact[mid] <= u[open_]
+        low[open_] = np.where(right, mid + 1, low[open_])
+        high[open_] = np.where(right, high[open_], mid)
 
 
 def _in_line_order(words: np.ndarray, line: np.ndarray, place: np.ndarray) -> np.ndarray:
