@@ -171,3 +171,22 @@ def test_the_saved_ptb_5_gram_loads_in_place_and_scores_as_the_fitted_one(tmp_pa
     grown = resident_mib() - before
     assert grown < 8, grown  # its 54 MiB of arrays stay on disk until a search reads them
     np.testing.assert_array_equal(loaded.score_stream(test), model.score_stream(test))
+
+
+def test_batched_scoring_and_saving_equal_the_whole(tmp_path, monkeypatch):
+    """Scored a few lines at a time, a text's scores are those of the whole stream at once; saved
+    with its keys worked out a few rows at a time, a model's files are byte for byte the same."""
+    vocab, train = corpus(n_lines=300, seed=6)
+    model = fit(count_ngrams(train, 4, vocab.size), vocab, "kn")
+    model.save(tmp_path / "whole")
+    whole = model.score_tokens(train).log10_prob * np.log(10.0)
+    monkeypatch.setattr("seqlm.ngram.model.SCORE_BATCH", 37)
+    monkeypatch.setattr("seqlm.ngram.model.KEY_BATCH", 50)
+    np.testing.assert_array_equal(model.score_stream(train), whole)
+    fitted = fit(count_ngrams(train, 4, vocab.size), vocab, "kn")
+    fitted.save(tmp_path / "batched")
+    NgramModel.load(tmp_path / "batched").save(tmp_path / "again")
+    for name in ("order1.arrow", "order4.arrow", "model.json"):
+        expected = (tmp_path / "whole" / name).read_bytes()
+        assert (tmp_path / "batched" / name).read_bytes() == expected
+        assert (tmp_path / "again" / name).read_bytes() == expected

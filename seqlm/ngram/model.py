@@ -24,7 +24,7 @@ import pyarrow.ipc
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
-from seqlm.ngram.levels import numpy_view
+from seqlm.ngram.levels import numpy_view, release
 from seqlm.ngram.lines import pad_lines
 from seqlm.ngram.sample import Sampler
 from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary
@@ -35,6 +35,8 @@ META_FILE = "model.json"
 FORMAT = 2
 COLUMNS = ("key", "log10_prob", "log10_backoff")
 DTYPES = (np.int64, np.float64, np.float64)
+KEY_BATCH = 1 << 20  # rows of keys worked out at once when a fitted model is saved
+SCORE_BATCH = 1 << 22  # targets scored at once (whole lines): ~0.4 GB of temporaries
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,16 @@ class NgramModel:
         return np.where(valid, self.log10_backoff[k - 1][np.maximum(context_row, 0)], 0.0)
 
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
-        """Natural-log probability of each target (the interface every seqlm model shares)."""
-        return self.score_tokens(stream).log10_prob * LN10
+        """Natural-log probability of each target (the interface every seqlm model shares),
+        scored a batch of whole lines at a time (each line is scored on its own), the model's
+        mapped pages let go after each: memory stays bounded whatever the text's length."""
+        stream = np.asarray(stream)
+        scores = []
+        for part in np.split(stream, _line_cuts(stream)):
+            scores.append(self.score_tokens(part).log10_prob)
+            for array in (*self.keys, *self.log10_prob, *self.log10_backoff):
+                release(array)
+        return np.concatenate(scores) * LN10
 
     def next_log10(self, history: np.ndarray) -> np.ndarray:
         """log10 p(w | history) for every word w: the listed n-gram of the longest context if
@@ -175,19 +185,37 @@ class NgramModel:
 
     def save(self, folder: Path) -> None:
         """Arrow IPC per order (its keys, log10 p and back-off) plus the vocabulary: ``load``
-        maps them rather than reading them."""
+        maps them rather than reading them. A model whose arrays are mapped (estimated, loaded)
+        is written order by order without being held: each order's pages are let go once written."""
         with atomic_dir(Path(folder)) as tmp:
             self.vocab.save(tmp / VOCAB_FILE)
             meta = self.info | {"order": self.order, "format": FORMAT}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
             for n in range(1, self.order + 1):
-                columns = (self.keys[n - 1], self.log10_prob[n - 1], self.log10_backoff[n - 1])
+                keys = self._keys_to_save(n - 1, tmp / "keys")
+                columns = (keys, self.log10_prob[n - 1], self.log10_backoff[n - 1])
                 arrays = [
                     pa.array(np.asarray(c, dtype=t)) for c, t in zip(columns, DTYPES, strict=True)
                 ]
                 batch = pa.record_batch(arrays, names=list(COLUMNS))
                 with pa.ipc.new_file(tmp / f"order{n}.arrow", batch.schema) as sink:
                     sink.write_batch(batch)
+                rows = (self.context[n - 1], self.word[n - 1]) if self.stored_keys is None else ()
+                for column in (*columns, *rows):
+                    release(column)
+                (tmp / "keys").unlink(missing_ok=True)
+
+    def _keys_to_save(self, i: int, path: Path) -> np.ndarray:
+        """Order i + 1's keys: a loaded model's as stored, or worked out a batch at a time into
+        ``path`` and mapped from there (the whole column is never in memory)."""
+        if self.stored_keys is not None or "keys" in self.__dict__:  # already at hand
+            return self.keys[i]
+        context, word = self.context[i], self.word[i]
+        with path.open("wb") as out:
+            for start in range(0, len(word), KEY_BATCH):
+                part = slice(start, start + KEY_BATCH)
+                out.write((context[part].astype(np.int64) * self.vocab.size + word[part]).tobytes())
+        return np.memmap(path, dtype=np.int64, mode="r") if len(word) else np.zeros(0, np.int64)
 
     @classmethod
     def load(cls, folder: Path) -> NgramModel:
@@ -224,6 +252,15 @@ class NgramModel:
             info=info,
             stored_keys=keys,
         )
+
+
+def _line_cuts(stream: np.ndarray) -> np.ndarray:
+    """Where to cut a stream into batches of whole lines of about ``SCORE_BATCH`` targets: at the
+    first line end past each multiple of it."""
+    ends = np.flatnonzero(stream == EOS_ID) + 1
+    marks = np.searchsorted(ends, np.arange(SCORE_BATCH, len(stream), SCORE_BATCH))
+    cuts = np.unique(ends[marks[marks < len(ends)]])
+    return cuts[cuts < len(stream)]
 
 
 def _mapped(path: Path) -> dict[str, np.ndarray]:
