@@ -49,14 +49,15 @@ class _Order:
         self.mass = _zeros(contexts)  # per context: Σ p of its listed continuations
         self.total = _zeros(contexts)  # Σ p(w | context) over every word but <s> (1: normalised)
         self.hidden = _zeros(contexts)  # Σ p(w | its suffix) over its listed continuations w
+        self.first = _zeros(contexts, np.int64)  # per context: its first continuation's row
+        self.stop = _zeros(contexts, np.int64)  # and one past its last
         self.suffix = _zeros(len(key), np.int64)  # per row: w2..wn's row in order n − 1
         self.below = _zeros(len(key))  # per row: Σ p of its context's continuations before it
         self.gap = _zeros(len(key))  # per row: the suffix's mass before it, less the hidden part
 
-    def span(self, context: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each context's first continuation's row, and one past its last."""
-        first = np.searchsorted(self.key, context * vocab_size)
-        return first, np.searchsorted(self.key, (context + 1) * vocab_size)
+    def span(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each (ready) context's first continuation's row, and one past its last."""
+        return self.first[context], self.stop[context]
 
 
 def _zeros(size: int, dtype: type = np.float64) -> np.ndarray:
@@ -119,7 +120,8 @@ class Sampler:
         todo = np.unique(contexts[~cont.ready[contexts]]).astype(np.int64)
         if not len(todo):
             return
-        first, stop = cont.span(todo, size)
+        first = np.searchsorted(cont.key, todo * size)
+        stop = np.searchsorted(cont.key, (todo + 1) * size)
         lengths = stop - first
         start = np.concatenate(([0], np.cumsum(lengths)))
         place = np.arange(start[-1]) - np.repeat(start[:-1], lengths)  # within its context
@@ -147,6 +149,7 @@ class Sampler:
             total = mass + bo * (lower.total[shorter] - hidden)
         cont.suffix[rows], cont.below[rows], cont.gap[rows] = suffix, below, gap
         cont.mass[todo], cont.total[todo], cont.hidden[todo] = mass, total, hidden
+        cont.first[todo], cont.stop[todo] = first, stop
         cont.ready[todo] = True
 
     def blocks(self, n_words: int, seed: int, streams: int = STREAMS) -> Iterator[np.ndarray]:
@@ -247,12 +250,12 @@ class Sampler:
         if level == 0:
             listed[:] = True  # the unigrams leave nothing to back off to
         context, u = context[listed], u[listed]
-        lo, hi = cont.span(context, self.vocab_size)
+        lo, hi = cont.span(context)
         low, high = lo, hi  # the span a hidden word bounds on each side
         if above is not None and from_above.any():
             moved = np.flatnonzero(from_above[listed])
             up = upper[listed][moved]
-            first, last = above.span(up, self.vocab_size)
+            first, last = above.span(up)
             # The first hidden word past u (nxt), then u as a mass over every word.
             nxt = first + _count(above.gap, first, last, u[moved])
             inside = nxt < last
