@@ -138,6 +138,8 @@ def release(array: np.ndarray) -> None:
     base = array
     while isinstance(base, np.ndarray):
         base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer of a map
+        base = base.obj
     if isinstance(base, mmap.mmap):
         base.madvise(mmap.MADV_DONTNEED)
 

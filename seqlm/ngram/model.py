@@ -10,6 +10,7 @@ context never reaches past the line's ``<s>``.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,7 +25,7 @@ import pyarrow.ipc
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
-from seqlm.ngram.levels import numpy_view, release
+from seqlm.ngram.levels import release
 from seqlm.ngram.lines import pad_lines
 from seqlm.ngram.sample import Sampler
 from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary
@@ -36,7 +37,7 @@ FORMAT = 2
 COLUMNS = ("key", "log10_prob", "log10_backoff")
 DTYPES = (np.int64, np.float64, np.float64)
 KEY_BATCH = 1 << 20  # rows of keys worked out at once when a fitted model is saved
-SCORE_BATCH = 1 << 22  # targets scored at once (whole lines): ~0.4 GB of temporaries
+SCORE_BATCH = 1 << 20  # targets scored at once (whole lines): ~0.1 GB of temporaries
 
 
 @dataclass(frozen=True)
@@ -265,12 +266,20 @@ def _line_cuts(stream: np.ndarray) -> np.ndarray:
 
 def _mapped(path: Path) -> dict[str, np.ndarray]:
     """The columns of one order's file as NumPy views of its memory map (no copy: the arrays
-    keep the mapping alive)."""
-    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    keep the mapping alive, and ``release`` reaches it to let its pages go)."""
+    with path.open("rb") as file:
+        whole = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    buffer = pa.py_buffer(whole)
+    reader = pa.ipc.open_file(buffer)
     if reader.num_record_batches != 1 or reader.schema.names != list(COLUMNS):
         raise ValueError(f"{path.name} is not one batch of {', '.join(COLUMNS)}")
     batch = reader.get_batch(0)
     expected = [pa.from_numpy_dtype(t) for t in DTYPES]
     if any(c.type != t or c.null_count for c, t in zip(batch.columns, expected, strict=True)):
         raise ValueError(f"{path.name}: columns of the wrong type")
-    return {name: numpy_view(batch.column(name)) for name in COLUMNS}
+    columns = {}
+    for name, dtype in zip(COLUMNS, DTYPES, strict=True):
+        column, size = batch.column(name), np.dtype(dtype).itemsize
+        start = column.buffers()[1].address - buffer.address + column.offset * size
+        columns[name] = np.frombuffer(whole, dtype=dtype, count=len(column), offset=start)
+    return columns
