@@ -18,7 +18,6 @@ import logging
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from seqlm import subwords as bpe
 from seqlm.config import CorpusConfig, VocabConfig
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
-from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory, working_set
+from seqlm.ngram.budget import DEFAULT_MEMORY, give_back_freed, parse_memory, working_set
 from seqlm.ngram.counts import (
     COUNT,
     ID_TYPES,
@@ -38,7 +37,6 @@ from seqlm.ngram.counts import (
     table_batches,
     table_file,
     table_orders,
-    word_columns,
     write_table,
 )
 from seqlm.ngram.spill import (
@@ -63,6 +61,7 @@ from seqlm.vocab import (
 
 log = logging.getLogger("seqlm.stages")
 
+ROW_GROUP = 1 << 20  # rows per row group of a merged or cut table
 TABLES_DIR = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
 
 
@@ -318,15 +317,28 @@ def _summed(
 
 
 def _write(path: Path, n: int, dtype: pl.DataType, parts: Iterator[pl.DataFrame]) -> int:
-    """``write_table``; but a table that comes in one part is written whole by Polars, as the
-    in-memory merge wrote it: the same bytes, twice as fast as a row group at a time."""
-    first, second = next(parts, None), next(parts, None)
-    if second is not None:
-        return write_table(path, n, dtype, chain([first, second], parts))
-    schema = {**dict.fromkeys(word_columns(n), dtype), COUNT: pl.UInt64}
-    table = pl.DataFrame(schema=schema) if first is None else first.cast(schema).rechunk()
-    table.write_parquet(path, compression="zstd")
-    return table.height
+    """``write_table`` in row groups of ``ROW_GROUP`` rows however the parts came, so that the
+    file's bytes follow from the table alone, never from ``ngram.memory`` (a model's key is
+    their digest); then the freed heap goes back to the system before the next order."""
+    rows = write_table(path, n, dtype, _regrouped(parts, ROW_GROUP))
+    give_back_freed()
+    return rows
+
+
+def _regrouped(parts: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """The parts' rows, in order, as frames of ``size`` rows (the last one shorter)."""
+    held: list[pl.DataFrame] = []
+    count = 0
+    for part in parts:
+        held.append(part)
+        count += part.height
+        if count >= size:
+            whole = pl.concat(held, rechunk=False)
+            cut = count - count % size
+            yield from whole[:cut].iter_slices(size)
+            held, count = [whole[cut:]], count % size
+    if count:
+        yield pl.concat(held)
 
 
 def _row_keys(words: Sequence[np.ndarray]) -> np.ndarray:
