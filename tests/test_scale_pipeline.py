@@ -47,6 +47,9 @@ def test_tables_and_cutoff_within_a_tiny_budget_equal_a_roomy_one_and_a_recount(
     roomy, roomy_cut, _ = tables_and_cut(Store(tmp_path / "roomy"), sources, ROOMY)
     assert tiny.key == roomy.key and tiny_cut.key == roomy_cut.key  # the budget is no input
     assert equal_tables(tiny, roomy) and equal_tables(tiny_cut, roomy_cut)
+    # Byte for byte too: a model's key is the digest of the cut tables' files.
+    assert tiny.manifest["files"] == roomy.manifest["files"]
+    assert tiny_cut.manifest["files"] == roomy_cut.manifest["files"]
     _, train = assert_merged_tables_recount(Store(tmp_path / "tiny"), tiny)
     ids = stages.load_vocabulary(vocab)
     cut = read_tables(tiny_cut.path / stages.TABLES_DIR)
