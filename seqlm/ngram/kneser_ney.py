@@ -196,7 +196,7 @@ def estimate_orders(
             stop = start + len(context)
             a = adjusted[n - 1].read(start, stop)
             keep = level.count.read(start, stop) > prune[n - 1] if pruned else None
-            gamma, p = _interpolate(a, context, keep, d[n - 1], lower[suffix] if n > 1 else lower)
+            gamma, p = interpolate(a, context, keep, d[n - 1], lower[suffix] if n > 1 else lower)
             present = gamma >= 0
             backoff[int(context[0]) + np.flatnonzero(present)] = _log10(gamma[present])
             if probs is not None:
@@ -221,7 +221,7 @@ def estimate_orders(
     return out
 
 
-def _interpolate(
+def interpolate(
     a: np.ndarray, context: np.ndarray, keep: np.ndarray | None, d: np.ndarray, lower: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """For a batch holding its contexts' extensions whole: each context's γ, from

@@ -7,7 +7,7 @@ its context (its Σa, N1, N2, N3+ and γ are then local), an order's probabiliti
 the n-gram (where the order above, partitioned by suffix, joins them). Finished rows go to ranges
 of first-word ids, whose sorted concatenation is the model's row order.
 
-Every p and γ is computed with :func:`seqlm.ngram.kneser_ney._interpolate`'s operations on the
+Every p and γ is computed with :func:`seqlm.ngram.kneser_ney.interpolate`'s operations on the
 same integer sums (IEEE arithmetic, the same on every machine), so the model equals the
 single-machine one bit for bit; their log10, whose SIMD code differs between CPUs, is left to the
 coordinator.
@@ -23,8 +23,8 @@ import polars as pl
 
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_path
+from seqlm.ngram import kneser_ney
 from seqlm.ngram.counts import COUNT, word_columns
-from seqlm.ngram.kneser_ney import _interpolate
 from seqlm.vocab import BOS_ID, UNK_ID
 
 SCRATCH_COMPRESSION = "lz4"  # shuffle files are read once, soon after
@@ -143,7 +143,7 @@ class Unigrams:
 
     @classmethod
     def of(cls, d: np.ndarray, total: int, by_k: np.ndarray, uniform_size: int) -> Unigrams:
-        # _interpolate's float operations, on the sums of every part's integers.
+        # interpolate's float operations, on the sums of every part's integers.
         mass = d[1] * by_k[1] + d[2] * by_k[2] + d[3] * by_k[3]
         gamma = mass / float(total) if total > 0 else -1.0
         return cls(d, float(total), float(gamma), 1.0 / uniform_size)
@@ -185,14 +185,16 @@ def interpolate(
     work: Path, n: int, order: int, part: int, parts: int, d: np.ndarray, bounds: np.ndarray
 ) -> dict:
     """Order ``n``'s part by context: each context's γ (the back-off of the (n−1)-gram it is) and
-    each n-gram's p, by :func:`kneser_ney._interpolate` itself; probabilities go to the n-gram's
+    each n-gram's p, by :func:`kneser_ney.interpolate` itself; probabilities go to the n-gram's
     part for the order above and with the γs to their ranges. Returns rows per range."""
     cols = word_columns(n)
     rows = gather(work / f"context{n}", part).sort(cols)
     starts = _starts(rows, cols[:-1])
     context = np.cumsum(starts) - 1
     if rows.height:
-        gamma, p = _interpolate(rows["a"].to_numpy(), context, None, d, rows["lower"].to_numpy())
+        gamma, p = kneser_ney.interpolate(
+            rows["a"].to_numpy(), context, None, d, rows["lower"].to_numpy()
+        )
     else:
         gamma, p = np.zeros(0), np.zeros(0)
     present = gamma >= 0  # where Σa > 0: as the single-machine estimate, no back-off otherwise
