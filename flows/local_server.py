@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 
 from flows.settings import apply_defaults
 from seqlm.errors import SeqlmError
+from seqlm.net import free_port
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STARTUP_SECONDS = 120.0  # a cold start migrates the database: allow for a slow, busy disk
@@ -83,7 +83,7 @@ def _local_server(
     timeout: float = STARTUP_SECONDS,
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """Start the server and yield its API URL and a function that waits until it answers."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -121,12 +121,6 @@ def _drain_workers() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _die_with(parent: int) -> Callable[[], None]:

@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster, WorkerPlugin
 from polars.testing import assert_frame_equal
 
 from flows.corpus_to_model import corpus_to_model
-from flows.local_server import _free_port
+from seqlm.net import free_port
 from seqlm.ngram import NgramModel, read_tables
 from seqlm.ngram.counts import word_columns
 from seqlm.store import Store
@@ -118,7 +118,7 @@ def test_a_worker_killed_inside_a_build_is_replaced(local, corpus, cluster, tmp_
 
 
 def test_a_scheduler_that_does_not_answer_stops_the_run(corpus, tmp_path):
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     store = tmp_path / "store"
     args = ["run", "--corpus", str(corpus)]
     for setting in (f"store={store}", "executor=dask", f"dask_address={address}", "models=[]"):

@@ -20,12 +20,12 @@ from flows import postgres
 from flows.cli import main
 from flows.local_server import check_api
 from seqlm.errors import SeqlmError
+from seqlm.net import free_port
 from tasks.tracking import check_reachable
 from tests.helpers import SEQLM, bundled_corpus, pipeline_runs, run_seqlm
 from tests.test_service import (
     MODEL_FAMILIES,
     deployment_run,
-    free_port,
     healthy,
     start,
     stop,

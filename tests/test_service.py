@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.params import PipelineSettings
+from seqlm.net import free_port
 from seqlm.store import Store
 from tests.helpers import BUNDLED, assert_merged_tables_recount, bundled_corpus
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow  # a Prefect server and a serve process for the module
 MODEL_FAMILIES = ("unigram", "ngram", "rnn", "interpolated")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, seconds: float, what: str) -> None:

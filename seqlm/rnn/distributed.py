@@ -20,7 +20,6 @@ import logging.handlers
 import multiprocessing
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -33,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seqlm.errors import SeqlmError
+from seqlm.net import free_port
 from seqlm.rnn.checkpoint import read_checkpoint
 from seqlm.rnn.model import RNNLM
 from seqlm.rnn.training import Callbacks, Group, Job, TrainResult, fit
@@ -126,7 +126,7 @@ def launch(job: Job, callbacks: Callbacks) -> TrainResult:
         nproc_per_node=job.config.nproc,
         run_id=f"seqlm-{os.getpid()}",
         rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        rdzv_endpoint=f"127.0.0.1:{free_port()}",
         max_restarts=0,  # a failed rank fails the run (--resume goes on from its checkpoint)
         monitor_interval=0.1,
         start_method="spawn",
@@ -150,12 +150,6 @@ def launch(job: Job, callbacks: Callbacks) -> TrainResult:
         rank, failure = failed.get_first_failure()
         raise SeqlmError(relay.error or f"training process {rank} failed: {failure.message}")
     return _result(returned[0], job, device)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
