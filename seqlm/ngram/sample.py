@@ -35,31 +35,6 @@ BLOCK_WORDS = 1 << 20  # words drawn between two emissions of finished lines
 MIN_STREAM_WORDS = 64  # a short sample draws with fewer streams (n_words / 64)
 
 
-class _Order:
-    """Order n's n-grams as continuations of their contexts, the rows of order n − 1 (the unigrams
-    continue the one empty context, row 0), worked out a context at a time as the draws reach it
-    (``ready``): a few hundred words read a few hundred contexts, whatever the model's size, and
-    only the pages of the contexts reached are resident (``_zeros``). "Hidden": the mass the
-    context's suffix gives to the words listed here, which a draw backed off from this context
-    must not take."""
-
-    def __init__(self, key: np.ndarray, contexts: int) -> None:
-        self.key = key  # the model's sorted keys: context row · V + word
-        self.ready = _zeros(contexts, np.bool_)
-        self.mass = _zeros(contexts)  # per context: Σ p of its listed continuations
-        self.total = _zeros(contexts)  # Σ p(w | context) over every word but <s> (1: normalised)
-        self.hidden = _zeros(contexts)  # Σ p(w | its suffix) over its listed continuations w
-        self.first = _zeros(contexts, np.int64)  # per context: its first continuation's row
-        self.stop = _zeros(contexts, np.int64)  # and one past its last
-        self.suffix = _zeros(len(key), np.int64)  # per row: w2..wn's row in order n − 1
-        self.below = _zeros(len(key))  # per row: Σ p of its context's continuations before it
-        self.gap = _zeros(len(key))  # per row: the suffix's mass before it, less the hidden part
-
-    def span(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each (ready) context's first continuation's row, and one past its last."""
-        return self.first[context], self.stop[context]
-
-
 def _zeros(size: int, dtype: type = np.float64) -> np.ndarray:
     """Zeros whose pages the system provides on first write, 4 KiB at a time: ``np.zeros`` asks
     for huge pages, 2 MiB resident per scattered write (1.3 GB for 400 words of a 62M n-gram
@@ -67,6 +42,13 @@ def _zeros(size: int, dtype: type = np.float64) -> np.ndarray:
     buffer = mmap.mmap(-1, max(size * np.dtype(dtype).itemsize, 1), flags=mmap.MAP_PRIVATE)
     buffer.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(buffer, dtype=dtype, count=size)
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted: ``np.unique``'s hashing takes 70× longer than a sort on the
+    ascending runs of nodes a whole order's contexts are."""
+    values = np.sort(values)
+    return values[np.append(True, values[1:] != values[:-1])] if len(values) else values
 
 
 def _running_sums(
@@ -77,10 +59,11 @@ def _running_sums(
     less each context's offset would lose 1e-10 over a million contexts. A context's figures
     depend on its own rows alone, bit for bit, whatever other contexts are summed with it."""
     total = p.copy()
-    step = 1
-    while step <= (int(place.max()) if len(place) else 0):
-        total[step:] += np.where(place[step:] >= step, total[:-step], 0.0)
+    step, rows = 1, np.flatnonzero(place >= 1)
+    while len(rows):  # each pass adds to the rows at least ``step`` into their context
+        total[rows] += total[rows - step]
         step *= 2
+        rows = rows[place[rows] >= step]
     below = np.where(place > 0, np.roll(total, 1), 0.0)
     whole = np.zeros(len(start) - 1)
     listed = np.flatnonzero(start[1:] > start[:-1])
@@ -89,7 +72,16 @@ def _running_sums(
 
 
 class Sampler:
-    """A model's continuation tables, filled in as draws reach its contexts; ``blocks`` draws."""
+    """A model's continuation tables, filled in as draws reach its contexts; ``blocks`` draws.
+
+    Every n-gram is a node, numbered across the orders (0: the empty context, then the unigrams'
+    rows, the bigrams', ...), so that one step's draws at every order meet in one search. A node
+    holds its figures as a continuation of its context (``word``, ``suffix``, ``below``, ``gap``)
+    and, once draws reach it as a context, its continuations' (``first``/``stop``: their nodes,
+    ``mass``, ``total``, ``hidden``). A context reached is also appended to two increasing arrays,
+    ``lift`` + ``below`` and ``lift`` + ``gap`` of its continuations, ``lift`` twice its place
+    among the contexts reached: one sorted search over them lands each draw near its row in its
+    own context, whichever context or order it is (then stepped to the exact row)."""
 
     def __init__(
         self,
@@ -100,66 +92,122 @@ class Sampler:
     ):
         self.vocab_size = vocab_size
         self.order = len(keys)
-        self.log10_prob, self.log10_backoff = log10_prob, log10_backoff
-        self.orders = [_Order(key, len(keys[n - 1]) if n else 1) for n, key in enumerate(keys)]
+        self.keys, self.log10_prob, self.log10_backoff = keys, log10_prob, log10_backoff
+        # The nodes of order n's rows start at base[n - 1]; base[-1] is past the last.
+        self.base = np.cumsum([1] + [len(key) for key in keys])
+        nodes = int(self.base[-1])
+        self.word = _zeros(nodes, np.int32)
+        self.suffix = _zeros(nodes, np.int64)  # w2..wn's node (the empty context for unigrams)
+        self.below = _zeros(nodes)  # Σ p of its context's continuations before it
+        self.gap = _zeros(nodes)  # its suffix's context's mass before the suffix, less the hidden
+        self.first = _zeros(nodes, np.int64)  # as a context: its first continuation's node,
+        self.stop = _zeros(nodes, np.int64)  # one past its last (> 0: the context is ready)
+        self.mass = _zeros(nodes)  # Σ p of its listed continuations
+        self.total = _zeros(nodes)  # Σ p(w | context) over every word but <s> (1: normalised)
+        self.hidden = _zeros(nodes)  # Σ p(w | its suffix) over its listed continuations w
+        self.lift = _zeros(nodes)  # twice its place among the contexts reached
+        self.shift = _zeros(nodes, np.int64)  # its continuations' place in near less their node
+        self.near = _zeros(nodes)  # per context reached, per continuation: lift + below
+        self.near_gap = _zeros(nodes)  # and lift + gap
+        self.filled = 0  # rows of near and near_gap written
+        self.reached = 0  # contexts reached
+        self.complete = [False] * self.order  # per order: every context reached
         bos = int(lookup(keys[0], np.array([BOS_ID]))[0])
         # A line starts from <s> as its context (none for a unigram model, or one without <s>).
         self.start_length = 1 if self.order > 1 and bos >= 0 else 0
-        self.start_row = bos if self.start_length else 0
+        self.start_node = int(self.base[0]) + bos if self.start_length else 0
 
-    def _suffix(self, level: int, rows: np.ndarray) -> np.ndarray:
-        """The suffix rows (in the order below) of rows of order ``level`` + 1."""
-        cont = self.orders[level]
-        self._ready(level, cont.key[rows] // self.vocab_size)
-        return cont.suffix[rows]
+    def _rows(self, level: int, nodes: np.ndarray) -> np.ndarray:
+        """The rows in order ``level`` + 1 of its nodes (the empty context for level −1)."""
+        return nodes - self.base[level] if level >= 0 else np.zeros(len(nodes), np.int64)
+
+    def _suffixes(self, level: int, nodes: np.ndarray) -> np.ndarray:
+        """The suffix nodes of nodes of order ``level`` + 1, their own contexts made ready."""
+        if not self.complete[level]:
+            context = np.zeros(1, np.int64)  # the empty one, for unigrams
+            if level > 0:
+                rows = self.keys[level][self._rows(level, nodes)]
+                context = rows // self.vocab_size + self.base[level - 1]
+            self._ready(level, context)
+        return self.suffix[nodes]
 
     def _ready(self, level: int, contexts: np.ndarray) -> None:
-        """Work out the contexts of order ``level`` + 1 not yet reached (and, first, what they
-        read of the order below)."""
-        cont, size = self.orders[level], self.vocab_size
-        todo = np.unique(contexts[~cont.ready[contexts]]).astype(np.int64)
+        """Work out the contexts (nodes) whose continuations are order ``level`` + 1's rows, those
+        not yet reached (and, first, what they read of the order below)."""
+        if self.complete[level]:
+            return
+        size = self.vocab_size
+        todo = _distinct(contexts[self.stop[contexts] == 0])
         if not len(todo):
             return
-        first = np.searchsorted(cont.key, todo * size)
-        stop = np.searchsorted(cont.key, (todo + 1) * size)
+        key = self.keys[level]
+        context = self._rows(level - 1, todo)
+        first = np.searchsorted(key, context * size)
+        stop = np.searchsorted(key, (context + 1) * size)
         lengths = stop - first
         start = np.concatenate(([0], np.cumsum(lengths)))
         place = np.arange(start[-1]) - np.repeat(start[:-1], lengths)  # within its context
         rows = np.repeat(first, lengths) + place
-        word = cont.key[rows] % size
+        word = key[rows] % size
         p = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level][rows])
         below, mass = _running_sums(p, place, start)
         if level == 0:
             suffix, hidden, gap, total = np.zeros(len(rows), np.int64), 0.0, 0.0, mass
         else:
-            lower = self.orders[level - 1]
-            shorter = self._suffix(level - 1, todo)
+            shorter = self._suffixes(level - 1, todo)
             self._ready(level - 1, shorter)
-            suffix = lookup(lower.key, np.repeat(shorter, lengths) * size + word)
-            if np.any(suffix < 0):
+            lower = lookup(
+                self.keys[level - 1],
+                np.repeat(self._rows(level - 2, shorter), lengths) * size + word,
+            )
+            if np.any(lower < 0):
                 raise SeqlmError(
                     f"the model lists {level + 1}-grams whose last {level} words it does not list: "
                     "sampling needs every n-gram's suffix (lmplz's and seqlm's models have them)"
                 )
-            p_lower = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level - 1][suffix])
+            suffix = lower + self.base[level - 1]
+            p_lower = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level - 1][lower])
             hidden_below, hidden = _running_sums(p_lower, place, start)
-            gap = lower.below[suffix] - hidden_below
+            gap = self.below[suffix] - hidden_below
             # p(· | context) sums its listed words and, backed off, its suffix's other words.
-            bo = 10.0 ** self.log10_backoff[level - 1][todo]
-            total = mass + bo * (lower.total[shorter] - hidden)
-        cont.suffix[rows], cont.below[rows], cont.gap[rows] = suffix, below, gap
-        cont.mass[todo], cont.total[todo], cont.hidden[todo] = mass, total, hidden
-        cont.first[todo], cont.stop[todo] = first, stop
-        cont.ready[todo] = True
+            bo = 10.0 ** self.log10_backoff[level - 1][context]
+            total = mass + bo * (self.total[shorter] - hidden)
+        nodes = rows + self.base[level]
+        self.word[nodes], self.suffix[nodes] = word, suffix
+        self.below[nodes], self.gap[nodes] = below, gap
+        lift = 2.0 * (self.reached + np.arange(len(todo)))
+        into = slice(self.filled, self.filled + len(rows))
+        self.near[into] = np.repeat(lift, lengths) + below
+        self.near_gap[into] = np.repeat(lift, lengths) + gap
+        self.shift[todo] = self.filled + start[:-1] - first - self.base[level]
+        self.lift[todo], self.mass[todo], self.total[todo], self.hidden[todo] = (
+            lift,
+            mass,
+            total,
+            hidden,
+        )
+        self.first[todo], self.stop[todo] = first + self.base[level], stop + self.base[level]
+        self.filled += len(rows)
+        self.reached += len(todo)
 
     def blocks(self, n_words: int, seed: int, streams: int = STREAMS) -> Iterator[np.ndarray]:
         """``n_words`` ids in all, in blocks: whole lines (each ending with ``</s>``) in the order
         they started, the last block's last line cut where ``n_words`` runs out. Deterministic
         for (model, n_words, seed)."""
+        for level, key in enumerate(self.keys):
+            if len(key) <= n_words and not self.complete[level]:
+                # Its contexts would mostly be reached: work them out at once (far cheaper).
+                self._ready(
+                    level,
+                    np.arange(self.base[level - 1], self.base[level])
+                    if level
+                    else np.zeros(1, np.int64),
+                )
+                self.complete[level] = True
         rng = np.random.default_rng(seed)
         width = int(min(streams, max(1, n_words // MIN_STREAM_WORDS)))
         length = np.full(width, self.start_length, dtype=np.int64)
-        row = np.full(width, self.start_row, dtype=np.int64)
+        node = np.full(width, self.start_node, dtype=np.int64)
         line = np.arange(width, dtype=np.int64)  # the id of the line each stream is drawing
         at = np.zeros(width, dtype=np.int32)  # its next word's place in that line
         lines = width  # ids handed out
@@ -173,13 +221,13 @@ class Sampler:
             for _ in range(-(-min(left, BLOCK_WORDS) // max(len(line), 1))):
                 if not len(line):
                     break
-                word, length, row = self._step(length, row, rng)
+                word, length, node = self._step(length, node, rng)
                 record.append((word.astype(np.int32), line, at))
                 drawn += len(word)
                 ends = word == EOS_ID
                 if drawn >= n_words:  # the lines the output needs have all started: let the
                     keep = ~ends  # streams stop as their lines end
-                    length, row, line, at = length[keep], row[keep], line[keep], at[keep] + 1
+                    length, node, line, at = length[keep], node[keep], line[keep], at[keep] + 1
                 else:
                     started = int(np.count_nonzero(ends))
                     line = line.copy()
@@ -203,86 +251,89 @@ class Sampler:
             yield out
 
     def _step(
-        self, length: np.ndarray, row: np.ndarray, rng: np.random.Generator
+        self, length: np.ndarray, context: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One word for every stream, from its context (length, row); the next contexts."""
-        word = np.empty(len(length), dtype=np.int64)
-        new_length = np.empty_like(length)
-        new_row = np.empty_like(row)
-        at = row.copy()  # the row of each stream's current context
+        """One word for every stream, from its context (its length and node); the next contexts.
+
+        Order by order from the longest, each stream still drawing decides whether it takes a
+        listed word or backs off to its context's suffix (u over the mass left); then the words
+        of every order are found with two searches in all."""
+        at = context.copy()  # the context where each stream takes a listed word
         upper = np.full(len(length), -1, dtype=np.int64)  # the context it backed off from
+        level = np.empty(len(length), dtype=np.int64)  # at's continuations' order, less one
+        u = np.empty(len(length))
         by_length = np.argsort(length, kind="stable")
         starts = np.split(by_length, np.cumsum(np.bincount(length, minlength=self.order))[:-1])
         backed = np.zeros(0, dtype=np.int64)
-        for level in range(self.order - 1, -1, -1):
-            todo = np.concatenate([starts[level], backed])
-            listed, pick = self._draw(level, at[todo], upper[todo], rng)
+        for n in range(self.order - 1, -1, -1):
+            todo = np.concatenate([starts[n], backed])
+            here, up = at[todo], upper[todo]
+            if not self.complete[n]:
+                self._ready(n, here)
+            hidden = np.where(up >= 0, self.hidden[up], 0.0)
+            drawn = rng.random(len(todo)) * (self.total[here] - hidden)
+            listed = drawn < self.mass[here] - hidden if n else np.ones(len(todo), np.bool_)
             backed = todo[~listed]
             upper[backed] = at[backed]
-            at[backed] = self._suffix(level - 1, at[backed])
+            at[backed] = self._suffixes(n - 1, at[backed])
             done = todo[listed]
-            word[done] = self.orders[level].key[pick] % self.vocab_size
-            # The context grows by the word, unless it is already the longest kept.
-            full = level + 1 == self.order
-            new_length[done] = level if full else level + 1
-            new_row[done] = self.orders[level].suffix[pick] if full else pick
-        ends = word == EOS_ID
-        new_length[ends] = self.start_length
-        new_row[ends] = self.start_row
-        return word, new_length, new_row
-
-    def _draw(
-        self, level: int, context: np.ndarray, upper: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """At contexts of length ``level``: whether each stream takes a listed word (else it backs
-        off), and that word's row. A stream backed off from ``upper`` (≥ 0) draws from the mass
-        its suffix leaves once the words listed after ``upper`` are hidden."""
-        cont = self.orders[level]
-        self._ready(level, context)
-        hidden = np.zeros(len(context))
-        above = self.orders[level + 1] if level + 1 < self.order else None
-        from_above = upper >= 0
-        if above is not None:
-            self._ready(level + 1, upper[from_above])
-            hidden[from_above] = above.hidden[upper[from_above]]
-        u = rng.random(len(context)) * (cont.total[context] - hidden)
-        listed = u < cont.mass[context] - hidden
-        if level == 0:
-            listed[:] = True  # the unigrams leave nothing to back off to
-        context, u = context[listed], u[listed]
-        lo, hi = cont.span(context)
+            u[done], level[done] = drawn[listed], n
+        lo, hi = self.first[at], self.stop[at]
         low, high = lo, hi  # the span a hidden word bounds on each side
-        if above is not None and from_above.any():
-            moved = np.flatnonzero(from_above[listed])
-            up = upper[listed][moved]
-            first, last = above.span(up)
+        moved = np.flatnonzero(upper >= 0)
+        if len(moved):
+            up = upper[moved]
+            first, last = self.first[up], self.stop[up]
             # The first hidden word past u (nxt), then u as a mass over every word.
-            nxt = first + _count(above.gap, first, last, u[moved])
+            nxt = 1 + self._last_at_most(self.near_gap, self.gap, up, first, last, u[moved])
             inside = nxt < last
-            hidden_before = above.hidden[up].copy()
-            next_hidden = above.suffix[np.minimum(nxt, len(above.suffix) - 1)]
-            hidden_before[inside] = cont.below[next_hidden[inside]] - above.gap[nxt[inside]]
+            hidden_before = self.hidden[up]
+            next_hidden = self.suffix[np.minimum(nxt, len(self.suffix) - 1)]
+            hidden_before[inside] = self.below[next_hidden[inside]] - self.gap[nxt[inside]]
             u[moved] += hidden_before
             high = hi.copy()
             high[moved] = np.where(inside, next_hidden, hi[moved])
             low = lo.copy()
-            low[moved] = np.where(nxt > first, above.suffix[np.maximum(nxt - 1, 0)] + 1, lo[moved])
-        pick = lo + _count(cont.below, lo, hi, u) - 1
-        return listed, np.clip(pick, low, high - 1)
+            low[moved] = np.where(nxt > first, self.suffix[np.maximum(nxt - 1, 0)] + 1, lo[moved])
+        pick = self._last_at_most(self.near, self.below, at, lo, hi, u)
+        np.clip(pick, low, high - 1, out=pick)
+        word = self.word[pick]
+        # The context grows by the word, unless it is already the longest kept.
+        full = level + 1 == self.order
+        new_length = np.where(full, level, level + 1)
+        new_context = np.where(full, self.suffix[pick], pick)
+        ends = word == EOS_ID
+        new_length[ends] = self.start_length
+        new_context[ends] = self.start_node
+        return word, new_length, new_context
 
-
-def _count(exact: np.ndarray, lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """How many of ``exact[lo:hi]`` (one context's, nondecreasing) are ≤ u, for each query: the
-    spans bisected side by side, reading only rows of the contexts the draws reached."""
-    low, high = lo.copy(), hi.copy()  # the first row past u lies in [low, high]
-    while True:
-        open_ = np.flatnonzero(low < high)
-        if not len(open_):
-            return low - lo
-        mid = (low[open_] + high[open_]) // 2
-        right = exact[mid] <= u[open_]
-        low[open_] = np.where(right, mid + 1, low[open_])
-        high[open_] = np.where(right, high[open_], mid)
+    def _last_at_most(
+        self,
+        near: np.ndarray,
+        exact: np.ndarray,
+        context: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        u: np.ndarray,
+    ) -> np.ndarray:
+        """Per query, the last node of ``lo:hi`` (its context's continuations) whose ``exact``
+        (nondecreasing there) is ≤ u, else lo − 1: found by one sorted search over ``near``
+        (lift + exact) for lift + u, then stepped to the exact node (float rounding of the lift
+        can land it a row or two off)."""
+        target = self.lift[context] + u
+        order = np.argsort(target)  # NumPy searches sorted queries several times faster
+        at = np.empty(len(u), dtype=np.int64)
+        at[order] = np.searchsorted(near[: self.filled], target[order], side="right")
+        at -= self.shift[context] + 1
+        np.clip(at, lo - 1, hi - 1, out=at)
+        last = len(exact) - 1
+        while True:
+            ahead = (at + 1 < hi) & (exact[np.minimum(at + 1, last)] <= u)
+            behind = (at >= lo) & (exact[at] > u)
+            if not (ahead.any() or behind.any()):
+                return at
+            at += ahead
+            at -= behind
 
 
 def _in_line_order(words: np.ndarray, line: np.ndarray, place: np.ndarray) -> np.ndarray:
