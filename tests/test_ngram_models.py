@@ -193,3 +193,59 @@ def test_batched_scoring_and_saving_equal_the_whole(tmp_path, monkeypatch):
         expected = (tmp_path / "whole" / name).read_bytes()
         assert (tmp_path / "batched" / name).read_bytes() == expected
         assert (tmp_path / "again" / name).read_bytes() == expected
+
+
+def _listed(model: NgramModel) -> list[dict[tuple[int, ...], tuple[float, float]]]:
+    """Per order, each listed n-gram's words → (log10 p, log10 back-off)."""
+    grams, names = [], [()]
+    for n in range(model.order):
+        context, word = np.asarray(model.context[n]), np.asarray(model.word[n])
+        names = [names[c] + (int(w),) for c, w in zip(context, word, strict=True)]
+        weights = zip(model.log10_prob[n], model.log10_backoff[n], strict=True)
+        grams.append(dict(zip(names, weights, strict=True)))
+    return grams
+
+
+def _from_listed(vocab, grams: list[dict]) -> NgramModel:
+    """A model of exactly the n-grams ``grams`` lists (as ``_listed`` gives them)."""
+    context, word, p, bo = [], [], [], []
+    rows: dict[tuple[int, ...], int] = {(): 0}
+    for level in grams:
+        names = sorted(level, key=lambda g: (rows[g[:-1]], g[-1]))
+        context.append(np.array([rows[g[:-1]] for g in names], dtype=np.int64))
+        word.append(np.array([g[-1] for g in names], dtype=np.int64))
+        p.append(np.array([level[g][0] for g in names]))
+        bo.append(np.array([level[g][1] for g in names]))
+        rows = {g: i for i, g in enumerate(names)}
+    return NgramModel(vocab, context, word, p, bo)
+
+
+def _brute_log10(grams: list[dict], stream: np.ndarray) -> np.ndarray:
+    """Back-off scoring by dictionary look-ups: the longest listed n-gram ending at each target
+    (within its line), plus the back-offs of the listed contexts from its length up."""
+    out, line = [], [BOS_ID]
+    for target in map(int, stream):
+        line.append(target)
+        fits = range(1, min(len(grams), len(line)) + 1)
+        longest = max((n for n in fits if tuple(line[-n:]) in grams[n - 1]), default=0)
+        p = grams[longest - 1][tuple(line[-longest:])][0] if longest else -np.inf
+        for k in range(max(longest, 1), min(len(grams), len(line))):
+            p += grams[k - 1].get(tuple(line[-k - 1 : -1]), (0.0, 0.0))[1]
+        out.append(p)
+        line = [BOS_ID] if target == EOS_ID else line
+    return np.array(out)
+
+
+def test_scores_equal_brute_force_back_off_where_words_and_contexts_are_unlisted():
+    """Without some words' n-grams (the unigram rows are then searched, not the word ids) and
+    without <s>'s (no line context), scores are still the longest listed n-gram's."""
+    vocab, train = corpus(n_lines=300, seed=11)
+    held_out = vocab.stream(random_lines(80, 150, seed=12))
+    grams = _listed(fit(count_ngrams(train, 3, vocab.size), vocab, "kn"))
+    dropped = {int(train[0]), int(train[5])}
+    for without in (dropped, dropped | {BOS_ID}):
+        kept = [{g: v for g, v in level.items() if not without & set(g)} for level in grams]
+        model = _from_listed(vocab, kept)
+        assert len(model.keys[0]) < vocab.size
+        got = model.score_tokens(held_out).log10_prob
+        np.testing.assert_allclose(got, _brute_log10(kept, held_out), rtol=1e-12)

@@ -26,9 +26,8 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
 from seqlm.ngram.levels import release
-from seqlm.ngram.lines import pad_lines
 from seqlm.ngram.sample import Sampler
-from seqlm.vocab import EOS_ID, VOCAB_FILE, Vocabulary
+from seqlm.vocab import BOS_ID, EOS_ID, VOCAB_FILE, Vocabulary
 
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
@@ -103,37 +102,44 @@ class NgramModel:
         return [c.astype(np.int64) * size + w for c, w in zip(self.context, self.word, strict=True)]
 
     def score_tokens(self, stream: np.ndarray) -> TokenScores:
-        """log10 p of every target of a vocabulary stream, each line from a one-``<s>`` context."""
-        stream = np.asarray(stream)
-        if len(stream) and (int(stream.min()) < 0 or int(stream.max()) >= self.vocab.size):
-            raise SeqlmError(f"the stream holds ids outside the model's {self.vocab.size} words")
-        padded, offset = pad_lines(stream)
-        row = lookup(self.keys[0], padded)  # rows of the n-gram of each order ending at t
-        best = np.where(row >= 0, self.log10_prob[0][np.maximum(row, 0)], -np.inf)
+        """log10 p of every target of a vocabulary stream, each line from a one-``<s>`` context.
+
+        Order by order, only the targets whose context of that length is listed are searched
+        for: those after a target whose n-gram of the order below was found (in its line)."""
+        stream = _checked(np.asarray(stream), self.vocab.size)
+        if len(stream) == 0:
+            return TokenScores(np.zeros(0), np.zeros(0, dtype=np.int8), np.zeros(0, dtype=bool))
+        size, probs, backoffs = self.vocab.size, self.log10_prob, self.log10_backoff
+        row = self._unigram_rows(stream)
+        best = np.where(row >= 0, probs[0][np.maximum(row, 0)], -np.inf)
         length = (row >= 0).astype(np.int8)
-        backoff = np.zeros(len(padded))  # Σ back-offs of contexts from the match's length up
+        backoff = np.zeros(len(stream))  # Σ back-offs of contexts from the match's length up
+        context = np.empty_like(row)  # each target's one-word context: <s> at a line's start
+        context[1:] = row[:-1]
+        context[0] = bos = int(self._unigram_rows(np.array([BOS_ID]))[0])
+        context[1:][stream[:-1] == EOS_ID] = bos
+        at = np.flatnonzero(context >= 0)
+        context = context[at]
         for n in range(2, self.order + 1):
-            context_row = np.roll(row, 1)
-            backoff += self._backoff_at(n - 1, context_row, offset)
-            at = np.flatnonzero((context_row >= 0) & (offset >= n - 1))  # a listed context
-            query = context_row[at].astype(np.int64) * self.vocab.size + padded[at]
-            row = np.full(len(padded), -1, dtype=np.int64)
-            row[at] = lookup(self.keys[n - 1], query)
-            found = at[row[at] >= 0]
-            best[found] = self.log10_prob[n - 1][row[found]]
-            length[found] = n
-            backoff[found] = 0.0
-        is_target = offset > 0
+            found = lookup(self.keys[n - 1], context.astype(np.int64) * size + stream[at])
+            hit = found >= 0
+            missed = ~hit
+            backoff[at[missed]] += backoffs[n - 2][context[missed]]
+            at, found = at[hit], found[hit]
+            best[at] = probs[n - 1][found]
+            length[at] = n
+            backoff[at] = 0.0
+            inside = stream[at] != EOS_ID  # the n-gram is the next target's context
+            at, context = at[inside] + 1, found[inside]
         return TokenScores(
-            log10_prob=(best + backoff)[is_target],
-            ngram_length=length[is_target],
-            line_end=stream == EOS_ID,
+            log10_prob=best + backoff, ngram_length=length, line_end=stream == EOS_ID
         )
 
-    def _backoff_at(self, k: int, context_row: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """Back-off of the length-k context ending just before each position (0 if unlisted)."""
-        valid = (context_row >= 0) & (offset >= k)
-        return np.where(valid, self.log10_backoff[k - 1][np.maximum(context_row, 0)], 0.0)
+    def _unigram_rows(self, words: np.ndarray) -> np.ndarray:
+        """Each word's unigram row (−1 if unlisted): the word itself where every word is listed."""
+        if len(self.keys[0]) == self.vocab.size:  # sorted, distinct, below V: 0..V−1
+            return words
+        return lookup(self.keys[0], words)
 
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         """Natural-log probability of each target (the interface every seqlm model shares),
@@ -253,6 +259,17 @@ class NgramModel:
             info=info,
             stored_keys=keys,
         )
+
+
+def _checked(stream: np.ndarray, vocab_size: int) -> np.ndarray:
+    """A stream of whole lines over ``vocab_size`` ids, ``<s>`` (context only) in none of them."""
+    if len(stream) and (int(stream.min()) < 0 or int(stream.max()) >= vocab_size):
+        raise SeqlmError(f"the stream holds ids outside the model's {vocab_size} words")
+    if len(stream) and stream[-1] != EOS_ID:
+        raise SeqlmError("the id stream must end with </s> (id 2): its last line is unterminated")
+    if np.any(stream == BOS_ID):
+        raise SeqlmError("the id stream holds <s> (id 1), which is context only and never a target")
+    return stream
 
 
 def _line_cuts(stream: np.ndarray) -> np.ndarray:
