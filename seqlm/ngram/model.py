@@ -81,7 +81,8 @@ class NgramModel:
     log10_prob: list[np.ndarray]
     log10_backoff: list[np.ndarray]  # 0 where the n-gram is never a context, and at the top order
     info: dict[str, Any] = field(default_factory=dict)  # smoothing, discounts, ...
-    # A loaded model's keys, mapped from its folder (context and word are derived from them).
+    # Keys at hand: a loaded model's, mapped from its folder (context and word are derived from
+    # them), or an ARPA file's, as its orders were linked.
     stored_keys: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
