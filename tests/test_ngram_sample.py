@@ -10,7 +10,7 @@ import pytest
 from flows.cli import main
 from seqlm.errors import SeqlmError
 from seqlm.ngram import NgramModel, count_ngrams, fit, read_arpa, write_arpa
-from seqlm.ngram.sample import Sampler
+from seqlm.ngram.sample import Sampler, _Increasing
 from seqlm.vocab import BOS_ID, EOS_ID, build_vocabulary
 from tests.ngram_reference import corpus
 
@@ -186,3 +186,33 @@ def test_a_sample_does_not_depend_on_the_contexts_reached_before():
             np.concatenate(list(warm.blocks(20_000, seed))),
             np.concatenate(list(fresh.blocks(20_000, seed))),
         )
+
+
+def test_contexts_worked_out_as_reached_or_whole_give_the_same_words():
+    """An order with more n-grams than the words asked for is worked out a context at a time as
+    draws reach it, a smaller one whole at once: a sampler whose orders are all whole (from a long
+    sample before) draws the same words as fresh ones that reach their contexts one by one."""
+    vocab, train = corpus(n_lines=4000, n_words=150, seed=6)
+    model = fit(count_ngrams(train, 4, vocab.size), vocab, "kn", discount_fallback=True)
+    tables = (model.keys, model.log10_prob, model.log10_backoff, model.vocab.size)
+    whole = Sampler(*tables)
+    list(whole.blocks(max(map(len, model.keys)), seed=1))
+    assert all(whole.complete)
+    for n_words, seed in ((3000, 0), (3000, 3), (200, 5), (1, 2)):
+        fresh = Sampler(*tables)
+        words = np.concatenate(list(fresh.blocks(n_words, seed)))
+        assert not fresh.complete[-1]  # 4-grams: 8,012
+        np.testing.assert_array_equal(words, np.concatenate(list(whole.blocks(n_words, seed))))
+
+
+def test_the_two_stage_search_counts_as_numpy_s():
+    """Every 16th value searched first, then 16 halved: NumPy's count of values ≤ each target,
+    with the array extended piece by piece (ties, targets before the first and past the last)."""
+    rng = np.random.default_rng(0)
+    values = np.sort(np.round(rng.random(5000) * 300, 1))
+    store = _Increasing(len(values) + 7)
+    for piece in np.array_split(values, [1, 17, 40, 2000, 2001]):
+        store.extend(piece)
+        targets = np.sort(np.concatenate([rng.random(3000) * 320 - 10, values[::7]]))
+        expected = np.searchsorted(values[: store.filled], targets, side="right")
+        np.testing.assert_array_equal(store.count_at_most(targets), expected)
