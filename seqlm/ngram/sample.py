@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import numpy as np
@@ -33,6 +34,7 @@ from seqlm.vocab import BOS_ID, EOS_ID, Vocabulary
 STREAMS = 8192  # lines drawn side by side: enough to spread NumPy's per-call cost thin
 BLOCK_WORDS = 1 << 20  # words drawn between two emissions of finished lines
 MIN_STREAM_WORDS = 64  # a short sample draws with fewer streams (n_words / 64)
+THREADS = 2  # an order worked out whole is worked out in two shares side by side
 STRIDE = 16  # a search runs first over every 16th value, which stays in the processor's cache
 
 
@@ -161,15 +163,35 @@ class Sampler:
             self._ready(level, context)
         return self.suffix[nodes]
 
-    def _ready(self, level: int, contexts: np.ndarray) -> None:
+    def _ready(self, level: int, contexts: np.ndarray, parts: int = 1) -> None:
         """Work out the contexts (nodes) whose continuations are order ``level`` + 1's rows, those
-        not yet reached (and, first, what they read of the order below)."""
+        not yet reached: first what they read of the order below, then their tables, in ``parts``
+        shares side by side (NumPy lets other threads run inside its loops)."""
         if self.complete[level]:
             return
-        size = self.vocab_size
         todo = _distinct(contexts[self.stop[contexts] == 0])
         if not len(todo):
             return
+        shorter = todo  # unused for the unigrams' one context
+        if level:
+            shorter = self._suffixes(level - 1, todo)
+            self._ready(level - 1, shorter)
+        shares = [
+            (todo[cut], shorter[cut])
+            for cut in np.array_split(np.arange(len(todo)), min(parts, len(todo)))
+        ]
+        if len(shares) == 1:
+            tables = [self._tables(level, *shares[0])]
+        else:
+            with ThreadPoolExecutor(len(shares)) as pool:
+                tables = list(pool.map(lambda share: self._tables(level, *share), shares))
+        for share, table in zip(shares, tables, strict=True):  # in order: the same lifts
+            self._fill(level, share[0], *table)
+
+    def _tables(self, level: int, todo: np.ndarray, shorter: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Contexts' continuations and their figures, from the model and the order below's
+        tables (``shorter``: the contexts' suffixes, ready)."""
+        size = self.vocab_size
         key = self.keys[level]
         context = self._rows(level - 1, todo)
         first = np.searchsorted(key, context * size)
@@ -181,40 +203,55 @@ class Sampler:
         word = key[rows] % size
         p = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level][rows])
         below, mass = _running_sums(p, place, start)
-        if level == 0:
-            suffix, hidden, gap, total = np.zeros(len(rows), np.int64), 0.0, 0.0, mass
-        else:
-            shorter = self._suffixes(level - 1, todo)
-            self._ready(level - 1, shorter)
-            lower = lookup(
-                self.keys[level - 1],
-                np.repeat(self._rows(level - 2, shorter), lengths) * size + word,
+        if level == 0:  # the empty context: no suffix, nothing hidden, its listed mass is all
+            none = np.zeros(len(rows))
+            return first, stop, rows, word, none.astype(np.int64), below, none, mass, mass, mass * 0
+        lower = lookup(
+            self.keys[level - 1],
+            np.repeat(self._rows(level - 2, shorter), lengths) * size + word,
+        )
+        if np.any(lower < 0):
+            raise SeqlmError(
+                f"the model lists {level + 1}-grams whose last {level} words it does not list: "
+                "sampling needs every n-gram's suffix (lmplz's and seqlm's models have them)"
             )
-            if np.any(lower < 0):
-                raise SeqlmError(
-                    f"the model lists {level + 1}-grams whose last {level} words it does not list: "
-                    "sampling needs every n-gram's suffix (lmplz's and seqlm's models have them)"
-                )
-            suffix = lower + self.base[level - 1]
-            p_lower = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level - 1][lower])
-            hidden_below, hidden = _running_sums(p_lower, place, start)
-            gap = self.below[suffix] - hidden_below
-            # p(· | context) sums its listed words and, backed off, its suffix's other words.
-            bo = 10.0 ** self.log10_backoff[level - 1][context]
-            total = mass + bo * (self.total[shorter] - hidden)
+        suffix = lower + self.base[level - 1]
+        p_lower = np.where(word == BOS_ID, 0.0, 10.0 ** self.log10_prob[level - 1][lower])
+        hidden_below, hidden = _running_sums(p_lower, place, start)
+        gap = self.below[suffix] - hidden_below
+        # p(· | context) sums its listed words and, backed off, its suffix's other words.
+        bo = 10.0 ** self.log10_backoff[level - 1][context]
+        total = mass + bo * (self.total[shorter] - hidden)
+        return first, stop, rows, word, suffix, below, gap, mass, total, hidden
+
+    def _fill(
+        self,
+        level: int,
+        todo: np.ndarray,
+        first: np.ndarray,
+        stop: np.ndarray,
+        rows: np.ndarray,
+        word: np.ndarray,
+        suffix: np.ndarray,
+        below: np.ndarray,
+        gap: np.ndarray,
+        mass: np.ndarray,
+        total: np.ndarray,
+        hidden: np.ndarray,
+    ) -> None:
+        """Write contexts' tables, and append them to the searched arrays."""
         nodes = rows + self.base[level]
         self.word[nodes], self.suffix[nodes] = word, suffix
         self.below[nodes], self.gap[nodes] = below, gap
+        lengths = stop - first
         lift = 2.0 * (self.reached + np.arange(len(todo)))
-        self.shift[todo] = self.near.filled + start[:-1] - first - self.base[level]
+        self.shift[todo] = (
+            self.near.filled + np.cumsum(lengths) - lengths - first - self.base[level]
+        )
         self.near.extend(np.repeat(lift, lengths) + below)
         self.near_gap.extend(np.repeat(lift, lengths) + gap)
-        self.lift[todo], self.mass[todo], self.total[todo], self.hidden[todo] = (
-            lift,
-            mass,
-            total,
-            hidden,
-        )
+        self.lift[todo], self.mass[todo], self.total[todo] = lift, mass, total
+        self.hidden[todo] = hidden
         self.first[todo], self.stop[todo] = first + self.base[level], stop + self.base[level]
         self.reached += len(todo)
 
@@ -225,12 +262,8 @@ class Sampler:
         for level, key in enumerate(self.keys):
             if len(key) <= n_words and not self.complete[level]:
                 # Its contexts would mostly be reached: work them out at once (far cheaper).
-                self._ready(
-                    level,
-                    np.arange(self.base[level - 1], self.base[level])
-                    if level
-                    else np.zeros(1, np.int64),
-                )
+                whole = np.arange(self.base[level - 1], self.base[level]) if level else [0]
+                self._ready(level, np.asarray(whole, np.int64), parts=THREADS)
                 self.complete[level] = True
         rng = np.random.default_rng(seed)
         width = int(min(streams, max(1, n_words // MIN_STREAM_WORDS)))
