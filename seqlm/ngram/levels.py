@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -36,6 +38,8 @@ from seqlm.ngram.counts import (
 )
 from seqlm.ngram.index import suffix_rows
 from seqlm.vocab import BOS_ID, EOS_ID
+
+T = TypeVar("T")
 
 ROW_BYTES = 40  # held per row of the order below: key, suffix, candidate, word, extensions
 BATCH_BYTES = 120  # per row of a batch: its columns and the temporaries of one step
@@ -102,6 +106,16 @@ def batches(tables: Tables, n: int, size: int) -> Iterator[tuple[list[np.ndarray
         yield [part[c].to_numpy() for c in cols], part[COUNT].to_numpy().astype(np.int64)
 
 
+def ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items`` (none of them None), the next one made in a thread while this one is used
+    (Parquet decoding releases the GIL): one item more is held."""
+    with ThreadPoolExecutor(1) as pool:
+        upcoming = pool.submit(next, items, None)
+        while (item := upcoming.result()) is not None:
+            upcoming = pool.submit(next, items, None)
+            yield item
+
+
 # ---- finished arrays on disk ----
 
 
@@ -117,7 +131,7 @@ class Spilled:
 
     def append(self, values: np.ndarray) -> None:
         with self.path.open("ab") as out:
-            out.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+            np.ascontiguousarray(values, dtype=self.dtype).tofile(out)  # no copy into bytes
 
     def load(self) -> np.ndarray:
         return np.fromfile(self.path, dtype=self.dtype)
@@ -311,7 +325,7 @@ def _index_order(
     seen, first, last_key = 0, 0, -1
     last_prefix: list[int] | None = None
     bos_first = bos_stop = -1
-    for words, counts in batches(tables, n, batch):
+    for words, counts in ahead(batches(tables, n, batch)):
         size = len(counts)
         rank = _prefix_ranks(words[:-1], last_prefix, seen)
         seen = int(rank[-1]) + 1
@@ -327,7 +341,7 @@ def _index_order(
         suffix = suffix_rows(below.keys, below.suffix, context, last, vocab_size)
         if np.any(suffix < 0):
             raise _inconsistent(n, "whose suffix is not counted")
-        below.extensions += np.bincount(suffix, minlength=len(below.extensions))
+        np.add.at(below.extensions, suffix, 1)  # a batch's rows, not all the order below's
         for spilled, values in zip(
             (level.context, level.word, level.suffix, level.count),
             (context, last, suffix, counts),
