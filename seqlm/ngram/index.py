@@ -4,9 +4,14 @@ an n-gram is found from its context row and last word by a sorted search.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import numpy as np
 
 SORTED_SEARCH = 1 << 16  # queries from which sorting them first pays
+CORES = len(os.sched_getaffinity(0))
 
 
 def lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -28,10 +33,17 @@ def lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     packed.sort()
     where = packed & ((1 << pos_bits) - 1)
     packed >>= pos_bits  # the queries, sorted
-    rows = np.minimum(np.searchsorted(keys, packed), len(keys) - 1)
+    rows = np.minimum(_search(keys, packed), len(keys) - 1)
     out = np.empty(len(queries), dtype=np.int64)
     out[where] = np.where(keys[rows] == packed, rows, -1)
     return out
+
+
+def _search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted`` of many queries, in one slice a core (it releases the GIL)."""
+    parts = np.array_split(queries, CORES)
+    with ThreadPoolExecutor(CORES) as pool:
+        return np.concatenate(list(pool.map(partial(np.searchsorted, keys), parts)))
 
 
 def suffix_rows(
