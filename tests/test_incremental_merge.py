@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from seqlm import corpus, stages
 from seqlm.config import load_config
+from seqlm.errors import SeqlmError
 from seqlm.ngram import read_tables
 from seqlm.store import Artifact, Store
 from seqlm.vocab import BOS, EOS, SPECIALS, UNK
@@ -136,6 +138,39 @@ def test_the_incremental_merge_equals_the_full_merge_and_a_recount(shards, tmp_p
     assert "extends" not in full.manifest["note"] and full.key == grown.key
     assert_same_tables(grown, full)
     assert by_token(grown) == brute_counts(train_lines(grown), None, ORDER)
+
+
+def makers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "seqlm-tables"]
+
+
+def test_a_merge_that_fails_midway_leaves_the_stored_merge_and_nothing_else(shards, tmp_path):
+    store = Store(tmp_path / "store")
+    counts = counted(store, shards)
+    two = stages.tables(store, counts[:2])
+    # Order 2 of the added shard cannot be read: order 1 is written by then, in the background.
+    broken = counts[2].path / stages.TABLES_DIR / "order2.parquet"
+    saved = broken.read_bytes()
+    broken.write_bytes(b"not a table")
+    with pytest.raises(SeqlmError, match=r"order2\.parquet: not a Parquet file"):
+        stages.tables(store, counts[:3])
+    assert not makers()
+    assert [p.name for p in (store.root / "tables").iterdir()] == [two.key]  # no .tmp-* left
+    broken.write_bytes(saved)
+    grown = stages.tables(store, counts[:3])
+    assert grown.manifest["note"]["extends"] == stages.ref(two)
+    scratch = Store(tmp_path / "scratch")
+    assert_same_tables(grown, stages.tables(scratch, counted(scratch, shards)[:3]))
+
+
+def test_a_failed_write_stops_the_row_groups_made_ahead(tmp_path):
+    def endless(n: int):
+        while True:  # row groups of a column no table has: the writer fails on the first
+            yield pl.DataFrame({"x": pl.zeros(stages.data.ROW_GROUP, eager=True)})
+
+    with pytest.raises(pl.exceptions.PolarsError):
+        stages.data._write(tmp_path, pl.UInt8, 3, endless)
+    assert not makers()
 
 
 def test_cut_offs_apply_to_the_merged_tables(shards, tmp_path):
