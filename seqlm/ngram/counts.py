@@ -12,8 +12,9 @@ of every position's n-gram for the next order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -41,45 +42,181 @@ def id_dtype(vocab_size: int) -> pl.DataType:
     )
 
 
-def _group_sorted(keys: np.ndarray, where: np.ndarray, n_positions: int):
-    """Distinct ``keys`` ascending, their counts, and the dense rank of each key, by position
-    (−1 at positions not in ``where``). ``keys`` is consumed."""
+def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
+    """Distinct keys ascending, their counts, and the dense rank of each key, by position
+    (−1 at positions not in ``where``). The keys are taken from ``owned`` and consumed, so that
+    their memory goes back before the ranks are made (the peak of counting)."""
+    keys = owned.pop()
     pos_bits = max(int(n_positions).bit_length(), 1)
     key_bits = int(keys.max()).bit_length() if len(keys) else 0
+    index = np.int32 if n_positions < 1 << 31 else np.int64
     if key_bits + pos_bits <= 64:
         packed = keys.view(np.uint64)  # keys are ≥ 0: pack in place, sort in place
         packed <<= np.uint64(pos_bits)
         packed |= where.astype(np.uint64)
         packed.sort()
-        sorted_where = (packed & np.uint64((1 << pos_bits) - 1)).astype(np.int64)
+        sorted_where = (packed & np.uint64((1 << pos_bits) - 1)).astype(index)
         packed >>= np.uint64(pos_bits)
-        sorted_keys = keys
+        del packed
     else:  # too wide to pack with the position: sort indirectly
         order = np.argsort(keys)
-        sorted_keys, sorted_where = keys[order], where[order]
+        keys, sorted_where = keys[order], where[order]
         del order
-    first = np.empty(len(sorted_keys), dtype=bool)
+    first = np.empty(len(keys), dtype=bool)
     first[:1] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    counts = np.diff(np.append(starts, len(sorted_keys)))
-    distinct = sorted_keys[starts]
-    del sorted_keys, keys, starts
+    counts = np.empty(len(starts), dtype=np.int64)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1:] = len(keys) - starts[-1:]
+    distinct = keys[starts]
+    del keys, starts
     rank_type = np.int32 if len(distinct) < 1 << 31 else np.int64
     rank = np.full(n_positions, -1, dtype=rank_type)
-    rank[sorted_where] = np.cumsum(first, dtype=rank_type) - 1
+    dense = np.cumsum(first, dtype=rank_type)
+    del first
+    dense -= 1
+    rank[sorted_where] = dense
     return distinct, counts, rank
+
+
+class Ranked(NamedTuple):
+    """Counts of orders 1..N before their word columns are spelled out: ``unigrams`` by id, and
+    for each order n ≥ 2 its distinct n-grams ascending as (``prefixes``: the row of the
+    (n−1)-gram in order n−1's rows, for n = 2 its id; ``words``: the last id) with ``counts``.
+    Rows of two texts over one append-only dictionary merge by sorting one int64 per row."""
+
+    unigrams: np.ndarray
+    prefixes: list[np.ndarray]
+    words: list[np.ndarray]
+    counts: list[np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.unigrams, *self.prefixes, *self.words, *self.counts]
+        return sum(a.nbytes for a in arrays)
 
 
 def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.DataFrame]:
     """Count tables for orders 1..``order`` of a vocabulary stream (each line padded with one
     ``<s>`` in front; ``</s>`` is already in the stream)."""
+    return list(ranked_tables(count_ranked(stream, order, vocab_size), vocab_size))
+
+
+def count_ranked(stream: np.ndarray, order: int, vocab_size: int) -> Ranked:
+    """``count_ngrams``'s counts as ``Ranked`` rows."""
     check_order(order)
     stream = np.asarray(stream)
     if len(stream) == 0:
         raise SeqlmError("no training text to count: the id stream is empty")
     if int(stream.max()) >= vocab_size or int(stream.min()) < 0:
         raise SeqlmError(f"the id stream holds ids outside the vocabulary of {vocab_size} entries")
+    padded, offset = pad_lines(stream)
+    counted = Ranked(np.bincount(padded, minlength=vocab_size), [], [], [])
+    rank, bound = padded, vocab_size  # order 1: a word's rank is its id
+    bits = _word_bits(vocab_size)
+    for n in range(2, order + 1):
+        check_key_space(bound, 1 << bits, n)
+        ends = np.flatnonzero(offset >= n - 1).astype(offset.dtype)
+        keys = rank[ends - 1].astype(np.int64)
+        keys <<= bits
+        keys |= padded[ends]
+        del rank
+        owned = [keys]
+        del keys
+        distinct, n_counts, rank = _group_sorted(owned, ends, len(padded))  # noqa: RUF059
+        del ends
+        _add_rows(counted, distinct, n_counts, vocab_size)
+        bound = len(n_counts)
+    return counted
+
+
+def _word_bits(vocab_size: int) -> int:
+    """The bits of a key below its prefix row, which hold the word: shifts and masks split a key
+    several times faster than division by the vocabulary's size."""
+    return max(vocab_size - 1, 1).bit_length()
+
+
+def _add_rows(counted: Ranked, keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> None:
+    """Append an order's distinct keys (prefix row, then the word in ``_word_bits``; consumed)
+    and counts, each in the narrowest type that holds it (pending parts hold millions of rows)."""
+    bits = _word_bits(vocab_size)
+    word_type = NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(vocab_size))]
+    counted.words.append((keys & ((1 << bits) - 1)).astype(word_type))
+    keys >>= bits  # the prefixes, in place
+    narrow = np.int32 if len(keys) == 0 or int(keys[-1]) < 1 << 31 else np.int64
+    counted.prefixes.append(keys.astype(narrow))
+    wide = len(counts) and int(counts.max()) >= 1 << 32
+    counted.counts.append(counts.astype(np.int64 if wide else np.uint32))
+
+
+def merge_ranked(parts: list[Ranked], vocab_size: int) -> Ranked:
+    """The counts of several texts summed, all over one append-only dictionary of
+    ``vocab_size`` entries (each part's ids are a prefix of it); ``parts`` are consumed. Each
+    part's rows stay ascending once their prefixes are mapped to the merged rows, so an order's
+    rows merge by one plain sort of int64 keys, the part's index packed under each key: after
+    the sort, the entries of one part are its rows in order, so their ranks are its rows' merged
+    rows (a binary search per row where the index does not fit). Beside the parts, an order
+    takes about 25 bytes per row."""
+    if len(parts) == 1:
+        return parts[0]
+    unigrams = np.zeros(vocab_size, dtype=np.int64)
+    for part in parts:
+        unigrams[: len(part.unigrams)] += part.unigrams
+    merged = Ranked(unigrams, [], [], [])
+    rows = None  # each part's (n−1)-gram rows in the merged order n−1; None: ids (order 1)
+    bound, bits = vocab_size, _word_bits(vocab_size)
+    for i in range(len(parts[0].counts)):
+        check_key_space(bound, 1 << bits, i + 2)
+        part_bits = (len(parts) - 1).bit_length()
+        packed = max(bound - 1, 1).bit_length() + bits + part_bits <= 63
+        sizes = [len(part.counts[i]) for part in parts]
+        ranked = np.empty(sum(sizes), dtype=np.int64)  # filled part by part: one copy of the keys
+        keys = np.split(ranked, np.cumsum(sizes)[:-1])
+        for j, (part, key) in enumerate(zip(parts, keys, strict=True)):
+            key[:] = part.prefixes[i] if rows is None else rows[j][part.prefixes[i]]
+            key <<= bits
+            key |= part.words[i]
+            if packed:
+                key <<= part_bits
+                key |= j
+            part.prefixes[i] = part.words[i] = None  # consumed: their memory goes back
+        if packed:
+            del keys
+        else:
+            keys = [key.copy() for key in keys]  # searched after the sort
+        rows = None
+        ranked.sort()
+        if packed:
+            source = (ranked & ((1 << part_bits) - 1)).astype(np.min_scalar_type(len(parts)))
+            ranked >>= part_bits
+        first = np.empty(len(ranked), dtype=bool)
+        first[:1] = True
+        np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
+        distinct = ranked[first]
+        del ranked
+        if packed:
+            dense = np.cumsum(first, dtype=np.int32 if len(distinct) < 1 << 31 else np.int64)
+            del first
+            dense -= 1
+            rows = [dense[source == j] for j in range(len(parts))]
+            del dense, source
+        else:
+            del first
+            rows = [np.searchsorted(distinct, key) for key in keys]  # ascending: fast searches
+            del keys
+        counts = np.zeros(len(distinct), dtype=np.int64)
+        for part, at in zip(parts, rows, strict=True):
+            counts[at] += part.counts[i]  # a part's rows are distinct: no index twice
+            part.counts[i] = None
+        _add_rows(merged, distinct, counts, vocab_size)
+        bound = len(distinct)
+    return merged
+
+
+def ranked_tables(counted: Ranked, vocab_size: int) -> Iterator[pl.DataFrame]:
+    """The count tables (ids of the narrowest type for ``vocab_size``) of ``Ranked`` rows, order
+    by order (only the last one's word columns are held to spell the next)."""
     dtype = id_dtype(vocab_size)
     np_dtype = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
 
@@ -92,31 +229,13 @@ def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.Dat
             + [pl.Series(COUNT, counts, dtype=pl.UInt64)]
         )
 
-    padded, offset = pad_lines(stream)
-    unigram_counts = np.bincount(padded, minlength=vocab_size)
-    present = np.flatnonzero(unigram_counts)
-    tables = [table(1, [present], unigram_counts[present])]
-    words = [present.astype(np_dtype)]
-    del unigram_counts, present
-    rank, bound = padded, vocab_size  # order 1: a word's rank is its id
-    for n in range(2, order + 1):
-        check_key_space(bound, vocab_size, n)
-        ends = np.flatnonzero(offset >= n - 1)
-        keys = rank[ends - 1].astype(np.int64)
-        keys *= vocab_size
-        keys += padded[ends]
-        del rank
-        distinct, n_counts, rank = _group_sorted(keys, ends, len(padded))  # noqa: RUF059
-        del keys, ends
-        prefix = distinct // vocab_size
-        below = words if n > 2 else [np.arange(bound)]
-        words = [col[prefix].astype(np_dtype, copy=False) for col in below]
-        words.append((distinct % vocab_size).astype(np_dtype))
-        del prefix, distinct, below
-        tables.append(table(n, words, n_counts))
-        bound = len(n_counts)
-        del n_counts
-    return tables
+    present = np.flatnonzero(counted.unigrams)
+    yield table(1, [present], counted.unigrams[present])
+    words = None  # order 2's prefixes are ids
+    for prefix, word, counts in zip(counted.prefixes, counted.words, counted.counts, strict=True):
+        below = [prefix] if words is None else [col[prefix] for col in words]
+        words = [col.astype(np_dtype, copy=False) for col in [*below, word]]
+        yield table(len(words), words, counts)
 
 
 def table_file(folder: Path, n: int) -> Path:
@@ -135,13 +254,20 @@ def write_tables(
             vocab.save(tmp / VOCAB_FILE)
 
 
-def write_table(path: Path, n: int, dtype: pl.DataType, parts: Iterable[pl.DataFrame]) -> int:
+def write_table(
+    path: Path,
+    n: int,
+    dtype: pl.DataType,
+    parts: Iterable[pl.DataFrame],
+    settings: Mapping[str, Any] | None = None,
+) -> int:
     """Write one order's table from consecutive sorted parts, one row group each, with ids of
-    ``dtype``, so that the table is never whole in memory; returns its rows."""
+    ``dtype``, so that the table is never whole in memory; returns its rows. ``settings``: the
+    Parquet writer's (zstd-compressed if None)."""
     schema = {**dict.fromkeys(word_columns(n), dtype), COUNT: pl.UInt64}
     rows = 0
     with pq.ParquetWriter(
-        path, pl.DataFrame(schema=schema).to_arrow().schema, compression="zstd"
+        path, pl.DataFrame(schema=schema).to_arrow().schema, **(settings or {"compression": "zstd"})
     ) as out:
         for part in parts:
             out.write_table(part.cast(schema).to_arrow())

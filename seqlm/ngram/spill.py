@@ -2,19 +2,24 @@
 runs merged by summation, all within a memory budget (as ``lmplz -S`` counts).
 
 N-grams never cross a line, so the counts of a corpus are the sums of the counts of its chunks of
-whole lines. Each chunk is counted by ``count_ngrams``; its tables pile up in memory and, once they
-pass a fifth of the budget, are summed into one table per order: repeated n-grams collapse, so the
-pile often shrinks enough to go on. When the sums still take more than half that share they are
-spilled to the scratch folder as one sorted run (a ``.npy`` file per column and order).
+whole lines. Chunks are read and tokenised into id streams in a thread, one chunk ahead of the
+counting (Polars and NumPy both release the GIL: two cores work). Streams are counted together by
+``count_ranked`` in segments as large as a share of the budget holds (two shares while no sum is
+pending), as few segments as possible: the sums cost about as much as the counting. Their counts
+(``Ranked``: rows by prefix row and word, not yet spelled out in word columns) pile up in memory
+and, once they pass a third of the budget, are summed by ``merge_ranked``: repeated n-grams
+collapse, so the pile often shrinks enough to go on. When the sums still take more than half that
+share they are spelled out and spilled to the scratch folder as one sorted run (a ``.npy`` file
+per column and order).
 
 Runs are merged by a k-way merge in blocks: each step reads the next block of rows of every run
 and keeps the rows up to the least last key among the blocks that do not end their run (a later
 row of another run could still equal a key past it); those rows are summed and written as one
 row group. A step holds the blocks and no more, whatever the keys: a partition by ranges of ``w1``
 is not bounded so (DNA has four letters, ``<s>`` starts every line), and a heap merge would loop
-per row in Python. The in-memory sums use the same merge, as a Polars group-by over all the
-pending rows took about 6x their size (1.0 GB at a 1G budget on a 10M-token text, against 0.5 GB
-now). A step sorts the n-grams packed into one or two u64 keys rather than by n columns (5M
+per row in Python. ``sum_tables``'s in-memory sums use the same merge, as a Polars group-by over
+all the pending rows took about 6x their size (1.0 GB at a 1G budget on a 10M-token text, against
+0.5 GB then). A step sorts the n-grams packed into one or two u64 keys rather than by n columns (5M
 random 5-grams: 1.5 s against 2.2 s for a Polars group-by and sort; the 10M-token text at 1G:
 15 s against 43 s with the group-by, on a loaded machine). Blocks are read with positioned reads,
 not memory-mapped: mapped pages count as the process's memory. The orders run one after another:
@@ -34,9 +39,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import polars as pl
@@ -45,8 +51,11 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.counts import (
     COUNT,
-    count_ngrams,
+    Ranked,
+    count_ranked,
     id_dtype,
+    merge_ranked,
+    ranked_tables,
     sum_rows,
     table_file,
     word_columns,
@@ -61,18 +70,20 @@ from seqlm.vocab import (
     merge_dictionaries,
 )
 
-# Working bytes per token of a chunk being counted: its text and tokens as strings, their ids,
-# the packed keys count_ngrams sorts and the chunk's tables (5-grams).
+# Working bytes per token of a chunk read: its text and tokens as strings and their ids (about 100
+# at the peak on the 20M-token sample; long tokens take more).
 BYTES_PER_TOKEN = 400
 # Bytes per row a merge step holds: the blocks read, their packed keys, the sort's order and the
 # summed frame (about 330 measured, with the allocator's slack).
 BYTES_PER_ROW = 400
-# The pending tables, a chunk being counted and a step summing the pending tables each get a
-# third of the working memory; the final merge's steps get all of it. (On a 20M-token corpus's
-# 5-grams at 4G, thirds count in memory in 14.5 s and 1.45 GB; fifths spilled a run: 19.4 s.)
+# The pending sums, a segment being counted (or a step summing the pending sums) and a chunk read
+# ahead each get a third of the working memory; the final merge's steps get all of it. (On a
+# 20M-token corpus's 5-grams at 4G, thirds count in memory in 14.5 s and 1.45 GB; fifths spilled
+# a run: 19.4 s, before the counts were summed as ``Ranked`` rows.)
 SHARE = 3
 MIN_WORKING = 16 << 20  # the least working memory that counts a chunk of any use
 SCRATCH_PREFIX = "seqlm-counts-"
+T = TypeVar("T")
 
 
 class Counted(NamedTuple):
@@ -84,6 +95,12 @@ class Counted(NamedTuple):
 def first_seen_ids(vocab_size: int) -> np.ndarray:
     """``seqlm.ngram.estimate.first_seen`` for a type dictionary's ids: their own order."""
     return np.arange(vocab_size, dtype=np.float64) - len(SPECIALS)
+
+
+def counting_bytes(order: int) -> int:
+    """Peak working bytes per token of ``count_ranked`` up to ``order``, its counts included
+    (measured on 20M tokens: 41, 67 and 89 at orders 3, 5 and 8)."""
+    return 30 + 8 * order
 
 
 def chunk_bytes(memory: int) -> int:
@@ -121,19 +138,69 @@ def count_chunks(
     check_order(order)
     dictionary = None
     runs = _Runs(scratch, range(1, order + 1), memory)
+    pending: list[Ranked] = []  # counted parts not yet summed
+    streams: list[np.ndarray] = []  # the parts not yet counted: counted together, as few sums
     try:
-        for chunk in chunks:
-            for lines in _parts(chunk, max(1, memory // SHARE // BYTES_PER_TOKEN)):
-                found = build_dictionary(lines)  # new types get the next ids
-                dictionary = (
-                    found if dictionary is None else merge_dictionaries([dictionary, found])
-                )
-                runs.add(count_ngrams(dictionary.stream(lines), order, dictionary.size))
-        if not runs.pending[0] and not runs.paths:
+        for dictionary, stream in _ahead(_streams(chunks, memory)):
+            # Tokens counted at once: a share of the budget, two while no sum is pending (the
+            # pending sums' share is free then); the third holds the chunk read meanwhile.
+            shares = 1 if pending else 2
+            segment = max(1, memory // SHARE * shares // counting_bytes(order))
+            if streams and sum(map(len, streams)) + len(stream) > segment:
+                pending = _counted(pending, streams, order, dictionary.size, runs)
+            streams.append(stream)
+            del stream
+        if streams:
+            pending = _counted(pending, streams, order, dictionary.size, runs)
+        if not pending and not runs.paths:
             raise SeqlmError("no training text to count: the corpus has no line")
+        if pending:
+            tables = ranked_tables(merge_ranked(pending, dictionary.size), dictionary.size)
+            del pending
+            if not runs.paths:  # all counted in memory: each order written as the next is spelled
+                return runs.write(out, dictionary, _ahead([table] for table in tables))
+            runs.spill(tables)
         return runs.write(out, dictionary)
     finally:
         shutil.rmtree(runs.folder, ignore_errors=True)
+
+
+def _counted(
+    pending: list[Ranked], streams: list[np.ndarray], order: int, vocab_size: int, runs: _Runs
+) -> list[Ranked]:
+    """``pending`` and the counts of ``streams`` (emptied), summed once they pass a share of the
+    budget and spilled to ``runs`` if the sum still takes more than half that share."""
+    pending.append(count_ranked(np.concatenate(streams), order, vocab_size))
+    streams.clear()
+    limit = runs.memory // SHARE
+    if sum(part.nbytes for part in pending) > limit:
+        pending = [merge_ranked(pending, vocab_size)]
+        if pending[0].nbytes > limit // 2:
+            runs.spill(ranked_tables(pending.pop(), vocab_size))
+    return pending
+
+
+def _streams(
+    chunks: Iterable[pl.DataFrame], memory: int
+) -> Iterator[tuple[Vocabulary, np.ndarray]]:
+    """Each part of the chunks' lines as an id stream, with the dictionary that part grew."""
+    dictionary = None
+    for chunk in chunks:
+        for lines in _parts(chunk, max(1, memory // SHARE // BYTES_PER_TOKEN)):
+            found = build_dictionary(lines)  # new types get the next ids
+            dictionary = found if dictionary is None else merge_dictionaries([dictionary, found])
+            yield dictionary, dictionary.stream(lines)
+
+
+def _ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items``, the next one made in a thread while the caller works on this one: reading and
+    tokenising (Polars) or writing Parquet (Arrow) overlap the counting's sorts (NumPy), all
+    of which release the GIL, so the two cores both work."""
+    with ThreadPoolExecutor(1) as pool:
+        coming = pool.submit(next, items, None)
+        while (item := coming.result()) is not None:
+            coming = pool.submit(next, items, None)
+            yield item
 
 
 def _parts(lines: pl.DataFrame, max_tokens: int) -> Iterator[pl.DataFrame]:
@@ -179,10 +246,11 @@ class _Runs:
                 steps = _merged([_TableRun(t) for t in tables], n, step_rows)
                 tables[:] = [pl.concat(list(steps), how="vertical_relaxed")]
 
-    def _spill(self) -> None:
+    def spill(self, tables: Iterable[pl.DataFrame]) -> None:
+        """Spill ``tables`` (one per order, each summed, arriving order by order) as a run."""
         run = self.folder / f"run{len(self.paths)}"
         try:
-            for n, (table,) in zip(self.orders, self.pending, strict=True):
+            for n, table in zip(self.orders, tables, strict=True):
                 (run / f"order{n}").mkdir(parents=True)
                 for name in table.columns:
                     _save(run / f"order{n}" / f"{name}.npy", table[name].to_numpy())
@@ -192,6 +260,9 @@ class _Runs:
                 f"{self.scratch}: cannot spill the counts there ({e.strerror})"
             ) from None
         self.paths.append(run)
+
+    def _spill(self) -> None:
+        self.spill(table for (table,) in self.pending)
         self.pending = [[] for _ in self.pending]
 
     def finish(self) -> None:
@@ -208,14 +279,22 @@ class _Runs:
         runs = [_SpilledRun(path / f"order{n}", n) for path in self.paths]
         return _merged(runs, n, max(1, self.memory // BYTES_PER_ROW))
 
-    def write(self, out: Path, dictionary: Vocabulary) -> Counted:
-        """The summed tables into ``out`` (with the vocabulary), order by order."""
-        self.finish()
+    def write(
+        self,
+        out: Path,
+        dictionary: Vocabulary,
+        summed: Iterable[Iterable[pl.DataFrame]] | None = None,
+    ) -> Counted:
+        """The summed tables into ``out`` (with the vocabulary), order by order; ``summed``: each
+        order's parts given instead, when no run was spilled."""
+        if summed is None:
+            self.finish()
+            summed = (self.summed(i) for i in range(len(self.orders)))
         dtype = id_dtype(dictionary.size)
         sizes = []
         with atomic_dir(Path(out)) as tmp:
-            for i, n in enumerate(self.orders):
-                sizes.append(write_table(table_file(tmp, n), n, dtype, self.summed(i)))
+            for n, parts in zip(self.orders, summed, strict=True):
+                sizes.append(write_table(table_file(tmp, n), n, dtype, parts))
             dictionary.save(tmp / VOCAB_FILE)
         return Counted(dictionary, sizes, len(self.paths))
 
