@@ -418,20 +418,23 @@ def _add_sorted(old: pl.DataFrame, new: pl.DataFrame, dtype: pl.DataType) -> pl.
     at = np.searchsorted(old_keys, new_keys)
     both = at < len(old_keys)
     both[both] = old_keys[at[both]] == new_keys[both]
-    new_counts = new[COUNT].to_numpy()
-    counts = old[COUNT].to_numpy().copy()
-    counts[at[both]] += new_counts[both]
     alone = np.flatnonzero(~both)
     # Where the rows of ``new`` alone land: after the old rows before them and each other.
     to_new = at[alone] + np.arange(len(alone))
     is_old = np.ones(old.height + len(alone), dtype=bool)
     is_old[to_new] = False
+    new_counts = new[COUNT].to_numpy()
     columns = []
-    for old_column, new_column in zip([*old_words, counts], [*new_words, new_counts], strict=True):
+    for old_column, new_column in zip(
+        [*old_words, old[COUNT].to_numpy()], [*new_words, new_counts], strict=True
+    ):
         column = np.empty(len(is_old), dtype=old_column.dtype)
         column[is_old] = old_column  # a mask's copy, cheaper than scattering by index
         column[to_new] = new_column[alone]
         columns.append(column)
+    # An old row that ``new`` has too moved down by the rows of ``new`` alone inserted before it.
+    matched = at[both]
+    columns[-1][matched + np.searchsorted(at[alone], matched, side="right")] += new_counts[both]
     schema = {**dict.fromkeys(old.columns[:-1], dtype), COUNT: pl.UInt64}
     return pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema)
 
