@@ -5,9 +5,10 @@ For a history h, p(w | h) is the listed p of the longest listed n-gram ``h' w``,
 bo(h') · p(w | h' less its first word). Each stream keeps the longest listed context c of its line
 (its length and row) and draws u uniform over the mass p(· | c) gives every word but ``<s>``
 (``total``, 1 for a normalised model): below the mass of c's listed continuations, u picks the one
-whose cumulative span holds it (one search over per-context running sums); above it, the stream
+whose cumulative span holds it (a search over per-context running sums); above it, the stream
 backs off to c's suffix s, where the words listed after c are hidden: u is drawn over the mass s
-leaves them (``total`` − ``hidden``) and mapped past the hidden words' spans by a second search.
+leaves them (``total`` − ``hidden``) and mapped past the hidden words' spans by another search.
+A step decides every stream's order first, then runs these two searches once for all orders.
 No rejection, no loop per word: the draw is the model's p(w | h) over w ≠ ``<s>``, normalised,
 exactly (up to float rounding at 1e-15), whatever its back-off weights sum to. ``<s>`` is never
 drawn (its unigram entry is a placeholder: log10 0 here, −99 in ARPA).
@@ -92,11 +93,15 @@ def _running_sums(
     less each context's offset would lose 1e-10 over a million contexts. A context's figures
     depend on its own rows alone, bit for bit, whatever other contexts are summed with it."""
     total = p.copy()
-    step, rows = 1, np.flatnonzero(place >= 1)
-    while len(rows):  # each pass adds to the rows at least ``step`` into their context
-        total[rows] += total[rows - step]
+    before = np.cumsum(np.bincount(place))  # before[k]: the rows at most k into their context
+    step, rows = 1, None
+    while step < len(before):  # a pass adds to the rows at least ``step`` into their context
+        if rows is None and 4 * (len(total) - before[step - 1]) > len(total):
+            total[step:] += np.where(place[step:] >= step, total[:-step], 0.0)  # adding 0 to some
+        else:  # few rows left (short contexts): those alone, by index
+            rows = np.flatnonzero(place >= step) if rows is None else rows[place[rows] >= step]
+            total[rows] += total[rows - step]
         step *= 2
-        rows = rows[place[rows] >= step]
     below = np.where(place > 0, np.roll(total, 1), 0.0)
     whole = np.zeros(len(start) - 1)
     listed = np.flatnonzero(start[1:] > start[:-1])
@@ -106,6 +111,12 @@ def _running_sums(
 
 class Sampler:
     """A model's continuation tables, filled in as draws reach its contexts; ``blocks`` draws.
+
+    A context's tables are worked out when a draw first reaches it: a few hundred words read a
+    few hundred contexts, whatever the model's size, and only their pages are resident
+    (``_zeros``). An order with no more n-grams than the words asked for is worked out whole
+    before drawing (most of its contexts would be reached, one small batch per step, at several
+    times the cost). The words drawn never depend on which contexts were worked out before.
 
     Every n-gram is a node, numbered across the orders (0: the empty context, then the unigrams'
     rows, the bigrams', ...), so that one step's draws at every order meet in one search. A node
@@ -419,10 +430,17 @@ def sample_text(ids: np.ndarray, vocab: Vocabulary) -> bytes:
 
 
 def write_sample(blocks: Iterable[np.ndarray], vocab: Vocabulary, out: BinaryIO) -> int:
-    """Write ``Sampler.blocks`` as text block by block (never the whole sample in memory);
-    the number of ids written."""
+    """Write ``Sampler.blocks`` as text block by block (never the whole sample in memory), each
+    block made text in a second thread while the next is drawn; the number of ids written."""
     written = 0
-    for ids in blocks:
-        out.write(sample_text(ids, vocab))
-        written += len(ids)
+    with ThreadPoolExecutor(1) as pool:
+        text = None
+        for ids in blocks:
+            following = pool.submit(sample_text, ids, vocab)
+            if text is not None:
+                out.write(text.result())
+            text = following
+            written += len(ids)
+        if text is not None:
+            out.write(text.result())
     return written
