@@ -2,6 +2,8 @@
 gives, refuses a budget it cannot work in, and refuses a corpus without discounts before it
 estimates anything."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from seqlm.corpus import read_lines, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.ngram import count_ngrams, write_arpa, write_tables
+from seqlm.ngram.budget import BASELINE, parse_memory, tree_resident, whole_tree, working_set
 from seqlm.ngram.estimate import first_seen, fit
 from seqlm.ngram.kneser_ney import adjust, discounts, estimate_orders
 from seqlm.ngram.levels import index_orders
@@ -101,3 +104,47 @@ def test_a_corpus_without_discounts_is_refused_before_estimation(tmp_path: Path)
     with pytest.raises(SeqlmError, match="discount-fallback"):
         fit(tables, vocab, scratch=tmp_path)
     assert not list(tmp_path.iterdir())  # refused, and the scratch folder removed
+
+
+def _holding(megabytes: int) -> subprocess.Popen:
+    """A child process holding ``megabytes`` of written memory until its input closes."""
+    code = f"import sys; held = b'x' * ({megabytes} << 20); print(flush=True); sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    child.stdout.readline()
+    return child
+
+
+def test_the_tree_holds_what_its_children_hold():
+    """The tree's RSS is psutil's sum over the process and its descendants."""
+    psutil = pytest.importorskip("psutil")
+    child = _holding(200)
+    try:
+        me = psutil.Process()
+        expected = sum(p.memory_info().rss for p in (me, *me.children(recursive=True)))
+        assert abs(tree_resident() - expected) < 16 << 20
+        assert tree_resident() > me.memory_info().rss + (200 << 20)
+    finally:
+        child.stdin.close()
+        child.wait()
+
+
+def test_within_the_tree_a_stage_spends_what_the_tree_leaves():
+    """Outside ``whole_tree`` a budget leaves out the baseline; within it, what the process and
+    its children hold when the stage asks (a child's 200M less), and a budget below that is
+    refused, naming the smallest that works."""
+    budget = 8 << 30
+    assert working_set(budget, "ngram.memory", 0) == budget - BASELINE
+    child = _holding(200)
+    try:
+        with whole_tree():
+            held = tree_resident()
+            assert abs(working_set(budget, "ngram.memory", 0) - (budget - held)) < 16 << 20
+            with pytest.raises(SeqlmError, match=r"ngram\.memory: a budget of .* too small") as e:
+                working_set(held - (64 << 20), "ngram.memory", 16 << 20)
+        smallest = parse_memory(str(e.value).rsplit(" ", 1)[1], "")
+        assert held <= smallest <= held + (48 << 20)
+    finally:
+        child.stdin.close()
+        child.wait()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from seqlm.ngram.budget import give_back_freed
+from seqlm.ngram.budget import give_back_freed, whole_tree
 from seqlm.store import Artifact, Plan, Store
 
 log = logging.getLogger("seqlm.stages")
@@ -37,8 +37,10 @@ class Stage:
         return inspect.signature(self.build).bind(*args, **kwargs).arguments
 
     def run(self, store: Store, *args: Any, **kwargs: Any) -> Artifact:
-        """The artifact, after one line that says how the stage went (``fit kn5  found``)."""
-        artifact = self.build(store, *args, **kwargs)
+        """The artifact, after one line that says how the stage went (``fit kn5  found``). A
+        stage's ``ngram.memory`` bounds the process tree: it spends what the tree leaves of it."""
+        with whole_tree():
+            artifact = self.build(store, *args, **kwargs)
         give_back_freed()  # each stage spends its budget from what the process holds at rest
         report(self.label(self.arguments(store, *args, **kwargs)), artifact)
         return artifact
