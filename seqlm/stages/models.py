@@ -19,6 +19,7 @@ from seqlm import corpus
 from seqlm.config import NgramConfig, RnnConfig, UnigramConfig
 from seqlm.lm import LanguageModel
 from seqlm.ngram import NgramModel, fit, write_arpa
+from seqlm.ngram.budget import give_back_freed
 from seqlm.report import Identity
 from seqlm.stages.data import (
     TABLES_DIR,
@@ -94,6 +95,7 @@ def ngram(store: Store, tables: Artifact, order: int, config: NgramConfig) -> Ar
             scratch=out,
             setting="ngram.memory",
         )
+        give_back_freed()  # the batches' freed pages, before saving maps the model's files
         (vocabulary,) = inputs(tables, "vocab")
         tokenizer = vocab_tokenizer(vocabulary)
         model.info["tokenizer"] = tokenizer  # scoring a text must split it the same way
