@@ -2,7 +2,7 @@
 earlier commit), each case run in fresh processes, the two checkouts alternately, so that both
 see the same load on a shared machine.
 
-    python bench/sample.py [--base /tmp/base] [--rounds 3] [--case MODEL:WORDS ...]
+    python bench/sample.py [--base /tmp/base ...] [--rounds 3] [--case MODEL:WORDS ...]
 
 A case draws WORDS tokens (seed 1) from MODEL, a saved model folder: the drawing's wall and CPU
 time (the model's loading left out, the sampler's tables in), words a second by each, the
@@ -55,7 +55,9 @@ def run(checkout: Path, case: str) -> dict[str, float | str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, help="another checkout to compare with")
+    parser.add_argument(
+        "--base", type=Path, action="append", default=[], help="another checkout (repeatable)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--case", action="append", help="MODEL:WORDS (repeatable)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -63,7 +65,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(draw(args.child[0], int(args.child[1]))))
         return
-    checkouts = {"this": ROOT} | ({"base": args.base.resolve()} if args.base else {})
+    checkouts = {"this": ROOT} | {path.name: path.resolve() for path in args.base}
     with open("/proc/loadavg") as load:
         print(f"load before: {load.read().split()[:3]}")
     for case in args.case or CASES:
