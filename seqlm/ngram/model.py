@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +39,7 @@ COLUMNS = ("key", "log10_prob", "log10_backoff")
 DTYPES = (np.int64, np.float64, np.float64)
 KEY_BATCH = 1 << 20  # rows of keys worked out at once when a fitted model is saved
 SCORE_BATCH = 1 << 20  # targets scored at once (whole lines): ~0.1 GB of temporaries
+CORES = len(os.sched_getaffinity(0))  # batches scored side by side
 
 
 @dataclass(frozen=True)
@@ -145,13 +148,16 @@ class NgramModel:
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         """Natural-log probability of each target (the interface every seqlm model shares),
         scored a batch of whole lines at a time (each line is scored on its own), the model's
-        mapped pages let go after each: memory stays bounded whatever the text's length."""
-        stream = np.asarray(stream)
-        scores = []
-        for part in np.split(stream, _line_cuts(stream)):
-            scores.append(self.score_tokens(part).log10_prob)
-            for array in (*self.keys, *self.log10_prob, *self.log10_backoff):
-                release(array)
+        mapped pages let go after each: memory stays bounded whatever the text's length. A batch
+        a core is scored at once (NumPy's sorts, searches and gathers release the GIL)."""
+        parts = np.split(np.asarray(stream), _line_cuts(np.asarray(stream)))
+        scores: list[np.ndarray] = []
+        with ThreadPoolExecutor(CORES) as pool:
+            for start in range(0, len(parts), CORES):
+                batches = parts[start : start + CORES]
+                scores.extend(pool.map(lambda part: self.score_tokens(part).log10_prob, batches))
+                for array in (*self.keys, *self.log10_prob, *self.log10_backoff):
+                    release(array)
         return np.concatenate(scores) * LN10
 
     def next_log10(self, history: np.ndarray) -> np.ndarray:
