@@ -6,7 +6,7 @@ import pytest
 
 from seqlm.errors import SeqlmError
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
-from seqlm.ngram.counts import count_ranked, merge_ranked, ranked_tables
+from seqlm.ngram.counts import count_ranked, merge_ranked
 from seqlm.vocab import build_dictionary
 from tests.ngram_reference import brute_counts, corpus, random_lines
 
@@ -76,6 +76,6 @@ def test_merged_parts_equal_a_brute_force_count_of_all_text():
     stream = dictionary.stream(lines)
     cuts = [0, *(int(np.flatnonzero(stream == 2)[k]) + 1 for k in (99, 299, 449)), len(stream)]
     parts = [count_ranked(stream[a:b], 5, int(stream[:b].max()) + 1) for a, b in pairwise(cuts)]
-    tables = list(ranked_tables(merge_ranked(parts, dictionary.size), dictionary.size))
+    tables = list(merge_ranked(parts, dictionary.size).tables(dictionary.size))
     for n, (table, want) in enumerate(zip(tables, brute_counts(stream, 5), strict=True), 1):
         assert table.rows() == sorted((*key, count) for key, count in want.items()), n

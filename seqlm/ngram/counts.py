@@ -96,15 +96,39 @@ class Ranked(NamedTuple):
         arrays = [self.unigrams, *self.prefixes, *self.words, *self.counts]
         return sum(a.nbytes for a in arrays)
 
+    def add(self, rows: Rows) -> None:
+        """Append the next order's rows."""
+        for column, array in zip((self.prefixes, self.words, self.counts), rows, strict=True):
+            column.append(array)
+
+    def tables(self, vocab_size: int) -> Iterator[pl.DataFrame]:
+        rows = zip(self.prefixes, self.words, self.counts, strict=True)
+        return ranked_tables(self.unigrams, rows, vocab_size)
+
+
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # one order of ``Ranked``: prefixes, words, counts
+
 
 def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.DataFrame]:
     """Count tables for orders 1..``order`` of a vocabulary stream (each line padded with one
     ``<s>`` in front; ``</s>`` is already in the stream)."""
-    return list(ranked_tables(count_ranked(stream, order, vocab_size), vocab_size))
+    return list(count_ranked(stream, order, vocab_size).tables(vocab_size))
 
 
 def count_ranked(stream: np.ndarray, order: int, vocab_size: int) -> Ranked:
     """``count_ngrams``'s counts as ``Ranked`` rows."""
+    unigrams, orders = count_orders(stream, order, vocab_size)
+    counted = Ranked(unigrams, [], [], [])
+    for rows in orders:
+        counted.add(rows)
+    return counted
+
+
+def count_orders(
+    stream: np.ndarray, order: int, vocab_size: int
+) -> tuple[np.ndarray, Iterator[Rows]]:
+    """The unigram counts by id and the rows of orders 2..``order`` one by one, each counted as
+    the one before is taken (``Ranked`` rows of ``count_ngrams``'s counts)."""
     check_order(order)
     stream = np.asarray(stream)
     if len(stream) == 0:
@@ -112,7 +136,10 @@ def count_ranked(stream: np.ndarray, order: int, vocab_size: int) -> Ranked:
     if int(stream.max()) >= vocab_size or int(stream.min()) < 0:
         raise SeqlmError(f"the id stream holds ids outside the vocabulary of {vocab_size} entries")
     padded, offset = pad_lines(stream)
-    counted = Ranked(np.bincount(padded, minlength=vocab_size), [], [], [])
+    return np.bincount(padded, minlength=vocab_size), _orders(padded, offset, order, vocab_size)
+
+
+def _orders(padded: np.ndarray, offset: np.ndarray, order: int, vocab_size: int) -> Iterator[Rows]:
     rank, bound = padded, vocab_size  # order 1: a word's rank is its id
     bits = _word_bits(vocab_size)
     for n in range(2, order + 1):
@@ -126,9 +153,8 @@ def count_ranked(stream: np.ndarray, order: int, vocab_size: int) -> Ranked:
         del keys
         distinct, n_counts, rank = _group_sorted(owned, ends, len(padded))  # noqa: RUF059
         del ends
-        _add_rows(counted, distinct, n_counts, vocab_size)
         bound = len(n_counts)
-    return counted
+        yield _rows(distinct, n_counts, vocab_size)
 
 
 def _word_bits(vocab_size: int) -> int:
@@ -137,17 +163,16 @@ def _word_bits(vocab_size: int) -> int:
     return max(vocab_size - 1, 1).bit_length()
 
 
-def _add_rows(counted: Ranked, keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> None:
-    """Append an order's distinct keys (prefix row, then the word in ``_word_bits``; consumed)
-    and counts, each in the narrowest type that holds it (pending parts hold millions of rows)."""
+def _rows(keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> Rows:
+    """An order's distinct keys (prefix row, then the word in ``_word_bits``; consumed) and
+    counts as rows, each in the narrowest type that holds it (pending parts hold millions)."""
     bits = _word_bits(vocab_size)
     word_type = NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(vocab_size))]
-    counted.words.append((keys & ((1 << bits) - 1)).astype(word_type))
+    words = (keys & ((1 << bits) - 1)).astype(word_type)
     keys >>= bits  # the prefixes, in place
     narrow = np.int32 if len(keys) == 0 or int(keys[-1]) < 1 << 31 else np.int64
-    counted.prefixes.append(keys.astype(narrow))
     wide = len(counts) and int(counts.max()) >= 1 << 32
-    counted.counts.append(counts.astype(np.int64 if wide else np.uint32))
+    return keys.astype(narrow), words, counts.astype(np.int64 if wide else np.uint32)
 
 
 def merge_ranked(parts: list[Ranked], vocab_size: int) -> Ranked:
@@ -209,14 +234,17 @@ def merge_ranked(parts: list[Ranked], vocab_size: int) -> Ranked:
         for part, at in zip(parts, rows, strict=True):
             counts[at] += part.counts[i]  # a part's rows are distinct: no index twice
             part.counts[i] = None
-        _add_rows(merged, distinct, counts, vocab_size)
+        merged.add(_rows(distinct, counts, vocab_size))
         bound = len(distinct)
     return merged
 
 
-def ranked_tables(counted: Ranked, vocab_size: int) -> Iterator[pl.DataFrame]:
+def ranked_tables(
+    unigrams: np.ndarray, orders: Iterable[Rows], vocab_size: int
+) -> Iterator[pl.DataFrame]:
     """The count tables (ids of the narrowest type for ``vocab_size``) of ``Ranked`` rows, order
-    by order (only the last one's word columns are held to spell the next)."""
+    by order as ``orders`` gives them (only the last one's word columns are held to spell the
+    next)."""
     dtype = id_dtype(vocab_size)
     np_dtype = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
 
@@ -229,10 +257,10 @@ def ranked_tables(counted: Ranked, vocab_size: int) -> Iterator[pl.DataFrame]:
             + [pl.Series(COUNT, counts, dtype=pl.UInt64)]
         )
 
-    present = np.flatnonzero(counted.unigrams)
-    yield table(1, [present], counted.unigrams[present])
+    present = np.flatnonzero(unigrams)
+    yield table(1, [present], unigrams[present])
     words = None  # order 2's prefixes are ids
-    for prefix, word, counts in zip(counted.prefixes, counted.words, counted.counts, strict=True):
+    for prefix, word, counts in orders:
         below = [prefix] if words is None else [col[prefix] for col in words]
         words = [col.astype(np_dtype, copy=False) for col in [*below, word]]
         yield table(len(words), words, counts)

@@ -5,7 +5,8 @@ N-grams never cross a line, so the counts of a corpus are the sums of the counts
 whole lines. Chunks are read and tokenised into id streams in a thread, one chunk ahead of the
 counting (Polars and NumPy both release the GIL: two cores work). Streams are counted together by
 ``count_ranked`` in segments as large as a share of the budget holds (two shares while no sum is
-pending), as few segments as possible: the sums cost about as much as the counting. Their counts
+pending), as few segments as possible: the sums cost about as much as the counting (a text of one
+segment is written order by order, each table while the next order is counted). Their counts
 (``Ranked``: rows by prefix row and word, not yet spelled out in word columns) pile up in memory
 and, once they pass a third of the budget, are summed by ``merge_ranked``: repeated n-grams
 collapse, so the pile often shrinks enough to go on. When the sums still take more than half that
@@ -52,6 +53,7 @@ from seqlm.files import atomic_dir
 from seqlm.ngram.counts import (
     COUNT,
     Ranked,
+    count_orders,
     count_ranked,
     id_dtype,
     merge_ranked,
@@ -150,12 +152,19 @@ def count_chunks(
                 pending = _counted(pending, streams, order, dictionary.size, runs)
             streams.append(stream)
             del stream
+        if streams and not pending and not runs.paths:  # one segment: the whole text
+            # Each order is spelled out and written while the next is counted (in a thread);
+            # the share of the chunks read ahead is free for the table now.
+            unigrams, orders = count_orders(np.concatenate(streams), order, dictionary.size)
+            streams.clear()
+            tables = ranked_tables(unigrams, _ahead(orders), dictionary.size)
+            return runs.write(out, dictionary, ([table] for table in tables))
         if streams:
             pending = _counted(pending, streams, order, dictionary.size, runs)
         if not pending and not runs.paths:
             raise SeqlmError("no training text to count: the corpus has no line")
         if pending:
-            tables = ranked_tables(merge_ranked(pending, dictionary.size), dictionary.size)
+            tables = merge_ranked(pending, dictionary.size).tables(dictionary.size)
             del pending
             if not runs.paths:  # all counted in memory: each order written as the next is spelled
                 return runs.write(out, dictionary, _ahead([table] for table in tables))
@@ -176,7 +185,7 @@ def _counted(
     if sum(part.nbytes for part in pending) > limit:
         pending = [merge_ranked(pending, vocab_size)]
         if pending[0].nbytes > limit // 2:
-            runs.spill(ranked_tables(pending.pop(), vocab_size))
+            runs.spill(pending.pop().tables(vocab_size))
     return pending
 
 
