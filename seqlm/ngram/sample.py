@@ -196,15 +196,14 @@ class Sampler:
         if level:
             shorter = self._suffixes(level - 1, todo)
             self._ready(level - 1, shorter)
-        shares = [
-            (todo[cut], shorter[cut])
-            for cut in np.array_split(np.arange(len(todo)), min(parts, len(todo)))
-        ]
-        if len(shares) == 1:
-            tables = [self._tables(level, *shares[0])]
-        else:
+        shares = [(todo, shorter)]
+        if parts > 1 and len(todo) > 1:
+            cuts = np.array_split(np.arange(len(todo)), min(parts, len(todo)))
+            shares = [(todo[cut], shorter[cut]) for cut in cuts]
             with ThreadPoolExecutor(len(shares)) as pool:
                 tables = list(pool.map(lambda share: self._tables(level, *share), shares))
+        else:
+            tables = [self._tables(level, todo, shorter)]
         for share, table in zip(shares, tables, strict=True):  # in order: the same lifts
             self._fill(level, share[0], *table)
 
