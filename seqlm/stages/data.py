@@ -15,6 +15,7 @@ to a vocabulary's ids (cut-off types become ``<unk>``), what an n-gram model is 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import shutil
@@ -74,7 +75,7 @@ TABLE_SETTINGS = {
     "use_dictionary": False,
     "column_encoding": "DELTA_BINARY_PACKED",
 }
-_END = object()  # the end of one order's row groups in ``_write``'s hand-off
+_END = object()  # the end of one run of items made ahead (``_made_ahead``)
 TABLES_DIR = "tables"  # a count-table folder: order<n>.parquet and the vocabulary naming the ids
 
 
@@ -262,16 +263,26 @@ def tables(
         if earlier is not None:
             log.info("merge counts: %d shard(s) added to %s", len(added), ref(earlier))
 
-        def merged(n: int, scratch: Path) -> Iterator[pl.DataFrame]:
+        order = orders.pop()
+        # The earlier merge's tables, read a batch ahead of the merge (the next order's too).
+        old = earlier.path / TABLES_DIR if earlier else None
+        batches = (_ended(table_batches(old, n, _batch_rows(budget))) for n in range(1, order + 1))
+
+        def merged(
+            n: int, scratch: Path, old_batches: Iterator[pl.DataFrame]
+        ) -> Iterator[pl.DataFrame]:
             new = _summed(folders, mappings, n, budget, scratch)
-            if earlier is None:
+            if old is None:
                 return new
-            old = table_batches(earlier.path / TABLES_DIR, n, _batch_rows(budget))
-            widened = (t.with_columns(pl.exclude(COUNT).cast(dtype)) for t in old)
+            widened = (t.with_columns(pl.exclude(COUNT).cast(dtype)) for t in old_batches)
             return _add_streams(widened, new, dtype)
 
-        with scratch_folder(out) as scratch, atomic_dir(out / TABLES_DIR) as tmp:
-            sizes = _write(tmp, dtype, orders.pop(), lambda n: merged(n, scratch))
+        with (
+            scratch_folder(out) as scratch,
+            atomic_dir(out / TABLES_DIR) as tmp,
+            _made_ahead(itertools.chain.from_iterable(batches) if old else iter(())) as old_run,
+        ):
+            sizes = _write(tmp, dtype, order, lambda n: merged(n, scratch, old_run()))
             dictionary.save(tmp / VOCAB_FILE)
         return {"types": dictionary.size} | {f"order{n}": k for n, k in enumerate(sizes, 1)}
 
@@ -337,40 +348,54 @@ def _write(
     """Orders 1..``orders`` of count tables written into ``folder`` from ``parts(n)``, in row
     groups of ``ROW_GROUP`` rows however the parts came, so that the files' bytes follow from the
     tables alone, never from ``ngram.memory`` (a model's key is their digest); returns each
-    order's rows. The row groups are made in a background thread one ahead of the writer, so
-    that making the next (the next order's first too) overlaps encoding the last: NumPy, Polars
-    and Arrow let go of the GIL. After each order the freed heap goes back to the system."""
+    order's rows. The row groups are made a group ahead of the writer (the next order's first
+    too), and after each order the freed heap goes back to the system."""
+    groups = (_ended(_regrouped(parts(n), ROW_GROUP)) for n in range(1, orders + 1))
+    with _made_ahead(itertools.chain.from_iterable(groups)) as run:
+        sizes = []
+        for n in range(1, orders + 1):
+            sizes.append(write_table(table_file(folder, n), n, dtype, run(), TABLE_SETTINGS))
+            give_back_freed()
+        return sizes
+
+
+def _ended(items: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame | object]:
+    """``items``, then ``_END``: one run of ``_made_ahead``'s."""
+    yield from items
+    yield _END
+
+
+@contextlib.contextmanager
+def _made_ahead(items: Iterator[object]) -> Iterator[Callable[[], Iterator]]:
+    """``items`` made in a background thread one ahead of their use (NumPy, Polars and Arrow let
+    go of the GIL: making the next overlaps using the last), taken in runs that ``_END`` ends:
+    the context is a function that returns the next run. An error in making an item is raised
+    where it would have been taken; leaving the context stops the thread."""
     handoff: queue.Queue = queue.Queue(1)
     stop = threading.Event()
 
     def make() -> None:
         try:
-            for n in range(1, orders + 1):
-                for group in _regrouped(parts(n), ROW_GROUP):
-                    handoff.put(group)
-                    if stop.is_set():
-                        return
-                handoff.put(_END)
-        except Exception as error:  # raised again where the row groups are written
+            for item in items:
+                handoff.put(item)
+                if stop.is_set():
+                    return
+        except Exception as error:  # raised again where the items are taken
             handoff.put(error)
 
-    def groups() -> Iterator[pl.DataFrame]:
-        while (group := handoff.get()) is not _END:
-            if isinstance(group, Exception):
-                raise group
-            yield group
+    def run() -> Iterator:
+        while (item := handoff.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
     maker = threading.Thread(target=make, name="seqlm-tables", daemon=True)
     maker.start()
     try:
-        sizes = []
-        for n in range(1, orders + 1):
-            sizes.append(write_table(table_file(folder, n), n, dtype, groups(), TABLE_SETTINGS))
-            give_back_freed()
-        return sizes
+        yield run
     finally:
         stop.set()
-        while maker.is_alive():  # the maker may wait to hand a row group over
+        while maker.is_alive():  # the maker may wait to hand an item over
             with contextlib.suppress(queue.Empty):
                 handoff.get(timeout=0.01)
 
