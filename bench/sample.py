@@ -83,12 +83,10 @@ def main() -> None:
                 f"({words / cpu / 1e6:.3f}M/s), peak {max(r['peak_mib'] for r in runs):.0f} MiB, "
                 f"words {sorted({r['sha1'] for r in runs})}"
             )
-        if "base" in results:
-            ratios = [
-                b["cpu_s"] / t["cpu_s"]
-                for t, b in zip(results["this"], results["base"], strict=True)
-            ]
-            print(f"  base cpu / this cpu, round by round: {[round(r, 2) for r in ratios]}")
+        for name in list(results)[1:]:
+            pairs = zip(results["this"], results[name], strict=True)
+            ratios = [round(b["cpu_s"] / t["cpu_s"], 2) for t, b in pairs]
+            print(f"  {name} cpu / this cpu, round by round: {ratios}")
     with open("/proc/loadavg") as load:
         print(f"\nload after: {load.read().split()[:3]}")
 
