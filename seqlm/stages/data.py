@@ -544,8 +544,8 @@ ENCODE = Stage("encode", 1, plan_encode, encode, lambda a: f"encode {_shard_name
 TYPES = Stage("types", 2, plan_types, types, lambda a: f"types {_shard_name(a)}")
 COUNTS = Stage("counts", 3, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
 VOCAB = Stage("vocab", 3, plan_vocab, vocab, lambda a: "vocabulary")
-TABLES = Stage("tables", 2, plan_tables, tables, lambda a: "merge counts")
-CUTOFF = Stage("cutoff", 1, plan_cutoff, cutoff, lambda a: "cut counts to the vocabulary")
+TABLES = Stage("tables", 3, plan_tables, tables, lambda a: "merge counts")
+CUTOFF = Stage("cutoff", 2, plan_cutoff, cutoff, lambda a: "cut counts to the vocabulary")
 
 
 def list_count_tables(store: Store) -> pl.DataFrame:
