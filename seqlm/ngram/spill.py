@@ -106,7 +106,7 @@ def counting_bytes(order: int) -> int:
 
 
 def chunk_bytes(memory: int) -> int:
-    """Text to read per chunk so that counting it fits a share of ``memory`` working bytes."""
+    """Text to read per chunk so that tokenising it fits a share of ``memory`` working bytes."""
     return max(1 << 16, memory // SHARE // BYTES_PER_TOKEN * 4)  # ~4 bytes of text per token
 
 
