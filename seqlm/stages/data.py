@@ -266,7 +266,8 @@ def tables(
         order = orders.pop()
         # The earlier merge's tables, read a batch ahead of the merge (the next order's too).
         old = earlier.path / TABLES_DIR if earlier else None
-        batches = (_ended(table_batches(old, n, _batch_rows(budget))) for n in range(1, order + 1))
+        rows = _batch_rows(budget)
+        batches = (_ended(table_batches(old, n, rows)) for n in range(1, order + 1)) if old else ()
 
         def merged(
             n: int, scratch: Path, old_batches: Iterator[pl.DataFrame]
@@ -280,7 +281,7 @@ def tables(
         with (
             scratch_folder(out) as scratch,
             atomic_dir(out / TABLES_DIR) as tmp,
-            _made_ahead(itertools.chain.from_iterable(batches) if old else iter(())) as old_run,
+            _made_ahead(itertools.chain.from_iterable(batches)) as old_run,
         ):
             sizes = _write(tmp, dtype, order, lambda n: merged(n, scratch, old_run()))
             dictionary.save(tmp / VOCAB_FILE)
