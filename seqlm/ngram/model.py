@@ -125,10 +125,15 @@ class NgramModel:
         at = np.flatnonzero(context >= 0)
         context = context[at]
         for n in range(2, self.order + 1):
+            # Order n − 1 was last read at step n − 1 (but its back-offs, just below): a batch
+            # then holds about one order's mapped pages at a time, not the whole model's.
+            for done in (self.keys[n - 2], probs[n - 2]):
+                release(done)
             found = lookup(self.keys[n - 1], context.astype(np.int64) * size + stream[at])
             hit = found >= 0
             missed = ~hit
             backoff[at[missed]] += backoffs[n - 2][context[missed]]
+            release(backoffs[n - 2])
             at, found = at[hit], found[hit]
             best[at] = probs[n - 1][found]
             length[at] = n
