@@ -58,10 +58,13 @@ def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
         for n, size in enumerate(model.sizes, start=1)
         for start in range(0, max(size, 1), WRITE_BATCH)
     ]
+    # One chunk, gathered by uint32: Polars' gather is 10× slower from a chunked series or by
+    # uint16 indices (which it converts first).
+    tokens = model.vocab.tokens.rechunk()
     with ThreadPoolExecutor(WRITERS) as pool:
         formatting: deque[tuple[int, Future[bytes]]] = deque()
         for n, start, stop in batches:
-            formatting.append((n, pool.submit(_section, model, n, start, stop)))
+            formatting.append((n, pool.submit(_section, model, tokens, n, start, stop)))
             if len(formatting) > WRITERS:
                 _write_batch(model, out, *formatting.popleft())
         while formatting:
@@ -69,13 +72,13 @@ def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
     out.write(b"\n\\end\\\n")
 
 
-def _section(model: NgramModel, n: int, start: int, stop: int) -> bytes:
+def _section(model: NgramModel, tokens: pl.Series, n: int, start: int, stop: int) -> bytes:
     """Rows ``start..stop`` of order ``n`` as ARPA lines (after the order's heading at its first
-    row): each n-gram's words found through the context rows."""
+    row): each n-gram's words (``tokens`` of their ids) found through the context rows."""
     rows = np.arange(start, stop)
     words = []  # w_n, w_(n−1), …
     for k in range(n, 0, -1):
-        words.append(model.vocab.tokens.gather(np.asarray(model.word[k - 1][rows])))
+        words.append(tokens.gather(model.word[k - 1][rows].astype(np.uint32)))
         if k > 1:
             rows = np.asarray(model.context[k - 1][rows])
     text = pl.select(pl.concat_str(words[::-1], separator=" ")).to_series()
@@ -322,6 +325,7 @@ def _model(path: Path, vocab: Vocabulary, levels: list[_Level]) -> NgramModel:
         log10_prob=[level.p for level in levels],
         log10_backoff=[level.bo for level in levels],
         info={"smoothing": "arpa", "source": str(path)},
+        stored_keys=[level.key for level in levels],  # searched as linked, not worked out again
     )
 
 
