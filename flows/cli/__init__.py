@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from flows.settings import apply_defaults
-from seqlm.corpus import TOKENIZERS
 from seqlm.errors import SeqlmError
-from seqlm.scoring import UNRECORDED
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -168,6 +166,9 @@ class TerminalFormatter(logging.Formatter):
 def add_score_options(parser: argparse.ArgumentParser) -> None:
     """What both ``score`` commands take beside the model and the text: the text's tokenizer and
     the report's form (``seqlm.scoring``)."""
+    from seqlm.corpus import TOKENIZERS
+    from seqlm.scoring import UNRECORDED
+
     parser.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
