@@ -107,8 +107,9 @@ def batches(tables: Tables, n: int, size: int) -> Iterator[tuple[list[np.ndarray
 
 
 def ahead(items: Iterator[T]) -> Iterator[T]:
-    """``items`` (none of them None), the next one made in a thread while this one is used
-    (Parquet decoding releases the GIL): one item more is held."""
+    """``items`` (none of them None), the next one made in a thread while this one is used:
+    one item more is held. Decoding Parquet, tokenising with Polars and sorting with NumPy all
+    release the GIL, so making and using overlap on two cores."""
     with ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(next, items, None)
         while (item := upcoming.result()) is not None:

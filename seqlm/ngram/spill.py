@@ -40,10 +40,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -63,6 +62,7 @@ from seqlm.ngram.counts import (
     word_columns,
     write_table,
 )
+from seqlm.ngram.levels import ahead
 from seqlm.ngram.lines import check_order
 from seqlm.vocab import (
     SPECIALS,
@@ -85,7 +85,6 @@ BYTES_PER_ROW = 400
 SHARE = 3
 MIN_WORKING = 16 << 20  # the least working memory that counts a chunk of any use
 SCRATCH_PREFIX = "seqlm-counts-"
-T = TypeVar("T")
 
 
 class Counted(NamedTuple):
@@ -143,7 +142,7 @@ def count_chunks(
     pending: list[Ranked] = []  # counted parts not yet summed
     streams: list[np.ndarray] = []  # the parts not yet counted: counted together, as few sums
     try:
-        for dictionary, stream in _ahead(_streams(chunks, memory)):
+        for dictionary, stream in ahead(_streams(chunks, memory)):
             # Tokens counted at once: a share of the budget, two while no sum is pending (the
             # pending sums' share is free then); the third holds the chunk read meanwhile.
             shares = 1 if pending else 2
@@ -157,7 +156,7 @@ def count_chunks(
             # the share of the chunks read ahead is free for the table now.
             unigrams, orders = count_orders(np.concatenate(streams), order, dictionary.size)
             streams.clear()
-            tables = ranked_tables(unigrams, _ahead(orders), dictionary.size)
+            tables = ranked_tables(unigrams, ahead(orders), dictionary.size)
             return runs.write(out, dictionary, ([table] for table in tables))
         if streams:
             pending = _counted(pending, streams, order, dictionary.size, runs)
@@ -167,7 +166,7 @@ def count_chunks(
             tables = merge_ranked(pending, dictionary.size).tables(dictionary.size)
             del pending
             if not runs.paths:  # all counted in memory: each order written as the next is spelled
-                return runs.write(out, dictionary, _ahead([table] for table in tables))
+                return runs.write(out, dictionary, ahead([table] for table in tables))
             runs.spill(tables)
         return runs.write(out, dictionary)
     finally:
@@ -199,17 +198,6 @@ def _streams(
             found = build_dictionary(lines)  # new types get the next ids
             dictionary = found if dictionary is None else merge_dictionaries([dictionary, found])
             yield dictionary, dictionary.stream(lines)
-
-
-def _ahead(items: Iterator[T]) -> Iterator[T]:
-    """``items``, the next one made in a thread while the caller works on this one: reading and
-    tokenising (Polars) or writing Parquet (Arrow) overlap the counting's sorts (NumPy), all
-    of which release the GIL, so the two cores both work."""
-    with ThreadPoolExecutor(1) as pool:
-        coming = pool.submit(next, items, None)
-        while (item := coming.result()) is not None:
-            coming = pool.submit(next, items, None)
-            yield item
 
 
 def _parts(lines: pl.DataFrame, max_tokens: int) -> Iterator[pl.DataFrame]:
