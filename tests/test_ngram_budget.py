@@ -144,7 +144,8 @@ def test_within_the_tree_a_stage_spends_what_the_tree_leaves():
             with pytest.raises(SeqlmError, match=r"ngram\.memory: a budget of .* too small") as e:
                 working_set(held - (64 << 20), "ngram.memory", 16 << 20)
         smallest = parse_memory(str(e.value).rsplit(" ", 1)[1], "")
-        assert held <= smallest <= held + (48 << 20)
+        # the line rounds up to a tenth of its unit: up to 10 % over (1.33G is spelt 1.4G)
+        assert held <= smallest <= (held + (48 << 20)) * 1.1
     finally:
         child.stdin.close()
         child.wait()
