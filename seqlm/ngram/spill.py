@@ -241,7 +241,9 @@ class _Runs:
         for n, tables in zip(self.orders, self.pending, strict=True):
             if len(tables) > 1:
                 steps = _merged([_TableRun(t) for t in tables], n, step_rows)
-                tables[:] = [pl.concat(list(steps), how="vertical_relaxed")]
+                # The steps as the chunks of one table, not copied into one: a copy would hold
+                # the sums twice while the inputs are still held.
+                tables[:] = [pl.concat(list(steps), how="vertical_relaxed", rechunk=False)]
 
     def spill(self, tables: Iterable[pl.DataFrame]) -> None:
         """Spill ``tables`` (one per order, each summed, arriving order by order) as a run."""
@@ -250,7 +252,7 @@ class _Runs:
             for n, table in zip(self.orders, tables, strict=True):
                 (run / f"order{n}").mkdir(parents=True)
                 for name in table.columns:
-                    _save(run / f"order{n}" / f"{name}.npy", table[name].to_numpy())
+                    _save(run / f"order{n}" / f"{name}.npy", table[name])
         except OSError as e:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise SeqlmError(
@@ -314,14 +316,15 @@ def sum_tables(
 
 
 class _TableRun:
-    """A sorted table in memory, read as a run."""
+    """A sorted table in memory, read as a run: a range of rows copied only where it spans the
+    table's chunks."""
 
     def __init__(self, table: pl.DataFrame) -> None:
-        self.columns = [table[c].to_numpy() for c in table.columns]
+        self.columns = table.get_columns()
         self.rows = table.height
 
     def read(self, column: int, start: int, stop: int) -> np.ndarray:
-        return self.columns[column][start:stop]
+        return self.columns[column].slice(start, stop - start).to_numpy()
 
 
 class _SpilledRun:
@@ -339,12 +342,17 @@ class _SpilledRun:
         return np.fromfile(self.files[column], dtype, stop - start, offset=offset)
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    """``array`` as a ``.npy`` file, written by Python's file object: ``np.save`` writes a real
-    file with C's fwrite, whose failure (a full disk) comes back as an OSError with no errno."""
+def _save(path: Path, column: pl.Series) -> None:
+    """``column`` as a ``.npy`` file, chunk by chunk (no copy of the whole), written by Python's
+    file object: ``np.save`` writes a real file with C's fwrite, whose failure (a full disk) comes
+    back as an OSError with no errno."""
+    chunks = [chunk.to_numpy() for chunk in column.get_chunks()]
+    header = np.lib.format.header_data_from_array_1_0(chunks[0])
+    header["shape"] = (len(column),)
     with path.open("wb") as file:
-        np.lib.format.write_array_header_1_0(file, np.lib.format.header_data_from_array_1_0(array))
-        file.write(np.ascontiguousarray(array).data)
+        np.lib.format.write_array_header_1_0(file, header)
+        for chunk in chunks:
+            file.write(np.ascontiguousarray(chunk).data)
 
 
 def _npy_layout(path: Path) -> tuple[int, np.dtype, int]:
