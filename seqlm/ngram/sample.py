@@ -56,8 +56,11 @@ def _huge(array: np.ndarray, start: int, stop: int) -> None:
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
-    """The distinct values, sorted: ``np.unique``'s hashing takes 70× longer than a sort on the
-    ascending runs of nodes a whole order's contexts are."""
+    """The distinct values, sorted (as they come when strictly ascending already, as a whole
+    order's contexts are): ``np.unique``'s hashing takes 70× longer than a sort on ascending runs
+    of nodes."""
+    if np.all(values[1:] > values[:-1]):
+        return values
     values = np.sort(values)
     return values[np.append(True, values[1:] != values[:-1])] if len(values) else values
 
@@ -303,6 +306,7 @@ class Sampler:
         # Words drawn and not yet emitted: the word, its line's id, its place in the line.
         pending = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
         left = n_words
+        seen = None  # once every line the output needs has started: each line's words so far
         while left > 0:
             record = [pending]
             for _ in range(-(-min(left, BLOCK_WORDS) // max(len(line), 1))):
@@ -312,8 +316,15 @@ class Sampler:
                 record.append((word.astype(np.int32), line, at))
                 drawn += len(word)
                 ends = word == EOS_ID
-                if drawn >= n_words:  # the lines the output needs have all started: let the
-                    keep = ~ends  # streams stop as their lines end
+                if drawn >= n_words:  # the lines the output needs have all started: streams
+                    # stop as their lines end, or once the lines before theirs fill the output
+                    if seen is None:
+                        ids = np.concatenate([part[1] for part in record])
+                        seen = np.bincount(ids - done, minlength=lines - done)
+                    else:
+                        seen[line - done] += 1
+                    needed = np.searchsorted(np.cumsum(seen), left)  # the last line needed
+                    keep = ~ends & (line - done <= needed)
                     length, node, line, at = length[keep], node[keep], line[keep], at[keep] + 1
                 else:
                     started = int(np.count_nonzero(ends))
@@ -325,6 +336,8 @@ class Sampler:
             frontier = int(line.min()) if len(line) else lines  # the first line still drawn
             finished = ids < frontier
             out = _in_line_order(words[finished], ids[finished] - done, place[finished])
+            if seen is not None:
+                seen = seen[frontier - done :]
             done = frontier
             pending = (words[~finished], ids[~finished], place[~finished])
             if len(out) >= left:
