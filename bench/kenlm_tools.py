@@ -45,7 +45,7 @@ def build(folder: Path, built: Path) -> None:
     print(f"building KenLM's tools in {built} (a few minutes; log {log})", file=sys.stderr)
     with log.open("w") as out:
         if not list(folder.glob("kenlm-*.tar.gz")):
-            pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+            pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "kenlm"]
             step(
                 [*pip, "kenlm", "-d", str(folder)],
                 out,
