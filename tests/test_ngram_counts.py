@@ -68,9 +68,12 @@ def test_empty_lines_count_as_bos_eos():
     assert as_counter(tables[1])[(1, 2)] == empties  # each empty line is the bigram <s> </s>
 
 
-def test_merged_parts_equal_a_brute_force_count_of_all_text():
+@pytest.mark.parametrize("key_bits", [63, 8])
+def test_merged_parts_equal_a_brute_force_count_of_all_text(monkeypatch, key_bits):
     """Four parts over a growing dictionary (each counted with its own, smaller size) and empty
-    lines: their sum equals a Counter over the whole stream."""
+    lines: their sum equals a Counter over the whole stream, whether the parts' indices fit
+    under the keys or the keys are searched (as for a vocabulary of billions)."""
+    monkeypatch.setattr("seqlm.ngram.counts.SORT_KEY_BITS", key_bits)
     lines = random_lines(600, 300, seed=7, empty=0.1)
     dictionary = build_dictionary(lines)
     stream = dictionary.stream(lines)

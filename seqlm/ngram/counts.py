@@ -26,6 +26,7 @@ from seqlm.files import atomic_dir
 from seqlm.ngram.lines import check_key_space, check_order, pad_lines
 from seqlm.vocab import VOCAB_FILE, Vocabulary
 
+SORT_KEY_BITS = 63  # a merge packs a part's index under its keys within a non-negative int64
 COUNT = "count"
 ID_TYPES = (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 NUMPY_ID_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
@@ -193,43 +194,7 @@ def merge_ranked(parts: list[Ranked], vocab_size: int) -> Ranked:
     bound, bits = vocab_size, _word_bits(vocab_size)
     for i in range(len(parts[0].counts)):
         check_key_space(bound, 1 << bits, i + 2)
-        part_bits = (len(parts) - 1).bit_length()
-        packed = max(bound - 1, 1).bit_length() + bits + part_bits <= 63
-        sizes = [len(part.counts[i]) for part in parts]
-        ranked = np.empty(sum(sizes), dtype=np.int64)  # filled part by part: one copy of the keys
-        keys = np.split(ranked, np.cumsum(sizes)[:-1])
-        for j, (part, key) in enumerate(zip(parts, keys, strict=True)):
-            key[:] = part.prefixes[i] if rows is None else rows[j][part.prefixes[i]]
-            key <<= bits
-            key |= part.words[i]
-            if packed:
-                key <<= part_bits
-                key |= j
-            part.prefixes[i] = part.words[i] = None  # consumed: their memory goes back
-        if packed:
-            del keys
-        else:
-            keys = [key.copy() for key in keys]  # searched after the sort
-        rows = None
-        ranked.sort()
-        if packed:
-            source = (ranked & ((1 << part_bits) - 1)).astype(np.min_scalar_type(len(parts)))
-            ranked >>= part_bits
-        first = np.empty(len(ranked), dtype=bool)
-        first[:1] = True
-        np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
-        distinct = ranked[first]
-        del ranked
-        if packed:
-            dense = np.cumsum(first, dtype=np.int32 if len(distinct) < 1 << 31 else np.int64)
-            del first
-            dense -= 1
-            rows = [dense[source == j] for j in range(len(parts))]
-            del dense, source
-        else:
-            del first
-            rows = [np.searchsorted(distinct, key) for key in keys]  # ascending: fast searches
-            del keys
+        distinct, rows = _merged_keys(parts, i, rows, bound, bits)
         counts = np.zeros(len(distinct), dtype=np.int64)
         for part, at in zip(parts, rows, strict=True):
             counts[at] += part.counts[i]  # a part's rows are distinct: no index twice
@@ -237,6 +202,54 @@ def merge_ranked(parts: list[Ranked], vocab_size: int) -> Ranked:
         merged.add(_rows(distinct, counts, vocab_size))
         bound = len(distinct)
     return merged
+
+
+def _merged_keys(
+    parts: list[Ranked], i: int, rows: list[np.ndarray] | None, bound: int, bits: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Order ``i`` + 2's keys (prefix row in the merged order below, then word) of all parts,
+    distinct and ascending, and each part's rows among them. ``rows``: each part's rows in the
+    merged order below (None: its prefixes are ids); consumed, as the parts' prefixes and
+    words are."""
+    part_bits = (len(parts) - 1).bit_length()
+    packed = max(bound - 1, 1).bit_length() + bits + part_bits <= SORT_KEY_BITS
+    sizes = [len(part.counts[i]) for part in parts]
+    ranked = np.empty(sum(sizes), dtype=np.int64)  # filled part by part: one copy of the keys
+    keys = np.split(ranked, np.cumsum(sizes)[:-1])
+    for j, (part, key) in enumerate(zip(parts, keys, strict=True)):
+        key[:] = part.prefixes[i] if rows is None else rows[j][part.prefixes[i]]
+        key <<= bits
+        key |= part.words[i]
+        if packed:
+            key <<= part_bits
+            key |= j
+        part.prefixes[i] = part.words[i] = None  # consumed: their memory goes back
+    if packed:
+        del keys
+    else:
+        keys = [key.copy() for key in keys]  # searched after the sort
+    if rows is not None:
+        rows.clear()  # their memory goes back before the sort
+    ranked.sort()
+    if packed:
+        source = (ranked & ((1 << part_bits) - 1)).astype(np.min_scalar_type(len(parts)))
+        ranked >>= part_bits
+    first = np.empty(len(ranked), dtype=bool)
+    first[:1] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
+    distinct = ranked[first]
+    del ranked
+    if packed:
+        dense = np.cumsum(first, dtype=np.int32 if len(distinct) < 1 << 31 else np.int64)
+        del first
+        dense -= 1
+        rows = [dense[source == j] for j in range(len(parts))]
+        del dense, source
+    else:
+        del first
+        rows = [np.searchsorted(distinct, key) for key in keys]  # ascending: fast searches
+        del keys
+    return distinct, rows
 
 
 def ranked_tables(
