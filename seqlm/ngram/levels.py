@@ -15,6 +15,7 @@ the process) and read back in batches or mapped.
 from __future__ import annotations
 
 import mmap
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,14 +107,14 @@ def batches(tables: Tables, n: int, size: int) -> Iterator[tuple[list[np.ndarray
         yield [part[c].to_numpy() for c in cols], part[COUNT].to_numpy().astype(np.int64)
 
 
-def ahead(items: Iterator[T]) -> Iterator[T]:
-    """``items`` (none of them None), the next one made in a thread while this one is used:
-    one item more is held. Decoding Parquet, tokenising with Polars and sorting with NumPy all
-    release the GIL, so making and using overlap on two cores."""
+def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items`` (none of them None), the next ``depth`` made in a thread, one after another,
+    while this one is used: ``depth`` items more are held. Decoding Parquet, tokenising with
+    Polars and sorting with NumPy all release the GIL, so making and using overlap on two cores."""
     with ThreadPoolExecutor(1) as pool:
-        upcoming = pool.submit(next, items, None)
-        while (item := upcoming.result()) is not None:
-            upcoming = pool.submit(next, items, None)
+        upcoming = deque(pool.submit(next, items, None) for _ in range(depth))
+        while (item := upcoming.popleft().result()) is not None:
+            upcoming.append(pool.submit(next, items, None))
             yield item
 
 

@@ -142,7 +142,10 @@ def count_chunks(
     pending: list[Ranked] = []  # counted parts not yet summed
     streams: list[np.ndarray] = []  # the parts not yet counted: counted together, as few sums
     try:
-        for dictionary, stream in ahead(_streams(chunks, memory)):
+        # Chunks are read while a segment is counted, up to about half a segment ahead (their
+        # id streams take 4 bytes a token): the text is read while it is counted, not before.
+        depth = max(1, BYTES_PER_TOKEN // counting_bytes(order))
+        for dictionary, stream in ahead(_streams(chunks, memory), depth):
             # Tokens counted at once: a share of the budget, two while no sum is pending (the
             # pending sums' share is free then); the third holds the chunk read meanwhile.
             shares = 1 if pending else 2
