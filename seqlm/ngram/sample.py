@@ -318,11 +318,7 @@ class Sampler:
                 ends = word == EOS_ID
                 if drawn >= n_words:  # the lines the output needs have all started: streams
                     # stop as their lines end, or once the lines before theirs fill the output
-                    if seen is None:
-                        ids = np.concatenate([part[1] for part in record])
-                        seen = np.bincount(ids - done, minlength=lines - done)
-                    else:
-                        seen[line - done] += 1
+                    seen = _words_per_line(seen, record, line, done, lines)
                     needed = np.searchsorted(np.cumsum(seen), left)  # the last line needed
                     keep = ~ends & (line - done <= needed)
                     length, node, line, at = length[keep], node[keep], line[keep], at[keep] + 1
@@ -434,6 +430,19 @@ class Sampler:
                 return at
             at += ahead
             at -= behind
+
+
+def _words_per_line(
+    seen: np.ndarray | None, record: list, line: np.ndarray, done: int, lines: int
+) -> np.ndarray:
+    """The words drawn so far of each line from ``done`` on (no line starts any more): counted
+    from the ``record`` of the draws the first time (``seen`` None), then one step's at a time
+    (``line``: the lines of the step's streams, each once)."""
+    if seen is None:
+        ids = np.concatenate([part[1] for part in record])
+        return np.bincount(ids - done, minlength=lines - done)
+    seen[line - done] += 1
+    return seen
 
 
 def _in_line_order(words: np.ndarray, line: np.ndarray, place: np.ndarray) -> np.ndarray:
