@@ -35,6 +35,9 @@ def apply_defaults() -> None:
         # MLflow's loggers pass their lines on to the application's handlers (one format on the
         # terminal, where only warnings show) instead of printing them in a format of their own.
         "MLFLOW_CONFIGURE_LOGGING": "false",
+        # Registering a model reads back its run's artifacts: no progress bar per read in the
+        # middle of the comparison the run prints.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         # matplotlib's font cache and settings, which would otherwise go to the home folder.
         "MPLCONFIGDIR": str(project / ".cache" / "matplotlib"),
     }

@@ -173,7 +173,9 @@ def test_cli_run_writes_the_report(prefect_server, corpus, tmp_path, capsys):
     assert main([*args, *(x for item in sets for x in ("--set", item))]) == 0
     rows = json.loads(report.read_text())
     assert {"model", "test_ppl", "test_ppl_no_unk", "oov", "targets"} <= set(rows[0])
-    assert "| unigram |" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "| unigram |" in out
+    assert "Downloading artifacts" not in err  # MLflow's progress bars, as a model is registered
 
 
 def test_cli_bad_input_is_one_clear_line(prefect_server, tmp_path, capsys):
