@@ -2,11 +2,12 @@
 runs merged by summation, all within a memory budget (as ``lmplz -S`` counts).
 
 N-grams never cross a line, so the counts of a corpus are the sums of the counts of its chunks of
-whole lines. Chunks are read and tokenised into id streams in a thread, one chunk ahead of the
-counting (Polars and NumPy both release the GIL: two cores work). Streams are counted together by
-``count_ranked`` in segments as large as a share of the budget holds (two shares while no sum is
-pending), as few segments as possible: the sums cost about as much as the counting (a text of one
-segment is written order by order, each table while the next order is counted). Their counts
+whole lines. Chunks are read and tokenised into id streams in a thread, up to about half a
+segment ahead of the counting (Polars and NumPy both release the GIL: two cores work). Streams
+are counted together by ``count_ranked`` in segments as large as a share of the budget holds (two
+shares while no sum is pending), as few segments as possible: the sums cost about as much as the
+counting (a text of one segment is written order by order, each table while the next order is
+counted). Their counts
 (``Ranked``: rows by prefix row and word, not yet spelled out in word columns) pile up in memory
 and, once they pass a third of the budget, are summed by ``merge_ranked``: repeated n-grams
 collapse, so the pile often shrinks enough to go on. When the sums still take more than half that
@@ -349,13 +350,13 @@ def _save(path: Path, column: pl.Series) -> None:
     """``column`` as a ``.npy`` file, chunk by chunk (no copy of the whole), written by Python's
     file object: ``np.save`` writes a real file with C's fwrite, whose failure (a full disk) comes
     back as an OSError with no errno."""
-    chunks = [chunk.to_numpy() for chunk in column.get_chunks()]
-    header = np.lib.format.header_data_from_array_1_0(chunks[0])
+    chunks = column.get_chunks()
+    header = np.lib.format.header_data_from_array_1_0(chunks[0].to_numpy())
     header["shape"] = (len(column),)
     with path.open("wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
         for chunk in chunks:
-            file.write(np.ascontiguousarray(chunk).data)
+            file.write(np.ascontiguousarray(chunk.to_numpy()).data)
 
 
 def _npy_layout(path: Path) -> tuple[int, np.dtype, int]:
