@@ -110,7 +110,7 @@ def discover(path: str | Path) -> list[Source]:
         check_regular_file(path)
         if _suffix(path) is None:
             raise SeqlmError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
-        return [Source(path)]
+        return _not_empty([Source(path)])
     files = sorted(
         p
         for p in path.rglob("*")
@@ -123,10 +123,19 @@ def discover(path: str | Path) -> list[Source]:
         missing = [s for s in SPLITS if s not in split_files]
         if missing:
             raise SeqlmError(f"{path}: split files found but no {' or '.join(missing)} split")
-        return [Source(split_files[s], s) for s in SPLITS]
+        return _not_empty([Source(split_files[s], s) for s in SPLITS])
     if not files:
         raise SeqlmError(f"{path}: no corpus files ({', '.join(SUFFIXES)})")
-    return [Source(p) for p in files]
+    return _not_empty([Source(p) for p in files])
+
+
+def _not_empty(sources: list[Source]) -> list[Source]:
+    """Refuse a text or JSONL file of no byte now, as ingestion would, rather than after a
+    pipeline has started its server."""
+    for source in sources:
+        if _suffix(source.path) in (".txt", ".jsonl") and source.path.stat().st_size == 0:
+            raise SeqlmError(f"{source.path}: empty corpus (no lines)")
+    return sources
 
 
 def check_regular_file(path: Path) -> None:
