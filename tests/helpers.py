@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,23 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB = SHARED / "ptb"
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare" / "input.txt"
 SEQLM = Path(sys.executable).with_name("seqlm")  # the installed command, beside the venv's python
+
+
+def prefect_home(path: Path) -> str:
+    """A Prefect home at ``path`` whose database is already migrated (a copy of one migrated
+    once per session: a fresh home spends about 10 s of its first ``seqlm run`` migrating);
+    left as it is if it exists."""
+    template = Path(os.environ["PREFECT_HOME"]).with_name("prefect-migrated")
+    if not template.is_dir():
+        tmp = template.with_name(template.name + ".tmp")
+        tmp.mkdir()
+        upgrade = [str(SEQLM.with_name("prefect")), "server", "database", "upgrade", "-y"]
+        env = os.environ | {"PREFECT_HOME": str(tmp)}
+        subprocess.run(upgrade, env=env, check=True, capture_output=True)
+        tmp.rename(template)
+    if not path.exists():
+        shutil.copytree(template, path)
+    return str(path)
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from flows.cli import main
-from tests.helpers import run_seqlm
+from tests.helpers import prefect_home, run_seqlm
 
 # A Zipf-like vocabulary, so that Kneser–Ney finds counts-of-counts to estimate discounts from.
 WORDS = [f"w{i}" for i in range(400)]
@@ -800,9 +800,8 @@ PIPELINE_CASES = [
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in PIPELINE_CASES])
 def test_bad_input_in_the_pipeline(case: Case, tmp_path: Path) -> None:
     case.setup(tmp_path)
-    done = run_seqlm(
-        case.argv, cwd=tmp_path, env=os.environ | {"PREFECT_HOME": str(tmp_path / ".prefect")}
-    )
+    env = os.environ | {"PREFECT_HOME": prefect_home(tmp_path / ".prefect")}
+    done = run_seqlm(case.argv, cwd=tmp_path, env=env)
     lines = [line for line in done.stderr.splitlines() if line.startswith("seqlm: error")]
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert len(lines) == 1, done.stderr

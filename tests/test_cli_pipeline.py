@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from seqlm.unigram import UnigramModel
-from tests.helpers import SEQLM, bundled_corpus, pipeline_runs
+from tests.helpers import SEQLM, bundled_corpus, pipeline_runs, prefect_home
 
 NGRAM_ONLY = ["--set", "orders=[2]", "--set", "rnn.models=[]"]
 
@@ -60,7 +60,7 @@ def seqlm(tmp_path: Path, *args: str, **kwargs) -> subprocess.Popen[str]:
     """``seqlm ARGS`` in a process of its own, with Prefect and MLflow under ``tmp_path``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env |= {
-        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_HOME": prefect_home(tmp_path / "prefect"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
     }
     return subprocess.Popen(

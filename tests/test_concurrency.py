@@ -10,7 +10,7 @@ import pytest
 
 from seqlm import stages
 from seqlm.store import MANIFEST
-from tests.helpers import SEQLM, bundled_corpus, pipeline_runs
+from tests.helpers import SEQLM, bundled_corpus, pipeline_runs, prefect_home
 
 pytestmark = pytest.mark.slow  # two `seqlm run` processes at once
 
@@ -22,7 +22,7 @@ def test_two_runs_at_once_share_the_store(tmp_path):
     tracking = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     runs = []
     for i in (1, 2):
-        env = os.environ | {"PREFECT_HOME": str(tmp_path / f"prefect{i}")}
+        env = os.environ | {"PREFECT_HOME": prefect_home(tmp_path / f"prefect{i}")}
         env["MLFLOW_TRACKING_URI"] = tracking
         args = [str(SEQLM), "run", "--corpus", str(corpus), "--report"]
         args += [str(tmp_path / f"report{i}.json")]

@@ -22,7 +22,7 @@ from seqlm.net import free_port
 from seqlm.ngram import NgramModel, read_tables
 from seqlm.ngram.counts import word_columns
 from seqlm.store import Store
-from tests.helpers import BUNDLED, run_seqlm
+from tests.helpers import BUNDLED, prefect_home, run_seqlm
 
 pytestmark = pytest.mark.slow  # each test runs the flow, two of them on a cluster
 
@@ -123,7 +123,7 @@ def test_a_scheduler_that_does_not_answer_stops_the_run(corpus, tmp_path):
     args = ["run", "--corpus", str(corpus)]
     for setting in (f"store={store}", "executor=dask", f"dask_address={address}", "models=[]"):
         args += ["--set", setting]
-    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect")}
+    env = os.environ | {"PREFECT_HOME": prefect_home(tmp_path / "prefect")}
     done = run_seqlm(args, cwd=tmp_path, env=env)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [

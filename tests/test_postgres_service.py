@@ -22,7 +22,7 @@ from flows.local_server import check_api
 from seqlm.errors import SeqlmError
 from seqlm.net import free_port
 from tasks.tracking import check_reachable
-from tests.helpers import SEQLM, bundled_corpus, pipeline_runs, run_seqlm
+from tests.helpers import SEQLM, bundled_corpus, pipeline_runs, prefect_home, run_seqlm
 from tests.test_service import (
     MODEL_FAMILIES,
     deployment_run,
@@ -185,7 +185,7 @@ def test_seqlm_against_services_that_are_down(command, tmp_path):
     retries)."""
     dead = free_port()
     corpus = bundled_corpus(tmp_path / "input.txt", 300)
-    env = os.environ | {"PREFECT_HOME": str(tmp_path / ".prefect")}
+    env = os.environ | {"PREFECT_HOME": prefect_home(tmp_path / ".prefect")}
     if command == "run":
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{dead}"
         argv = ["run", "--corpus", str(corpus), "--set", "rnn.models=[]"]
