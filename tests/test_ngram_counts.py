@@ -1,14 +1,10 @@
-from itertools import pairwise
-
 import numpy as np
 import polars as pl
 import pytest
 
 from seqlm.errors import SeqlmError
 from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
-from seqlm.ngram.counts import count_ranked, merge_ranked
-from seqlm.vocab import build_dictionary
-from tests.ngram_reference import brute_counts, corpus, random_lines
+from tests.ngram_reference import brute_counts, corpus
 
 
 def as_counter(table: pl.DataFrame) -> dict[tuple[int, ...], int]:
@@ -66,19 +62,3 @@ def test_empty_lines_count_as_bos_eos():
     for table, counter in zip(tables, brute_counts(stream, 3), strict=True):
         assert as_counter(table) == dict(counter)
     assert as_counter(tables[1])[(1, 2)] == empties  # each empty line is the bigram <s> </s>
-
-
-@pytest.mark.parametrize("key_bits", [63, 8])
-def test_merged_parts_equal_a_brute_force_count_of_all_text(monkeypatch, key_bits):
-    """Four parts over a growing dictionary (each counted with its own, smaller size) and empty
-    lines: their sum equals a Counter over the whole stream, whether the parts' indices fit
-    under the keys or the keys are searched (as for a vocabulary of billions)."""
-    monkeypatch.setattr("seqlm.ngram.counts.SORT_KEY_BITS", key_bits)
-    lines = random_lines(600, 300, seed=7, empty=0.1)
-    dictionary = build_dictionary(lines)
-    stream = dictionary.stream(lines)
-    cuts = [0, *(int(np.flatnonzero(stream == 2)[k]) + 1 for k in (99, 299, 449)), len(stream)]
-    parts = [count_ranked(stream[a:b], 5, int(stream[:b].max()) + 1) for a, b in pairwise(cuts)]
-    tables = list(merge_ranked(parts, dictionary.size).tables(dictionary.size))
-    for n, (table, want) in enumerate(zip(tables, brute_counts(stream, 5), strict=True), 1):
-        assert table.rows() == sorted((*key, count) for key, count in want.items()), n

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,6 @@ from seqlm.files import atomic_dir
 from seqlm.ngram.lines import check_key_space, check_order, pad_lines
 from seqlm.vocab import VOCAB_FILE, Vocabulary
 
-SORT_KEY_BITS = 63  # a merge packs a part's index under its keys within a non-negative int64
 COUNT = "count"
 ID_TYPES = (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 NUMPY_ID_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
@@ -81,55 +80,24 @@ def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
     return distinct, counts, rank
 
 
-class Ranked(NamedTuple):
-    """Counts of orders 1..N before their word columns are spelled out: ``unigrams`` by id, and
-    for each order n ≥ 2 its distinct n-grams ascending as (``prefixes``: the row of the
-    (n−1)-gram in order n−1's rows, for n = 2 its id; ``words``: the last id) with ``counts``.
-    Rows of two texts over one append-only dictionary merge by sorting one int64 per row."""
-
-    unigrams: np.ndarray
-    prefixes: list[np.ndarray]
-    words: list[np.ndarray]
-    counts: list[np.ndarray]
-
-    @property
-    def nbytes(self) -> int:
-        arrays = [self.unigrams, *self.prefixes, *self.words, *self.counts]
-        return sum(a.nbytes for a in arrays)
-
-    def add(self, rows: Rows) -> None:
-        """Append the next order's rows."""
-        for column, array in zip((self.prefixes, self.words, self.counts), rows, strict=True):
-            column.append(array)
-
-    def tables(self, vocab_size: int) -> Iterator[pl.DataFrame]:
-        rows = zip(self.prefixes, self.words, self.counts, strict=True)
-        return ranked_tables(self.unigrams, rows, vocab_size)
-
-
-Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # one order of ``Ranked``: prefixes, words, counts
+# One order's rows before their word columns are spelled out: its distinct n-grams ascending as
+# (prefixes: the row of the (n−1)-gram in order n−1's rows, for n = 2 its id; words: the last id)
+# with their counts.
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.DataFrame]:
     """Count tables for orders 1..``order`` of a vocabulary stream (each line padded with one
     ``<s>`` in front; ``</s>`` is already in the stream)."""
-    return list(count_ranked(stream, order, vocab_size).tables(vocab_size))
-
-
-def count_ranked(stream: np.ndarray, order: int, vocab_size: int) -> Ranked:
-    """``count_ngrams``'s counts as ``Ranked`` rows."""
     unigrams, orders = count_orders(stream, order, vocab_size)
-    counted = Ranked(unigrams, [], [], [])
-    for rows in orders:
-        counted.add(rows)
-    return counted
+    return list(ranked_tables(unigrams, orders, vocab_size))
 
 
 def count_orders(
     stream: np.ndarray, order: int, vocab_size: int
 ) -> tuple[np.ndarray, Iterator[Rows]]:
     """The unigram counts by id and the rows of orders 2..``order`` one by one, each counted as
-    the one before is taken (``Ranked`` rows of ``count_ngrams``'s counts)."""
+    the one before is taken (``count_ngrams``'s counts as ``Rows``)."""
     check_order(order)
     stream = np.asarray(stream)
     if len(stream) == 0:
@@ -166,7 +134,8 @@ def _word_bits(vocab_size: int) -> int:
 
 def _rows(keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> Rows:
     """An order's distinct keys (prefix row, then the word in ``_word_bits``; consumed) and
-    counts as rows, each in the narrowest type that holds it (pending parts hold millions)."""
+    counts as rows, each in the narrowest type that holds it (an order's rows are held while
+    the next is counted)."""
     bits = _word_bits(vocab_size)
     word_type = NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(vocab_size))]
     words = (keys & ((1 << bits) - 1)).astype(word_type)
@@ -176,86 +145,10 @@ def _rows(keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> Rows:
     return keys.astype(narrow), words, counts.astype(np.int64 if wide else np.uint32)
 
 
-def merge_ranked(parts: list[Ranked], vocab_size: int) -> Ranked:
-    """The counts of several texts summed, all over one append-only dictionary of
-    ``vocab_size`` entries (each part's ids are a prefix of it); ``parts`` are consumed. Each
-    part's rows stay ascending once their prefixes are mapped to the merged rows, so an order's
-    rows merge by one plain sort of int64 keys, the part's index packed under each key: after
-    the sort, the entries of one part are its rows in order, so their ranks are its rows' merged
-    rows (a binary search per row where the index does not fit). Beside the parts, an order
-    takes about 25 bytes per row."""
-    if len(parts) == 1:
-        return parts[0]
-    unigrams = np.zeros(vocab_size, dtype=np.int64)
-    for part in parts:
-        unigrams[: len(part.unigrams)] += part.unigrams
-    merged = Ranked(unigrams, [], [], [])
-    rows = None  # each part's (n−1)-gram rows in the merged order n−1; None: ids (order 1)
-    bound, bits = vocab_size, _word_bits(vocab_size)
-    for i in range(len(parts[0].counts)):
-        check_key_space(bound, 1 << bits, i + 2)
-        distinct, rows = _merged_keys(parts, i, rows, bound, bits)
-        counts = np.zeros(len(distinct), dtype=np.int64)
-        for part, at in zip(parts, rows, strict=True):
-            counts[at] += part.counts[i]  # a part's rows are distinct: no index twice
-            part.counts[i] = None
-        merged.add(_rows(distinct, counts, vocab_size))
-        bound = len(distinct)
-    return merged
-
-
-def _merged_keys(
-    parts: list[Ranked], i: int, rows: list[np.ndarray] | None, bound: int, bits: int
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Order ``i`` + 2's keys (prefix row in the merged order below, then word) of all parts,
-    distinct and ascending, and each part's rows among them. ``rows``: each part's rows in the
-    merged order below (None: its prefixes are ids); consumed, as the parts' prefixes and
-    words are."""
-    part_bits = (len(parts) - 1).bit_length()
-    packed = max(bound - 1, 1).bit_length() + bits + part_bits <= SORT_KEY_BITS
-    sizes = [len(part.counts[i]) for part in parts]
-    ranked = np.empty(sum(sizes), dtype=np.int64)  # filled part by part: one copy of the keys
-    keys = np.split(ranked, np.cumsum(sizes)[:-1])
-    for j, (part, key) in enumerate(zip(parts, keys, strict=True)):
-        key[:] = part.prefixes[i] if rows is None else rows[j][part.prefixes[i]]
-        key <<= bits
-        key |= part.words[i]
-        if packed:
-            key <<= part_bits
-            key |= j
-        part.prefixes[i] = part.words[i] = None  # consumed: their memory goes back
-    if packed:
-        del keys
-    else:
-        keys = [key.copy() for key in keys]  # searched after the sort
-    if rows is not None:
-        rows.clear()  # their memory goes back before the sort
-    ranked.sort()
-    if packed:
-        source = (ranked & ((1 << part_bits) - 1)).astype(np.min_scalar_type(len(parts)))
-        ranked >>= part_bits
-    first = np.empty(len(ranked), dtype=bool)
-    first[:1] = True
-    np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
-    distinct = ranked[first]
-    del ranked
-    if packed:
-        dense = np.cumsum(first, dtype=np.int32 if len(distinct) < 1 << 31 else np.int64)
-        del first
-        dense -= 1
-        rows = [dense[source == j] for j in range(len(parts))]
-        del dense, source
-    else:
-        del first
-        rows = [np.searchsorted(distinct, key) for key in keys]  # ascending: fast searches
-        del keys
-    return distinct, rows
-
-
 def ranked_tables(
     unigrams: np.ndarray, orders: Iterable[Rows], vocab_size: int
 ) -> Iterator[pl.DataFrame]:
-    """The count tables (ids of the narrowest type for ``vocab_size``) of ``Ranked`` rows, order
+    """The count tables (ids of the narrowest type for ``vocab_size``) of ``Rows``, order
     by order as ``orders`` gives them (only the last one's word columns are held to spell the
     next)."""
     dtype = id_dtype(vocab_size)

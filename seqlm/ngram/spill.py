@@ -2,17 +2,12 @@
 runs merged by summation, all within a memory budget (as ``lmplz -S`` counts).
 
 N-grams never cross a line, so the counts of a corpus are the sums of the counts of its chunks of
-whole lines. Chunks are read and tokenised into id streams in a thread, up to about half a
-segment ahead of the counting (Polars and NumPy both release the GIL: two cores work). Streams
-are counted together by ``count_ranked`` in segments as large as a share of the budget holds (two
-shares while no sum is pending), as few segments as possible: the sums cost about as much as the
-counting (a text of one segment is written order by order, each table while the next order is
-counted). Their counts
-(``Ranked``: rows by prefix row and word, not yet spelled out in word columns) pile up in memory
-and, once they pass a third of the budget, are summed by ``merge_ranked``: repeated n-grams
-collapse, so the pile often shrinks enough to go on. When the sums still take more than half that
-share they are spelled out and spilled to the scratch folder as one sorted run (a ``.npy`` file
-per column and order).
+whole lines. Chunks are read and tokenised into id streams in a thread, ahead of the counting
+(Polars and NumPy both release the GIL: two cores work). A text that fits one segment (two shares
+of the budget) is counted at once, each order written while the next is counted. A larger one is
+counted in pieces of ``PIECE_TOKENS`` at most, each spilled at once to the scratch folder as a
+sorted run (a ``.npy`` file per column and order): many small sorts are faster per token than a
+few large ones, and summing pieces in memory before spilling them cost as much as counting them.
 
 Runs are merged by a k-way merge in blocks: each step reads the next block of rows of every run
 and keeps the rows up to the least last key among the blocks that do not end their run (a later
@@ -52,11 +47,8 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.counts import (
     COUNT,
-    Ranked,
     count_orders,
-    count_ranked,
     id_dtype,
-    merge_ranked,
     ranked_tables,
     sum_rows,
     table_file,
@@ -79,13 +71,18 @@ BYTES_PER_TOKEN = 400
 # Bytes per row a merge step holds: the blocks read, their packed keys, the sort's order and the
 # summed frame (about 330 measured, with the allocator's slack).
 BYTES_PER_ROW = 400
-# The pending sums, a segment being counted (or a step summing the pending sums) and a chunk read
-# ahead each get a third of the working memory; the final merge's steps get all of it. (On a
-# 20M-token corpus's 5-grams at 4G, thirds count in memory in 14.5 s and 1.45 GB; fifths spilled
-# a run: 19.4 s, before the counts were summed as ``Ranked`` rows.)
+# Counting gives the whole text's segment two thirds of the working memory and the chunk read ahead
+# one; ``sum_tables`` gives its pending tables, a step summing them and the next input a third each.
+# The final merge's steps get all of it. (A 20M-token corpus's 5-grams at 4G: one segment in 15.3
+# s and 1.55 GB; pieces spilled as runs, 18.2 s.)
 SHARE = 3
 MIN_WORKING = 16 << 20  # the least working memory that counts a chunk of any use
 SCRATCH_PREFIX = "seqlm-counts-"
+# Tokens counted per piece of a text too large for one segment. Counting sorts, whose time per
+# token grows with their size: 100M tokens' 5-grams at 4G took 158 s in pieces of a share (20M
+# tokens) summed in memory before spilling, 104 s in pieces of 17M spilled at once, 95 s in 8.4M,
+# 75-79 s in 2.6M (counting 44 s, the final merge and writing 32 s).
+PIECE_TOKENS = 1 << 22
 
 
 class Counted(NamedTuple):
@@ -100,7 +97,7 @@ def first_seen_ids(vocab_size: int) -> np.ndarray:
 
 
 def counting_bytes(order: int) -> int:
-    """Peak working bytes per token of ``count_ranked`` up to ``order``, its counts included
+    """Peak working bytes per token of ``count_orders`` up to ``order``, its counts included
     (measured on 20M tokens: 41, 67 and 89 at orders 3, 5 and 8)."""
     return 30 + 8 * order
 
@@ -140,65 +137,64 @@ def count_chunks(
     check_order(order)
     dictionary = None
     runs = _Runs(scratch, range(1, order + 1), memory)
-    pending: list[Ranked] = []  # counted parts not yet summed
-    streams: list[np.ndarray] = []  # the parts not yet counted: counted together, as few sums
+    streams: list[np.ndarray] = []  # read, not yet counted: the whole text while it fits
+    whole = max(1, memory // SHARE * 2 // counting_bytes(order))  # two shares: see SHARE
+    piece = min(PIECE_TOKENS, memory // SHARE // counting_bytes(order))
     try:
-        # Chunks are read while a segment is counted, up to about half a segment ahead (their
-        # id streams take 4 bytes a token): the text is read while it is counted, not before.
+        # Chunks are read while others are counted, up to about half a whole-text segment ahead
+        # (their id streams take 4 bytes a token).
         depth = max(1, BYTES_PER_TOKEN // counting_bytes(order))
-        for dictionary, stream in ahead(_streams(chunks, memory), depth):
-            # Tokens counted at once: a share of the budget, two while no sum is pending (the
-            # pending sums' share is free then); the third holds the chunk read meanwhile.
-            shares = 1 if pending else 2
-            segment = max(1, memory // SHARE * shares // counting_bytes(order))
-            if streams and sum(map(len, streams)) + len(stream) > segment:
-                pending = _counted(pending, streams, order, dictionary.size, runs)
+        parts = _streams(chunks, min(PIECE_TOKENS, memory // SHARE // BYTES_PER_TOKEN))
+        for dictionary, stream in ahead(parts, depth):
             streams.append(stream)
             del stream
-        if streams and not pending and not runs.paths:  # one segment: the whole text
-            # Each order is spelled out and written while the next is counted (in a thread);
-            # the share of the chunks read ahead is free for the table now.
-            unigrams, orders = count_orders(np.concatenate(streams), order, dictionary.size)
-            streams.clear()
-            tables = ranked_tables(unigrams, ahead(orders), dictionary.size)
-            return runs.write(out, dictionary, ([table] for table in tables))
-        if streams:
-            pending = _counted(pending, streams, order, dictionary.size, runs)
-        if not pending and not runs.paths:
+            if runs.paths or sum(map(len, streams)) > whole:  # too large for one segment
+                streams = _spill_pieces(streams, piece, order, dictionary.size, runs)
+        if runs.paths:
+            if streams:
+                _spill_counts(streams, order, dictionary.size, runs)
+            return runs.write(out, dictionary)
+        if not streams:
             raise SeqlmError("no training text to count: the corpus has no line")
-        if pending:
-            tables = merge_ranked(pending, dictionary.size).tables(dictionary.size)
-            del pending
-            if not runs.paths:  # all counted in memory: each order written as the next is spelled
-                return runs.write(out, dictionary, ahead([table] for table in tables))
-            runs.spill(tables)
-        return runs.write(out, dictionary)
+        # One segment: each order is spelled out and written while the next is counted (in a
+        # thread); the share of the chunks read ahead is free for the table now.
+        unigrams, orders = count_orders(np.concatenate(streams), order, dictionary.size)
+        streams.clear()
+        tables = ranked_tables(unigrams, ahead(orders), dictionary.size)
+        return runs.write(out, dictionary, ([table] for table in tables))
     finally:
         shutil.rmtree(runs.folder, ignore_errors=True)
 
 
-def _counted(
-    pending: list[Ranked], streams: list[np.ndarray], order: int, vocab_size: int, runs: _Runs
-) -> list[Ranked]:
-    """``pending`` and the counts of ``streams`` (emptied), summed once they pass a share of the
-    budget and spilled to ``runs`` if the sum still takes more than half that share."""
-    pending.append(count_ranked(np.concatenate(streams), order, vocab_size))
-    streams.clear()
-    limit = runs.memory // SHARE
-    if sum(part.nbytes for part in pending) > limit:
-        pending = [merge_ranked(pending, vocab_size)]
-        if pending[0].nbytes > limit // 2:
-            runs.spill(pending.pop().tables(vocab_size))
-    return pending
+def _spill_pieces(
+    streams: list[np.ndarray], piece: int, order: int, vocab_size: int, runs: _Runs
+) -> list[np.ndarray]:
+    """Count consecutive ``streams`` in pieces of up to ``piece`` tokens (a longer stream
+    alone), each spilled as a sorted run, but for the last piece, which more may join: its
+    streams are returned."""
+    group: list[np.ndarray] = []
+    for stream in streams:
+        if group and sum(map(len, group)) + len(stream) > piece:
+            _spill_counts(group, order, vocab_size, runs)
+            group = []
+        group.append(stream)
+    return group
+
+
+def _spill_counts(streams: list[np.ndarray], order: int, vocab_size: int, runs: _Runs) -> None:
+    """Spill the counts of ``streams`` as one sorted run, each order spelled out as it comes."""
+    unigrams, orders = count_orders(np.concatenate(streams), order, vocab_size)
+    runs.spill(ranked_tables(unigrams, orders, vocab_size))
 
 
 def _streams(
-    chunks: Iterable[pl.DataFrame], memory: int
+    chunks: Iterable[pl.DataFrame], max_tokens: int
 ) -> Iterator[tuple[Vocabulary, np.ndarray]]:
-    """Each part of the chunks' lines as an id stream, with the dictionary that part grew."""
+    """The chunks' lines as id streams of about ``max_tokens`` targets at most, each with the
+    dictionary grown so far."""
     dictionary = None
     for chunk in chunks:
-        for lines in _parts(chunk, max(1, memory // SHARE // BYTES_PER_TOKEN)):
+        for lines in _parts(chunk, max(1, max_tokens)):
             found = build_dictionary(lines)  # new types get the next ids
             dictionary = found if dictionary is None else merge_dictionaries([dictionary, found])
             yield dictionary, dictionary.stream(lines)
@@ -280,7 +276,9 @@ class _Runs:
         if not self.paths:
             return iter(self.pending[i])
         runs = [_SpilledRun(path / f"order{n}", n) for path in self.paths]
-        return _merged(runs, n, max(1, self.memory // BYTES_PER_ROW))
+        # Each step is summed while the one before is used (written): two steps of half the
+        # budget each are held.
+        return ahead(_merged(runs, n, max(1, self.memory // 2 // BYTES_PER_ROW)))
 
     def write(
         self,
