@@ -81,7 +81,8 @@ SCRATCH_PREFIX = "seqlm-counts-"
 # Tokens counted per piece of a text too large for one segment. Counting sorts, whose time per
 # token grows with their size: 100M tokens' 5-grams at 4G took 158 s in pieces of a share (20M
 # tokens) summed in memory before spilling, 104 s in pieces of 17M spilled at once, 95 s in 8.4M,
-# 75-79 s in 2.6M (counting 44 s, the final merge and writing 32 s).
+# 74-87 s in 2.6M (counting 44-60 s; the final merge and writing 25-27 s, each step summed while
+# the one before is written).
 PIECE_TOKENS = 1 << 22
 
 
