@@ -89,8 +89,13 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
 def count_ngrams(stream: np.ndarray, order: int, vocab_size: int) -> list[pl.DataFrame]:
     """Count tables for orders 1..``order`` of a vocabulary stream (each line padded with one
     ``<s>`` in front; ``</s>`` is already in the stream)."""
+    return list(count_tables(stream, order, vocab_size))
+
+
+def count_tables(stream: np.ndarray, order: int, vocab_size: int) -> Iterator[pl.DataFrame]:
+    """``count_ngrams``'s tables one by one, each order counted as the one before is taken."""
     unigrams, orders = count_orders(stream, order, vocab_size)
-    return list(ranked_tables(unigrams, orders, vocab_size))
+    return ranked_tables(unigrams, orders, vocab_size)
 
 
 def count_orders(

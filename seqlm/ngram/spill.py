@@ -48,6 +48,7 @@ from seqlm.files import atomic_dir
 from seqlm.ngram.counts import (
     COUNT,
     count_orders,
+    count_tables,
     id_dtype,
     ranked_tables,
     sum_rows,
@@ -184,8 +185,7 @@ def _spill_pieces(
 
 def _spill_counts(streams: list[np.ndarray], order: int, vocab_size: int, runs: _Runs) -> None:
     """Spill the counts of ``streams`` as one sorted run, each order spelled out as it comes."""
-    unigrams, orders = count_orders(np.concatenate(streams), order, vocab_size)
-    runs.spill(ranked_tables(unigrams, orders, vocab_size))
+    runs.spill(count_tables(np.concatenate(streams), order, vocab_size))
 
 
 def _streams(
