@@ -134,8 +134,12 @@ def _not_empty(sources: list[Source]) -> list[Source]:
     pipeline has started its server."""
     for source in sources:
         if _suffix(source.path) in (".txt", ".jsonl") and source.path.stat().st_size == 0:
-            raise SeqlmError(f"{source.path}: empty corpus (no lines)")
+            raise _no_lines(source.path)
     return sources
+
+
+def _no_lines(path: Path) -> SeqlmError:
+    return SeqlmError(f"{path}: empty corpus (no lines)")
 
 
 def check_regular_file(path: Path) -> None:
@@ -388,7 +392,7 @@ def has_words(lines: pl.DataFrame) -> bool:
 
 def _check_training(where: Path, n_lines: int, words: bool) -> None:
     if n_lines == 0:
-        raise SeqlmError(f"{where}: empty corpus (no lines)")
+        raise _no_lines(where)
     if not words:
         raise SeqlmError(f"{where}: no words to train on ({n_lines:,} lines, all empty)")
 
@@ -472,7 +476,7 @@ def _pieces(
     else:
         n_lines = count()
         if n_lines == 0:
-            raise SeqlmError(f"{source.path}: empty corpus (no lines)")
+            raise _no_lines(source.path)
         blocks = split_blocks(n_lines, fractions, source.path)
     start, n_train, words = 0, 0, False
     for text in texts:
@@ -487,7 +491,7 @@ def _pieces(
                 yield split, piece
         start += lines.height
     if start == 0:
-        raise SeqlmError(f"{source.path}: empty corpus (no lines)")
+        raise _no_lines(source.path)
     if "train" in blocks:
         _check_training(source.path, n_train, words)
 
