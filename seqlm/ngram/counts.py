@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.lines import check_key_space, check_order, pad_lines
+from seqlm.ngram.sorting import sorted_copy
 from seqlm.vocab import VOCAB_FILE, Vocabulary
 
 COUNT = "count"
@@ -51,26 +52,32 @@ def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
     key_bits = int(keys.max()).bit_length() if len(keys) else 0
     index = np.int32 if n_positions < 1 << 31 else np.int64
     if key_bits + pos_bits <= 64:
-        packed = keys.view(np.uint64)  # keys are ≥ 0: pack in place, sort in place
+        packed = keys.view(np.uint64)  # keys are ≥ 0: pack in place
         packed <<= np.uint64(pos_bits)
         packed |= where.astype(np.uint64)
-        packed.sort()
+        del keys
+        packed = sorted_copy(packed)
         sorted_where = (packed & np.uint64((1 << pos_bits) - 1)).astype(index)
-        packed >>= np.uint64(pos_bits)
+        first = np.empty(len(packed), dtype=bool)
+        first[:1] = True
+        np.greater_equal(packed[1:] ^ packed[:-1], np.uint64(1 << pos_bits), out=first[1:])
+        distinct = (packed[np.flatnonzero(first)] >> np.uint64(pos_bits)).view(np.int64)
+        n_keys = len(packed)
         del packed
     else:  # too wide to pack with the position: sort indirectly
         order = np.argsort(keys)
         keys, sorted_where = keys[order], where[order]
         del order
-    first = np.empty(len(keys), dtype=bool)
-    first[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        first = np.empty(len(keys), dtype=bool)
+        first[:1] = True
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        distinct, n_keys = keys[first], len(keys)
+        del keys
     starts = np.flatnonzero(first)
     counts = np.empty(len(starts), dtype=np.int64)
     np.subtract(starts[1:], starts[:-1], out=counts[:-1])
-    counts[-1:] = len(keys) - starts[-1:]
-    distinct = keys[starts]
-    del keys, starts
+    counts[-1:] = n_keys - starts[-1:]
+    del starts
     rank_type = np.int32 if len(distinct) < 1 << 31 else np.int64
     rank = np.full(n_positions, -1, dtype=rank_type)
     dense = np.cumsum(first, dtype=rank_type)

@@ -10,6 +10,8 @@ from functools import partial
 
 import numpy as np
 
+from seqlm.ngram.sorting import sorted_copy
+
 SORTED_SEARCH = 1 << 16  # queries from which sorting them first pays
 CORES = len(os.sched_getaffinity(0))
 
@@ -30,12 +32,13 @@ def lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
         return np.where(keys[rows] == queries, rows, -1)
     packed = queries.astype(np.int64) << pos_bits
     packed |= np.arange(len(queries), dtype=np.int64)
-    packed.sort()
+    packed = sorted_copy(packed)
     where = packed & ((1 << pos_bits) - 1)
-    packed >>= pos_bits  # the queries, sorted
-    rows = np.minimum(_search(keys, packed), len(keys) - 1)
+    ascending = packed >> pos_bits
+    del packed
+    rows = np.minimum(_search(keys, ascending), len(keys) - 1)
     out = np.empty(len(queries), dtype=np.int64)
-    out[where] = np.where(keys[rows] == packed, rows, -1)
+    out[where] = np.where(keys[rows] == ascending, rows, -1)
     return out
 
 
