@@ -366,7 +366,7 @@ def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
     token: it is still a sentence). ``char``: each character is a token, and each whitespace
     character the token ``SPACE`` (a line of spaces is a line of such tokens)."""
     if tokenizer == "whitespace":
-        tokens = lines.str.extract_all(_WHITESPACE)
+        tokens = _whitespace_tokens(lines)
     elif tokenizer == "punct":
         tokens = lines.str.to_lowercase().str.extract_all(_WORDS_AND_PUNCT)
     elif tokenizer == "char":  # every character a token, whitespace as its stand-in
@@ -376,6 +376,17 @@ def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
     else:
         raise SeqlmError(f"unknown tokenizer {tokenizer!r} (choose from {', '.join(TOKENIZERS)})")
     return tokens.rename("tokens").to_frame()
+
+
+def _whitespace_tokens(lines: pl.Series) -> pl.Series:
+    """Each line's runs of non-whitespace. Where the only whitespace is single spaces between
+    words (as in most corpora, and in text KenLM writes) the lines are split at them instead:
+    the same tokens in half the regex's time."""
+    words = lines.str.strip_chars(" ")
+    if words.str.contains("  ", literal=True).any() or words.str.contains(r"[^\S ]").any():
+        return lines.str.extract_all(_WHITESPACE)
+    none = pl.lit([], dtype=pl.List(pl.String))
+    return pl.select(pl.when(words == "").then(none).otherwise(words.str.split(" "))).to_series()
 
 
 def require_words(lines: pl.DataFrame, where: Path) -> None:

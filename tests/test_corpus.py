@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -63,6 +64,19 @@ def test_tokenizers():
     ]
     with pytest.raises(SeqlmError, match="unknown tokenizer"):
         tokenize(lines, "nope")
+
+
+@pytest.mark.parametrize("spaces", [" ", " \t\u00a0\u3000"])
+def test_whitespace_tokens_are_python_split(spaces):
+    """Lines whose only whitespace is single spaces are split at them, others by the regex: both
+    give ``str.split()``'s tokens (leading, trailing and only spaces, empty lines, non-ASCII)."""
+    rng = np.random.default_rng(7)
+    alphabet = list("ab\u00e9\u4e2d'") + list(spaces) * 3
+    lines = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(2000)]
+    if spaces == " ":  # single spaces between words, as most corpora have
+        lines = [" ".join(line.split()) for line in lines] + ["", " x y "]
+    got = tokenize(pl.Series(lines), "whitespace")["tokens"].to_list()
+    assert got == [line.split() for line in lines]
 
 
 def test_split_directory_is_used_as_given(tmp_path):
