@@ -39,13 +39,19 @@ def perplexity(logprobs: np.ndarray, targets: np.ndarray) -> Perplexity:
     if len(targets) == 0:
         raise ValueError("no targets to score")
     is_unk = targets == UNK_ID
-    known = int((~is_unk).sum())
-    total = float(logprobs.sum())
-    no_unk = float(logprobs[~is_unk].sum())
+    return perplexity_of_sums(
+        float(logprobs.sum()), float(logprobs[~is_unk].sum()), int(is_unk.sum()), len(targets)
+    )
+
+
+def perplexity_of_sums(total: float, known_total: float, oov: int, targets: int) -> Perplexity:
+    """Perplexity from Σ ln p over the targets, Σ ln p over those not ``<unk>``, the ``<unk>``
+    targets and all targets (summed over the parts of a text scored part by part)."""
+    known = int(targets) - int(oov)
     return Perplexity(
-        ppl=float(np.exp(-total / len(targets))),
-        ppl_no_unk=float(np.exp(-no_unk / known)) if known else float("nan"),
-        oov=int(is_unk.sum()),
-        targets=len(targets),
-        logprob=total,
+        ppl=float(np.exp(-total / targets)),
+        ppl_no_unk=float(np.exp(-known_total / known)) if known else float("nan"),
+        oov=int(oov),
+        targets=int(targets),
+        logprob=float(total),
     )

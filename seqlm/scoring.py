@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,9 +17,10 @@ import numpy as np
 import polars as pl
 
 from seqlm import subwords
-from seqlm.corpus import STDIN, STDIN_NAME, iter_stdin_lines, read_lines, tokenize
+from seqlm.corpus import CHUNK_BYTES, STDIN, STDIN_NAME, iter_lines, iter_stdin_lines, tokenize
 from seqlm.errors import SeqlmError
-from seqlm.evaluate import Perplexity, perplexity
+from seqlm.evaluate import Perplexity, perplexity_of_sums
+from seqlm.ngram.levels import ahead
 from seqlm.vocab import UNK_ID, Vocabulary
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ UNRECORDED = "whitespace"  # a model with no record (an ARPA file) is read as Ke
 # query's -v levels: each target, each line's total, the whole text's perplexity.
 WORD, SENTENCE, SUMMARY = "word", "sentence", "summary"
 LEVELS = (WORD, SENTENCE, SUMMARY)
+# Text scored at once where lines are scored on their own: small enough that reading and splitting
+# the next chunk overlaps most of the scoring, large enough that NumPy's per-call costs stay thin.
+SCORE_CHUNK_BYTES = 8 << 20
 
 
 def text_tokenizer(model: Path, recorded: str | None, given: str | None) -> str:
@@ -57,12 +61,12 @@ def splitter(tokenizer: str, folder: Path) -> Splitter:
     return partial(tokenize, tokenizer=tokenizer)
 
 
-def text_lines(text: Path | str | None) -> pl.Series:
+def text_chunks(text: Path | str | None, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.Series]:
     """The lines of ``text``, or of standard input when it is None or ``-`` (read as a ``.txt``
-    file is: a model's text is usually far smaller than its training corpus)."""
+    file is), in chunks of whole lines of about ``chunk_bytes``."""
     if text is not None and Path(text) != STDIN:
-        return read_lines(Path(text))
-    return pl.concat([pl.Series("text", [], dtype=pl.String), *iter_stdin_lines()])
+        return iter_lines(Path(text), chunk_bytes=chunk_bytes)
+    return iter_stdin_lines(chunk_bytes)
 
 
 def score_text(
@@ -73,25 +77,44 @@ def score_text(
     as_json: bool,
     levels: Sequence[str] = (SUMMARY,),
     lengths: Callable[[np.ndarray], np.ndarray] | None = None,
+    by_line: bool = False,
 ) -> int:
-    """Score every target of ``text`` (a file, or standard input: see :func:`text_lines`; its
+    """Score every target of ``text`` (a file, or standard input: see :func:`text_chunks`; its
     tokens as ``split`` gives them and one ``</s>`` per line, over ``vocab``'s ids) with
     ``score`` (the stream's per-target natural-log probabilities) and report it at ``levels``
-    (query's -v). The word level needs ``lengths``: each target's matched n-gram length."""
+    (query's -v). The word level needs ``lengths``: each target's matched n-gram length.
+
+    ``by_line``: ``score`` scores each line on its own (n-grams), so the text is scored in
+    chunks, the next read and split in a thread while one is scored, and is never whole in
+    memory; otherwise it is scored whole (a recurrent state runs on from line to line)."""
     name = str(text) if text is not None and Path(text) != STDIN else STDIN_NAME
     if as_json and set(levels) != {SUMMARY}:
         raise SeqlmError("--json prints one JSON object, the summary: not with -v word|sentence")
     if WORD in levels and lengths is None:
         raise SeqlmError("-v word: this model has no n-gram lengths to print")
-    lines = split(text_lines(text))
-    stream = vocab.stream(lines)
-    if len(stream) == 0:
+    chunks = text_chunks(text, SCORE_CHUNK_BYTES if by_line else CHUNK_BYTES)
+    if not by_line:
+        chunks = iter([pl.concat([pl.Series("text", [], dtype=pl.String), *chunks])])
+    sums = np.zeros(4)  # Σ ln p, Σ ln p of the known targets, the <unk> targets, all targets
+    for lines, stream in ahead(_streams(chunks, split, vocab)):
+        logprobs = score(stream)
+        if WORD in levels or SENTENCE in levels:
+            per_word = lengths(stream) if WORD in levels else None
+            sys.stdout.write(_details(lines, stream, logprobs / math.log(10), per_word, levels))
+        unknown = stream == UNK_ID
+        sums += (logprobs.sum(), logprobs[~unknown].sum(), unknown.sum(), len(stream))
+    if sums[3] == 0:
         raise SeqlmError(f"{name}: no text to score")
-    logprobs = score(stream)
-    if WORD in levels or SENTENCE in levels:
-        per_word = lengths(stream) if WORD in levels else None
-        sys.stdout.write(_details(lines, stream, logprobs / math.log(10), per_word, levels))
-    return _report(perplexity(logprobs, stream), name, as_json, SUMMARY in levels)
+    return _report(perplexity_of_sums(*sums), name, as_json, SUMMARY in levels)
+
+
+def _streams(
+    chunks: Iterator[pl.Series], split: Splitter, vocab: Vocabulary
+) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
+    """Each chunk's lines split into tokens, and their id stream."""
+    for chunk in chunks:
+        lines = split(chunk)
+        yield lines, vocab.stream(lines)
 
 
 def ngram_lengths(model: NgramModel, stream: np.ndarray) -> np.ndarray:

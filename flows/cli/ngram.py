@@ -145,7 +145,9 @@ def score_command(args: argparse.Namespace) -> int:
     split = splitter(tokenizer, model_folder(path))
     levels = args.levels or [SUMMARY]
     lengths = partial(ngram_lengths, model)
-    return score_text(args.text, split, model.vocab, model.score_stream, args.json, levels, lengths)
+    return score_text(
+        args.text, split, model.vocab, model.score_stream, args.json, levels, lengths, by_line=True
+    )
 
 
 def sample_command(args: argparse.Namespace) -> int:

@@ -285,10 +285,11 @@ def _checked(stream: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def _line_cuts(stream: np.ndarray) -> np.ndarray:
-    """Where to cut a stream into batches of whole lines of about ``SCORE_BATCH`` targets: at the
-    first line end past each multiple of it."""
+    """Where to cut a stream into batches of whole lines of about ``SCORE_BATCH`` targets, or into
+    a batch a core where that is less: at the first line end past each multiple of the size."""
     ends = np.flatnonzero(stream == EOS_ID) + 1
-    marks = np.searchsorted(ends, np.arange(SCORE_BATCH, len(stream), SCORE_BATCH))
+    size = max(1, min(SCORE_BATCH, -(-len(stream) // CORES)))
+    marks = np.searchsorted(ends, np.arange(size, len(stream), size))
     cuts = np.unique(ends[marks[marks < len(ends)]])
     return cuts[cuts < len(stream)]
 
