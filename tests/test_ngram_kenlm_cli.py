@@ -123,7 +123,13 @@ def test_discount_fallback_takes_lmplz_spelling(tmp_path, capsys):
 # ---- query -v ----
 
 
-def test_word_and_sentence_levels_match_the_kenlm_package(tmp_path, capsys):
+@pytest.mark.parametrize("chunk_bytes", [None, 300])
+def test_word_and_sentence_levels_match_the_kenlm_package(
+    tmp_path, capsys, monkeypatch, chunk_bytes
+):
+    """Also with the text scored in chunks of a few lines each: the same lines, the same figures."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr("seqlm.scoring.SCORE_CHUNK_BYTES", chunk_bytes)
     arpa = small_arpa(tmp_path, order=4)
     lines = random_lines(60, 170, seed=34)  # words beyond the training's 150: OOVs
     text = text_file(tmp_path / "test.txt", lines)
@@ -140,6 +146,11 @@ def test_word_and_sentence_levels_match_the_kenlm_package(tmp_path, capsys):
         np.testing.assert_allclose([e[3] for e in entries], [t[0] for t in theirs], atol=1e-5)
         assert oov == sum(t[2] for t in theirs)
         assert total == pytest.approx(peer.score(sentence), abs=1e-4)
+    assert main(["ngram", "score", str(arpa), str(text), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    log10 = sum(peer.score(sentence) for sentence in sentences(lines))
+    assert summary["targets"] == sum(len(s.split()) + 1 for s in sentences(lines))
+    assert summary["perplexity"] == pytest.approx(10 ** (-log10 / summary["targets"]), rel=1e-6)
 
 
 def test_levels_print_what_query_prints(tmp_path, capsys):
