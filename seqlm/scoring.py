@@ -111,10 +111,11 @@ def score_text(
 def _streams(
     chunks: Iterator[pl.Series], split: Splitter, vocab: Vocabulary
 ) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
-    """Each chunk's lines split into tokens, and their id stream."""
+    """Each chunk's lines split into tokens, and their id stream (none for a chunk of no line)."""
     for chunk in chunks:
-        lines = split(chunk)
-        yield lines, vocab.stream(lines)
+        if len(chunk):
+            lines = split(chunk)
+            yield lines, vocab.stream(lines)
 
 
 def ngram_lengths(model: NgramModel, stream: np.ndarray) -> np.ndarray:

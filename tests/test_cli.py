@@ -219,3 +219,11 @@ def test_the_environment_defaults_never_override_the_user(tmp_path, monkeypatch)
     apply_defaults()
     assert os.environ["PREFECT_HOME"] == str(tmp_path / ".prefect")
     assert os.environ["MLFLOW_CONFIGURE_LOGGING"] == "true"
+
+
+@pytest.mark.parametrize("family", ["ngram", "rnn"])
+def test_an_empty_text_is_refused_in_one_line(pipeline, capsys, tmp_path, family):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    status, out, err = run_cli(capsys, family, "score", pipeline[family], empty)
+    assert (status, out, err) == (1, "", f"seqlm: error: {empty}: no text to score\n")
