@@ -57,7 +57,8 @@ def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
         packed |= where.astype(np.uint64)
         del keys
         packed = sorted_copy(packed)
-        sorted_where = (packed & np.uint64((1 << pos_bits) - 1)).astype(index)
+        sorted_where = np.empty(len(packed), dtype=index)  # cast as it is made: no 8-byte copy
+        np.bitwise_and(packed, np.uint64((1 << pos_bits) - 1), out=sorted_where, casting="unsafe")
         first = np.empty(len(packed), dtype=bool)
         first[:1] = True
         np.greater_equal(packed[1:] ^ packed[:-1], np.uint64(1 << pos_bits), out=first[1:])
