@@ -104,7 +104,7 @@ def register_champion(
     alias = champion_alias(tags["corpus_key"])
     champion = _standing_champion(client, name, tags, result)
     if champion is not None:
-        client.set_registered_model_alias(name, CHAMPION, champion.version)
+        move_alias(client, name, CHAMPION, champion.version)
         return None
     model_keys = ",".join(part.key for part in parts)
     found = client.search_model_versions(f"name = '{name}' and tags.model_keys = '{model_keys}'")
@@ -116,9 +116,25 @@ def register_champion(
         for key, value in (version_tags | {"model_keys": model_keys}).items():
             client.set_model_version_tag(name, version, key, value)
     for moved in (alias, CHAMPION):
-        client.set_registered_model_alias(name, moved, version)
+        move_alias(client, name, moved, version)
     log.info("%s version %s is the champion (test perplexity %.3f)", name, version, result.test_ppl)
     return version
+
+
+ALIAS_TRIES = 3
+
+
+def move_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Point ``alias`` at ``version``. MLflow's SQL store looks an alias up, then inserts or
+    updates it: two runs moving one alias at once can both insert, and the second fails on the
+    first's row (a unique constraint). Tried again, it finds that row and updates it."""
+    for attempt in range(1, ALIAS_TRIES + 1):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException:
+            if attempt == ALIAS_TRIES:
+                raise
 
 
 def _standing_champion(

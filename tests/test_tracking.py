@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from flows.corpus_to_model import corpus_to_model
 from seqlm.config import PipelineConfig
-from tasks.registry import CHAMPION, champion_alias, registered_name
+from tasks.registry import CHAMPION, champion_alias, move_alias, registered_name
 from tasks.tracking import EXPERIMENT_KIND, ladder_order, metric_name, pipeline_run_name
 from tests.helpers import bundled_corpus, pipeline_runs
 
@@ -195,3 +197,32 @@ def test_ladder_order():
         "lstm",
         "lstm+kn5",
     ]
+
+
+def test_runs_moving_one_alias_at_once_all_succeed(tmp_path):
+    """MLflow's SQL store looks an alias up, then inserts it: writers at once race on the insert
+    (a unique constraint), which ``move_alias`` tries again. Four threads move thirty aliases each
+    between two versions, against a real sqlite store."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client.create_registered_model("m")
+    versions = [client.create_model_version("m", source=str(tmp_path)).version for _ in range(2)]
+    barrier, errors = threading.Barrier(4), []
+
+    def move(i: int) -> None:
+        own = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        barrier.wait()
+        for k in range(30):
+            try:
+                move_alias(own, "m", f"alias{k}", versions[i % 2])
+            except MlflowException as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=move, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {client.get_model_version_by_alias("m", f"alias{k}").version for k in range(30)} <= set(
+        versions
+    )
