@@ -381,7 +381,7 @@ def tokenize(lines: pl.Series, tokenizer: str) -> pl.DataFrame:
 def _whitespace_tokens(lines: pl.Series) -> pl.Series:
     """Each line's runs of non-whitespace. Where the only whitespace is single spaces between
     words (as in most corpora, and in text KenLM writes) the lines are split at them instead:
-    the same tokens in half the regex's time."""
+    the same tokens in two thirds of the regex's time (20M tokens: 0.94-1.15 s, not 1.46-1.60)."""
     words = lines.str.strip_chars(" ")
     if words.str.contains("  ", literal=True).any() or words.str.contains(r"[^\S ]").any():
         return lines.str.extract_all(_WHITESPACE)
