@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from seqlm import subwords
 from seqlm.corpus import MAX_WINDOW, TOKENIZERS, WINDOW
 from seqlm.errors import SeqlmError
 from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory
-from seqlm.ngram.estimate import SMOOTHINGS
 from seqlm.ngram.lines import MAX_ORDER
+from seqlm.ngram.model import SMOOTHINGS
 from seqlm.rnn.config import MODELS as RNN_MODELS
 from seqlm.rnn.config import TrainConfig, check_settings
 
@@ -47,7 +48,7 @@ class CorpusConfig:
         default="text", metadata={"help": "The JSONL field or Parquet column holding the text."}
     )
     bpe_vocab_size: int = field(
-        default=2000,
+        default=subwords.VOCAB_SIZE,
         metadata={
             "help": "Entries of the bpe tokenizer learnt on the training text: <unk>, its "
             "characters, then the most frequent merges (at most what merging every word whole "

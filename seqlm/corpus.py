@@ -20,6 +20,8 @@ A FASTA/FASTQ file (read by ``dnaio``) is a sequence corpus: with the ``char`` t
 residue is a symbol (the word tokenizers are refused for it); lower case (soft-masked) becomes upper
 case, and each record is cut into consecutive lines of ``window`` residues (the last one shorter),
 so that the split into contiguous blocks of lines is a split by position and nothing leaks.
+
+pyarrow is imported where Parquet is read or written: scoring a text file starts without it.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from seqlm.errors import SeqlmError
 
@@ -270,6 +270,9 @@ def _jsonl_chunks(path: Path, blocks: Iterable[bytes], text_field: str) -> Itera
 def _parquet_chunks(path: Path, text_field: str, chunk_bytes: int) -> Iterator[pl.Series]:
     """The text column only, in batches of about ``chunk_bytes`` (rows sized by the file's
     uncompressed bytes per row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         file = pq.ParquetFile(path)
         _text_column(path, pl.from_arrow(file.schema_arrow.empty_table()), text_field, "column")
@@ -542,6 +545,8 @@ def ingest(
     about ``chunk_bytes`` of text (one row group or more each); returns the number of lines per
     split (``<split>``) and their characters as read (``<split>_chars``: line ends not counted;
     a sequence's residues)."""
+    import pyarrow.parquet as pq
+
     require_symbols(source.path, tokenizer)
     texts = iter_lines(source.path, text_field, window, chunk_bytes)
     count = partial(count_lines, source.path, text_field, window, chunk_bytes)
@@ -588,6 +593,8 @@ def load_corpus(
 def iter_split(shard_dir: Path, split: str, rows: int = 1 << 16) -> Iterator[pl.DataFrame]:
     """One shard's lines of ``split`` in batches of ``rows`` lines, as ``load_split`` reads them
     whole."""
+    import pyarrow.parquet as pq
+
     for batch in pq.ParquetFile(shard_dir / f"{split}.parquet").iter_batches(rows):
         yield pl.from_arrow(batch)
 

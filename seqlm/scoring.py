@@ -20,7 +20,7 @@ from seqlm import subwords
 from seqlm.corpus import CHUNK_BYTES, STDIN, STDIN_NAME, iter_lines, iter_stdin_lines, tokenize
 from seqlm.errors import SeqlmError
 from seqlm.evaluate import Perplexity, perplexity_of_sums
-from seqlm.ngram.levels import ahead
+from seqlm.overlap import ahead
 from seqlm.vocab import UNK_ID, Vocabulary
 
 if TYPE_CHECKING:

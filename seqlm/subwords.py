@@ -28,6 +28,7 @@ from seqlm.vocab import UNK
 
 BPE = "bpe"
 TOKENIZER_FILE = "tokenizer.json"
+VOCAB_SIZE = 2000  # entries learnt by default (corpus.bpe_vocab_size, --bpe-vocab-size)
 WORD_MARK = SPACE  # ▁, the Metaspace mark a word's first subword carries (char's space too)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seqlm.ngram.index import SORTED_SEARCH, lookup
-from seqlm.ngram.levels import ahead
+from seqlm.overlap import ahead
 
 
 @pytest.mark.parametrize("queries", [10, SORTED_SEARCH, 3 * SORTED_SEARCH + 7])

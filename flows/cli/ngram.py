@@ -12,33 +12,26 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-
-import polars as pl
-from tokenizers import Tokenizer
+from typing import TYPE_CHECKING
 
 from flows.cli import add_score_options
 from flows.cli.store import add_tables_command
 from seqlm import subwords
-from seqlm.config import CorpusConfig
 from seqlm.corpus import STDIN, TOKENIZERS, train_chunks
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_path
 from seqlm.ngram.arpa import read_arpa, write_arpa
 from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory, working_set
-from seqlm.ngram.estimate import SMOOTHINGS, fit
 from seqlm.ngram.lines import MAX_ORDER
-from seqlm.ngram.model import NgramModel
+from seqlm.ngram.model import MODEL, SMOOTHINGS, NgramModel
 from seqlm.ngram.prune import thresholds
 from seqlm.ngram.sample import write_sample
-from seqlm.ngram.spill import (
-    MIN_WORKING,
-    Counted,
-    chunk_bytes,
-    count_chunks,
-    first_seen_ids,
-    scratch_folder,
-)
 from seqlm.scoring import LEVELS, SUMMARY, ngram_lengths, score_text, splitter, text_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from seqlm.ngram.spill import Counted
 
 log = logging.getLogger("seqlm.cli.ngram")  # seqlm's loggers reach the terminal
 
@@ -48,7 +41,12 @@ def _count_train(
 ) -> tuple[Counted, Tokenizer | None]:
     """Count the training text into the tables folder ``out`` within the memory budget,
     spilling under ``scratch``, reading the text in chunks; also the bpe tokenizer learnt from
-    it (None for a named tokenizer: bpe learns from the whole text, so that is read whole)."""
+    it (None for a named tokenizer: bpe learns from the whole text, so that is read whole).
+    Counting (and pyarrow) is imported here: ``score`` and ``sample`` start without it."""
+    import polars as pl
+
+    from seqlm.ngram.spill import MIN_WORKING, chunk_bytes, count_chunks
+
     memory = working_set(parse_memory(args.memory), "--memory", MIN_WORKING)
     if args.tokenizer == subwords.BPE:
         text = {"train": pl.concat(train_chunks(args.corpus, args.tokenizer))}
@@ -69,6 +67,8 @@ def _keep_subwords(learnt: Tokenizer | None, folder: Path) -> None:
 
 
 def count_command(args: argparse.Namespace) -> int:
+    from seqlm.ngram.spill import scratch_folder
+
     started = time.perf_counter()
     with scratch_folder(args.temp_prefix) as scratch:
         counted, learnt = _count_train(args, Path(args.out), scratch)
@@ -85,6 +85,9 @@ def count_command(args: argparse.Namespace) -> int:
 
 
 def estimate_command(args: argparse.Namespace) -> int:
+    from seqlm.ngram.estimate import fit
+    from seqlm.ngram.spill import first_seen_ids, scratch_folder
+
     started = time.perf_counter()
     if args.tokenizer == subwords.BPE and not args.save:
         raise SeqlmError(
@@ -128,8 +131,6 @@ def estimate_command(args: argparse.Namespace) -> int:
 def model_folder(path: Path) -> Path:
     """The saved model a path names: a saved model folder or a pipeline's n-gram folder (the
     saved model in ``model/``); any other path is an ARPA file."""
-    from seqlm.stages import MODEL  # the saved model inside a pipeline's folder
-
     return path / MODEL if (path / MODEL).is_dir() else path
 
 
@@ -209,7 +210,7 @@ def add_bpe_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bpe-vocab-size",
         type=int,
-        default=CorpusConfig().bpe_vocab_size,
+        default=subwords.VOCAB_SIZE,
         help="entries of the bpe tokenizer (with --tokenizer bpe)",
     )
 

@@ -1,19 +1,28 @@
 """The n-gram rung: count tables, maximum-likelihood / add-k / modified Kneser–Ney models, ARPA."""
 
-from seqlm.ngram.arpa import read_arpa, write_arpa
-from seqlm.ngram.counts import count_ngrams, merge_tables, read_tables, write_tables
-from seqlm.ngram.estimate import SMOOTHINGS, fit
-from seqlm.ngram.model import NgramModel, TokenScores
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "SMOOTHINGS",
-    "NgramModel",
-    "TokenScores",
-    "count_ngrams",
-    "fit",
-    "merge_tables",
-    "read_arpa",
-    "read_tables",
-    "write_arpa",
-    "write_tables",
-]
+# Each name's module, imported on first use: scoring a saved model needs none of the counting and
+# estimating machinery (nor pyarrow), so the command line starts without it.
+_EXPORTS = {
+    "SMOOTHINGS": "model",
+    "NgramModel": "model",
+    "TokenScores": "model",
+    "count_ngrams": "counts",
+    "fit": "estimate",
+    "merge_tables": "counts",
+    "read_arpa": "arpa",
+    "read_tables": "counts",
+    "write_arpa": "arpa",
+    "write_tables": "counts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"seqlm.ngram.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'seqlm.ngram' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

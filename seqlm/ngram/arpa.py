@@ -24,8 +24,8 @@ import polars as pl
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_path
 from seqlm.ngram.index import lookup
-from seqlm.ngram.levels import release
 from seqlm.ngram.lines import check_key_space, check_order
+from seqlm.ngram.mapped import release
 from seqlm.ngram.model import NgramModel
 from seqlm.vocab import SPECIALS, UNK, Vocabulary
 

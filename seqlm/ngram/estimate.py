@@ -19,11 +19,9 @@ from seqlm.ngram.budget import DEFAULT_MEMORY, parse_memory
 from seqlm.ngram.kneser_ney import fit_kneser_ney
 from seqlm.ngram.levels import Level, Tables, batch_rows, index_orders, order_of
 from seqlm.ngram.lines import check_order
-from seqlm.ngram.model import NgramModel
+from seqlm.ngram.model import SMOOTHINGS, NgramModel
 from seqlm.ngram.prune import Thresholds, thresholds
 from seqlm.vocab import BOS_ID, SPECIALS, Vocabulary
-
-SMOOTHINGS = ("kn", "addk", "mle")
 
 
 def fit(

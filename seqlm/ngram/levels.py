@@ -14,13 +14,9 @@ the process) and read back in batches or mapped.
 
 from __future__ import annotations
 
-import mmap
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -38,9 +34,8 @@ from seqlm.ngram.counts import (
     word_columns,
 )
 from seqlm.ngram.index import suffix_rows
+from seqlm.overlap import ahead
 from seqlm.vocab import BOS_ID, EOS_ID
-
-T = TypeVar("T")
 
 ROW_BYTES = 40  # held per row of the order below: key, suffix, candidate, word, extensions
 BATCH_BYTES = 120  # per row of a batch: its columns and the temporaries of one step
@@ -107,17 +102,6 @@ def batches(tables: Tables, n: int, size: int) -> Iterator[tuple[list[np.ndarray
         yield [part[c].to_numpy() for c in cols], part[COUNT].to_numpy().astype(np.int64)
 
 
-def ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """``items`` (none of them None), the next ``depth`` made in a thread, one after another,
-    while this one is used: ``depth`` items more are held. Decoding Parquet, tokenising with
-    Polars and sorting with NumPy all release the GIL, so making and using overlap on two cores."""
-    with ThreadPoolExecutor(1) as pool:
-        upcoming = deque(pool.submit(next, items, None) for _ in range(depth))
-        while (item := upcoming.popleft().result()) is not None:
-            upcoming.append(pool.submit(next, items, None))
-            yield item
-
-
 # ---- finished arrays on disk ----
 
 
@@ -146,18 +130,6 @@ class Spilled:
         if self.path.stat().st_size == 0:
             return np.zeros(0, dtype=self.dtype)
         return np.memmap(self.path, dtype=self.dtype, mode="r")
-
-
-def release(array: np.ndarray) -> None:
-    """Drop the pages of a mapped array from the process (they stay in the page cache, and come
-    back on the next read): a model written out order by order need not stay resident."""
-    base = array
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if isinstance(base, memoryview):  # np.frombuffer of a map
-        base = base.obj
-    if isinstance(base, mmap.mmap):
-        base.madvise(mmap.MADV_DONTNEED)
 
 
 def row_type(rows: int) -> np.dtype:

@@ -27,12 +27,14 @@ import pyarrow.ipc
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
-from seqlm.ngram.levels import release
+from seqlm.ngram.mapped import release
 from seqlm.ngram.sample import Sampler
 from seqlm.vocab import BOS_ID, EOS_ID, VOCAB_FILE, Vocabulary
 
+SMOOTHINGS = ("kn", "addk", "mle")  # what ``seqlm.ngram.estimate.fit`` estimates
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
+MODEL = "model"  # the saved model's folder inside the pipeline's n-gram stage folder
 # 2: each order holds its sorted keys (int64) and float64 log10 p and back-off, mapped on load.
 FORMAT = 2
 COLUMNS = ("key", "log10_prob", "log10_backoff")

@@ -56,8 +56,8 @@ from seqlm.ngram.counts import (
     word_columns,
     write_table,
 )
-from seqlm.ngram.levels import ahead
 from seqlm.ngram.lines import check_order
+from seqlm.overlap import ahead
 from seqlm.vocab import (
     SPECIALS,
     VOCAB_FILE,

@@ -20,6 +20,7 @@ from seqlm.config import NgramConfig, RnnConfig, UnigramConfig
 from seqlm.lm import LanguageModel
 from seqlm.ngram import NgramModel, fit, write_arpa
 from seqlm.ngram.budget import give_back_freed
+from seqlm.ngram.model import MODEL
 from seqlm.report import Identity
 from seqlm.stages.data import (
     TABLES_DIR,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL = "model"
 CHECKPOINTS = "checkpoint"  # a recurrent model's folder: best.pt (weights, config, vocab key)
 HISTORY_FILE = "history.json"  # per-epoch train/valid perplexity, tokens/s, learning rate
 CURVE_FILE = "learning_curve.png"
