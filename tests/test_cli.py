@@ -210,6 +210,27 @@ def test_the_tools_start_without_prefect_or_mlflow():
         assert done.stdout.splitlines()[-1] == "0 []", (args, done.stdout, done.stderr)
 
 
+def test_a_saved_n_gram_model_is_scored_and_sampled_without_pyarrow(pipeline):
+    """Start-up is most of scoring a short text: ``ngram score`` and ``ngram sample`` of a saved
+    model import none of the counting machinery, nor pyarrow (0.1 s), since the model's arrays
+    are NumPy files."""
+    code = (
+        "import sys\nfrom flows.cli import main\nstatus = main(sys.argv[1:])\n"
+        "print(status, sorted(m for m in ('pyarrow', 'seqlm.ngram.counts') if m in sys.modules))"
+    )
+    for args in (
+        ["ngram", "score", pipeline["ngram"], pipeline["text"], "--json"],
+        ["ngram", "sample", pipeline["ngram"], "--words", "50"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.stdout.splitlines()[-1] == "0 []", (args, done.stdout, done.stderr)
+
+
 def test_the_environment_defaults_never_override_the_user(tmp_path, monkeypatch):
     from flows.settings import apply_defaults
 

@@ -213,10 +213,10 @@ def test_cli_score_refuses_bad_paths_in_one_line(tmp_path, capsys):
     model.save(saved)
     assert main(["ngram", "score", str(saved), str(text)]) == 0
     capsys.readouterr()
-    (saved / "order2.arrow").unlink()
+    (saved / "order2.key.npy").unlink()
     for model_path, text_path, message in [
         (tmp_path, text, f"{tmp_path}: not a saved n-gram model"),
-        (saved, text, f"{saved / 'order2.arrow'}: missing from the saved n-gram model"),
+        (saved, text, f"{saved / 'order2.key.npy'}: missing from the saved n-gram model"),
         (tmp_path / "none.arpa", text, f"{tmp_path / 'none.arpa'}: cannot read"),
         (saved.with_name("m.arpa"), tmp_path, f"{tmp_path}: not a regular file"),
     ]:

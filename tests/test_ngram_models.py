@@ -142,14 +142,20 @@ def test_an_older_or_damaged_saved_model_is_refused_in_one_line(tmp_path):
         json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "format"})
     )
     with pytest.raises(
-        SeqlmError, match=r"format 1, not 2; re-save it: seqlm ngram estimate .*--save"
+        SeqlmError, match=r"format 1, not 3; re-save it: seqlm ngram estimate .*--save"
     ):
         NgramModel.load(tmp_path / "m")
-    model.save(tmp_path / "m")
-    order2 = tmp_path / "m" / "order2.arrow"
-    order2.write_bytes(order2.read_bytes()[:200])
-    with pytest.raises(SeqlmError, match="damaged saved n-gram model"):
-        NgramModel.load(tmp_path / "m")
+    for name, damage in [
+        ("order2.key.npy", lambda data: data[:200]),  # cut short
+        ("order2.log10_prob.npy", lambda data: b"not numpy" + data[9:]),  # overwritten
+        ("order1.log10_backoff.npy", lambda data: data.replace(b"<f8", b"<f4")),  # retyped
+        ("order2.key.npy", lambda _: (tmp_path / "m" / "order1.key.npy").read_bytes()),  # length
+    ]:
+        model.save(tmp_path / "m")
+        path = tmp_path / "m" / name
+        path.write_bytes(damage(path.read_bytes()))
+        with pytest.raises(SeqlmError, match="damaged saved n-gram model"):
+            NgramModel.load(tmp_path / "m")
 
 
 def resident_mib() -> float:
@@ -184,12 +190,12 @@ def test_batched_scoring_and_saving_equal_the_whole(tmp_path, monkeypatch):
     model.save(tmp_path / "whole")
     whole = model.score_tokens(train).log10_prob * np.log(10.0)
     monkeypatch.setattr("seqlm.ngram.model.SCORE_BATCH", 37)
-    monkeypatch.setattr("seqlm.ngram.model.KEY_BATCH", 50)
+    monkeypatch.setattr("seqlm.ngram.model.SAVE_BATCH", 50)
     np.testing.assert_array_equal(model.score_stream(train), whole)
     fitted = fit(count_ngrams(train, 4, vocab.size), vocab, "kn")
     fitted.save(tmp_path / "batched")
     NgramModel.load(tmp_path / "batched").save(tmp_path / "again")
-    for name in ("order1.arrow", "order4.arrow", "model.json"):
+    for name in ("order1.key.npy", "order4.key.npy", "order4.log10_prob.npy", "model.json"):
         expected = (tmp_path / "whole" / name).read_bytes()
         assert (tmp_path / "batched" / name).read_bytes() == expected
         assert (tmp_path / "again" / name).read_bytes() == expected

@@ -91,7 +91,7 @@ def assert_same_model(got: Path, expected: Path) -> None:
             assert np.array_equal(x, y), f"order {n} {name}"
     files = sorted(f.name for f in expected.iterdir())
     assert sorted(f.name for f in got.iterdir()) == files
-    for name in files:  # model.json, order<n>.arrow, vocab.parquet: byte for byte
+    for name in files:  # model.json, order<n>.<column>.npy, vocab.parquet: byte for byte
         assert (got / name).read_bytes() == (expected / name).read_bytes(), name
     assert got.with_suffix(".arpa").read_bytes() == expected.with_suffix(".arpa").read_bytes()
 

@@ -10,9 +10,8 @@ context never reaches past the line's ``<s>``.
 from __future__ import annotations
 
 import json
-import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,8 +20,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.ipc
 
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
@@ -35,11 +32,12 @@ SMOOTHINGS = ("kn", "addk", "mle")  # what ``seqlm.ngram.estimate.fit`` estimate
 LN10 = float(np.log(10.0))
 META_FILE = "model.json"
 MODEL = "model"  # the saved model's folder inside the pipeline's n-gram stage folder
-# 2: each order holds its sorted keys (int64) and float64 log10 p and back-off, mapped on load.
-FORMAT = 2
+# 3: a NumPy file per order and column: sorted keys (int64), log10 p and back-off (float64),
+# mapped on load. (2: an Arrow IPC file per order, whose reader, pyarrow, takes 0.1 s to import.)
+FORMAT = 3
 COLUMNS = ("key", "log10_prob", "log10_backoff")
 DTYPES = (np.int64, np.float64, np.float64)
-KEY_BATCH = 1 << 20  # rows of keys worked out at once when a fitted model is saved
+SAVE_BATCH = 1 << 20  # rows written at once when a model is saved
 SCORE_BATCH = 1 << 20  # targets scored at once (whole lines): ~0.1 GB of temporaries
 CORES = len(os.sched_getaffinity(0))  # batches scored side by side
 
@@ -205,38 +203,35 @@ class NgramModel:
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int32)
 
     def save(self, folder: Path) -> None:
-        """Arrow IPC per order (its keys, log10 p and back-off) plus the vocabulary: ``load``
-        maps them rather than reading them. A model whose arrays are mapped (estimated, loaded)
-        is written order by order without being held: each order's pages are let go once written."""
+        """A NumPy file per order and column (its keys, log10 p and back-off) plus the
+        vocabulary: ``load`` maps them rather than reading them. A model whose arrays are mapped
+        (estimated, loaded) is written a batch at a time without being held: each order's pages
+        are let go once written."""
         with atomic_dir(Path(folder)) as tmp:
             self.vocab.save(tmp / VOCAB_FILE)
             meta = self.info | {"order": self.order, "format": FORMAT}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
             for n in range(1, self.order + 1):
-                keys = self._keys_to_save(n - 1, tmp / "keys")
+                keys = self._key_batches(n - 1)
                 columns = (keys, self.log10_prob[n - 1], self.log10_backoff[n - 1])
-                arrays = [
-                    pa.array(np.asarray(c, dtype=t)) for c, t in zip(columns, DTYPES, strict=True)
-                ]
-                batch = pa.record_batch(arrays, names=list(COLUMNS))
-                with pa.ipc.new_file(tmp / f"order{n}.arrow", batch.schema) as sink:
-                    sink.write_batch(batch)
+                for name, dtype, values in zip(COLUMNS, DTYPES, columns, strict=True):
+                    _write_npy(column_file(tmp, n, name), dtype, self.sizes[n - 1], values)
                 rows = (self.context[n - 1], self.word[n - 1]) if self.stored_keys is None else ()
-                for column in (*columns, *rows):
-                    release(column)
-                (tmp / "keys").unlink(missing_ok=True)
+                for array in (*columns, *rows):
+                    if isinstance(array, np.ndarray):  # not keys worked out batch by batch
+                        release(array)
 
-    def _keys_to_save(self, i: int, path: Path) -> np.ndarray:
-        """Order i + 1's keys: a loaded model's as stored, or worked out a batch at a time into
-        ``path`` and mapped from there (the whole column is never in memory)."""
+    def _key_batches(self, i: int) -> np.ndarray | Iterator[np.ndarray]:
+        """Order i + 1's keys: a loaded model's as stored, or worked out a batch at a time (the
+        whole column is never in memory)."""
         if self.stored_keys is not None or "keys" in self.__dict__:  # already at hand
             return self.keys[i]
         context, word = self.context[i], self.word[i]
-        with path.open("wb") as out:
-            for start in range(0, len(word), KEY_BATCH):
-                part = slice(start, start + KEY_BATCH)
-                out.write((context[part].astype(np.int64) * self.vocab.size + word[part]).tobytes())
-        return np.memmap(path, dtype=np.int64, mode="r") if len(word) else np.zeros(0, np.int64)
+        return (
+            context[start : start + SAVE_BATCH].astype(np.int64) * self.vocab.size
+            + word[start : start + SAVE_BATCH]
+            for start in range(0, len(word), SAVE_BATCH)
+        )
 
     @classmethod
     def load(cls, folder: Path) -> NgramModel:
@@ -254,12 +249,13 @@ class NgramModel:
                     f"{folder}: a saved n-gram model of format {version}, not {FORMAT}; re-save "
                     f"it: seqlm ngram estimate CORPUS --order {order} --save {folder}"
                 )
-            for name in (VOCAB_FILE, *(f"order{n}.arrow" for n in range(1, order + 1))):
-                if not (folder / name).is_file():
-                    raise SeqlmError(f"{folder / name}: missing from the saved n-gram model")
+            files = [column_file(folder, n, name) for n in range(1, order + 1) for name in COLUMNS]
+            for path in (folder / VOCAB_FILE, *files):
+                if not path.is_file():
+                    raise SeqlmError(f"{path}: missing from the saved n-gram model")
             vocab = Vocabulary(pl.read_parquet(folder / VOCAB_FILE))
-            levels = [_mapped(folder / f"order{n}.arrow") for n in range(1, order + 1)]
-        except (ValueError, KeyError, TypeError, pa.ArrowException, pl.exceptions.PolarsError) as e:
+            levels = [_mapped(folder, n) for n in range(1, order + 1)]
+        except (ValueError, KeyError, TypeError, pl.exceptions.PolarsError) as e:
             # JSONDecodeError is a ValueError; a file cut short or overwritten ends up here.
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise SeqlmError(f"{folder}: damaged saved n-gram model ({reason})") from None
@@ -296,22 +292,37 @@ def _line_cuts(stream: np.ndarray) -> np.ndarray:
     return cuts[cuts < len(stream)]
 
 
-def _mapped(path: Path) -> dict[str, np.ndarray]:
-    """The columns of one order's file as NumPy views of its memory map (no copy: the arrays
-    keep the mapping alive, and ``release`` reaches it to let its pages go)."""
-    with path.open("rb") as file:
-        whole = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-    buffer = pa.py_buffer(whole)
-    reader = pa.ipc.open_file(buffer)
-    if reader.num_record_batches != 1 or reader.schema.names != list(COLUMNS):
-        raise ValueError(f"{path.name} is not one batch of {', '.join(COLUMNS)}")
-    batch = reader.get_batch(0)
-    expected = [pa.from_numpy_dtype(t) for t in DTYPES]
-    if any(c.type != t or c.null_count for c, t in zip(batch.columns, expected, strict=True)):
-        raise ValueError(f"{path.name}: columns of the wrong type")
+def column_file(folder: Path, n: int, column: str) -> Path:
+    return Path(folder) / f"order{n}.{column}.npy"
+
+
+def _write_npy(
+    path: Path, dtype: type, length: int, values: np.ndarray | Iterator[np.ndarray]
+) -> None:
+    """A NumPy file of ``length`` values of ``dtype``, from an array or its batches, written
+    with plain writes a batch at a time (the page cache holds them, not the process)."""
+    batches = (
+        (values[start : start + SAVE_BATCH] for start in range(0, len(values), SAVE_BATCH))
+        if isinstance(values, np.ndarray)
+        else values
+    )
+    with path.open("wb") as out:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(out, header | {"shape": (length,)})
+        for batch in batches:
+            np.ascontiguousarray(batch, dtype=dtype).tofile(out)
+
+
+def _mapped(folder: Path, n: int) -> dict[str, np.ndarray]:
+    """The columns of order ``n`` mapped from their files (no copy: ``release`` reaches each
+    array's map to let its pages go)."""
     columns = {}
     for name, dtype in zip(COLUMNS, DTYPES, strict=True):
-        column, size = batch.column(name), np.dtype(dtype).itemsize
-        start = column.buffers()[1].address - buffer.address + column.offset * size
-        columns[name] = np.frombuffer(whole, dtype=dtype, count=len(column), offset=start)
+        path = column_file(folder, n, name)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if array.dtype != dtype or array.ndim != 1:
+            raise ValueError(f"{path.name} holds {array.dtype} of {array.ndim} dimensions")
+        columns[name] = array
+    if len({len(column) for column in columns.values()}) != 1:
+        raise ValueError(f"order {n}'s columns differ in length")
     return columns
