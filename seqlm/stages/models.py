@@ -234,7 +234,7 @@ def load_rnn(folder: Path) -> RNNScorer:
 
 
 UNIGRAM = Stage("unigram", 2, plan_unigram, unigram, lambda a: "fit unigram")
-NGRAM = Stage("ngram", 4, plan_ngram, ngram, lambda a: f"fit {a['config'].smoothing}{a['order']}")
+NGRAM = Stage("ngram", 5, plan_ngram, ngram, lambda a: f"fit {a['config'].smoothing}{a['order']}")
 RNN = Stage("rnn", 5, plan_rnn, rnn, lambda a: f"train {a['model']}")
 
 # How to load each model stage's artifact for scoring.
