@@ -30,6 +30,7 @@ from seqlm.vocab import VOCAB_FILE, Vocabulary
 COUNT = "count"
 ID_TYPES = (pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 NUMPY_ID_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
+BLOCK = 1 << 18  # elements of a step worked a block at a time (2 MiB of u64)
 
 
 def word_columns(order: int) -> list[str]:
@@ -54,15 +55,18 @@ def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
     if key_bits + pos_bits <= 64:
         packed = keys.view(np.uint64)  # keys are ≥ 0: pack in place
         packed <<= np.uint64(pos_bits)
-        packed |= where.astype(np.uint64)
+        np.bitwise_or(packed, where, out=packed, dtype=np.uint64, casting="unsafe")
         del keys
         packed = sorted_copy(packed)
         sorted_where = np.empty(len(packed), dtype=index)  # cast as it is made: no 8-byte copy
         np.bitwise_and(packed, np.uint64((1 << pos_bits) - 1), out=sorted_where, casting="unsafe")
         first = np.empty(len(packed), dtype=bool)
         first[:1] = True
-        np.greater_equal(packed[1:] ^ packed[:-1], np.uint64(1 << pos_bits), out=first[1:])
-        distinct = (packed[np.flatnonzero(first)] >> np.uint64(pos_bits)).view(np.int64)
+        _key_changes(packed, pos_bits, first[1:])
+        starts = np.flatnonzero(first)
+        distinct = packed[starts]
+        distinct >>= np.uint64(pos_bits)
+        distinct = distinct.view(np.int64)
         n_keys = len(packed)
         del packed
     else:  # too wide to pack with the position: sort indirectly
@@ -72,9 +76,9 @@ def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
         first = np.empty(len(keys), dtype=bool)
         first[:1] = True
         np.not_equal(keys[1:], keys[:-1], out=first[1:])
-        distinct, n_keys = keys[first], len(keys)
+        starts = np.flatnonzero(first)
+        distinct, n_keys = keys[starts], len(keys)
         del keys
-    starts = np.flatnonzero(first)
     counts = np.empty(len(starts), dtype=np.int64)
     np.subtract(starts[1:], starts[:-1], out=counts[:-1])
     counts[-1:] = n_keys - starts[-1:]
@@ -86,6 +90,19 @@ def _group_sorted(owned: list[np.ndarray], where: np.ndarray, n_positions: int):
     dense -= 1
     rank[sorted_where] = dense
     return distinct, counts, rank
+
+
+def _key_changes(packed: np.ndarray, pos_bits: int, out: np.ndarray) -> None:
+    """``out[i]``: whether sorted ``packed[i + 1]`` holds another key than ``packed[i]`` (they
+    differ above the position's ``pos_bits``), a block at a time: the difference of a block
+    stays in the cache, where one of the whole array is as large as the keys (fresh pages)."""
+    block = np.empty(min(BLOCK, len(out)), dtype=np.uint64)
+    least = np.uint64(1 << pos_bits)
+    for start in range(0, len(out), BLOCK):
+        stop = min(start + BLOCK, len(out))
+        part = block[: stop - start]
+        np.bitwise_xor(packed[start + 1 : stop + 1], packed[start:stop], out=part)
+        np.greater_equal(part, least, out=out[start:stop])
 
 
 # One order's rows before their word columns are spelled out: its distinct n-grams ascending as
@@ -126,11 +143,12 @@ def _orders(padded: np.ndarray, offset: np.ndarray, order: int, vocab_size: int)
     bits = _word_bits(vocab_size)
     for n in range(2, order + 1):
         check_key_space(bound, 1 << bits, n)
-        ends = np.flatnonzero(offset >= n - 1).astype(offset.dtype)
-        keys = rank[ends - 1].astype(np.int64)
+        inside = offset >= n - 1  # the positions that end an n-gram: t, after t − 1
+        ends = np.flatnonzero(inside).astype(offset.dtype)
+        keys = rank[:-1][inside[1:]].astype(np.int64)  # masks read in order, unlike gathers
         keys <<= bits
-        keys |= padded[ends]
-        del rank
+        keys |= padded[inside]
+        del rank, inside
         owned = [keys]
         del keys
         distinct, n_counts, rank = _group_sorted(owned, ends, len(padded))  # noqa: RUF059
