@@ -29,6 +29,7 @@ the scratch folder and reused; each run's timings go to ``ngram-<time>.json`` th
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -393,6 +394,10 @@ def run(args: argparse.Namespace) -> None:
         raise SeqlmError(
             f"no seqlm console script beside {sys.executable}: install seqlm in this environment"
         )
+    # Bytecode as an installed package has it (pip compiles on install): a tree just edited, or
+    # run with PYTHONDONTWRITEBYTECODE set, would compile its modules in every timed start-up.
+    for package in ("seqlm", "flows"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     tools = kenlm_tools(args.kenlm_bin, args.scratch)
     args.scratch.mkdir(parents=True, exist_ok=True)
     idle = measure(Command([str(shutil.which("true"))], args.scratch / "true.out"))["peak_kib"]
