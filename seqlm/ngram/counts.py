@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
-from seqlm.ngram.lines import check_key_space, check_order, pad_lines
+from seqlm.ngram.lines import Padded, check_key_space, check_order, pad_lines
 from seqlm.ngram.sorting import sorted_copy
 from seqlm.vocab import VOCAB_FILE, Vocabulary
 
@@ -134,7 +134,24 @@ def count_orders(
         raise SeqlmError("no training text to count: the id stream is empty")
     if int(stream.max()) >= vocab_size or int(stream.min()) < 0:
         raise SeqlmError(f"the id stream holds ids outside the vocabulary of {vocab_size} entries")
-    padded, offset = pad_lines(stream)
+    return count_padded([pad_lines(stream)], order, vocab_size)
+
+
+def count_padded(
+    parts: list[Padded], order: int, vocab_size: int
+) -> tuple[np.ndarray, Iterator[Rows]]:
+    """``count_orders`` of a stream padded in parts (``pad_lines`` of consecutive runs of whole
+    lines, with ids below ``vocab_size``), which are consumed: a reader pads each chunk while
+    it reads the next."""
+    check_order(order)
+    if len(parts) == 1:
+        (padded, offset), *_ = parts
+    else:
+        padded = np.concatenate([part for part, _ in parts])
+        offset = np.concatenate([part for _, part in parts])
+    parts.clear()
+    if len(offset) >= 1 << 31:  # positions are offset's type (each part's fits its own length)
+        offset = offset.astype(np.int64)
     return np.bincount(padded, minlength=vocab_size), _orders(padded, offset, order, vocab_size)
 
 

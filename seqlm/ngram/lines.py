@@ -13,6 +13,7 @@ from seqlm.errors import SeqlmError
 from seqlm.vocab import BOS_ID, EOS_ID
 
 MAX_ORDER = 12  # k-mers of DNA and characters need long contexts
+Padded = tuple[np.ndarray, np.ndarray]  # what pad_lines gives: (padded, offset)
 
 
 def check_order(order: int) -> None:
@@ -31,7 +32,7 @@ def check_key_space(contexts: int, vocab_size: int, n: int) -> None:
         )
 
 
-def pad_lines(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pad_lines(stream: np.ndarray) -> Padded:
     """``(padded, offset)``: the stream with ``<s>`` before every line, and each position's offset
     from its line's ``<s>`` (0 at the ``<s>``)."""
     stream = np.asarray(stream)

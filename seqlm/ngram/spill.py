@@ -47,8 +47,7 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.counts import (
     COUNT,
-    count_orders,
-    count_tables,
+    count_padded,
     id_dtype,
     ranked_tables,
     sum_rows,
@@ -56,7 +55,7 @@ from seqlm.ngram.counts import (
     word_columns,
     write_table,
 )
-from seqlm.ngram.lines import check_order
+from seqlm.ngram.lines import Padded, check_order, pad_lines
 from seqlm.overlap import ahead
 from seqlm.vocab import (
     SPECIALS,
@@ -139,7 +138,9 @@ def count_chunks(
     check_order(order)
     dictionary = None
     runs = _Runs(scratch, range(1, order + 1), memory)
-    streams: list[np.ndarray] = []  # read, not yet counted: the whole text while it fits
+    # Read and padded (pad_lines, here while the next chunk is read), not yet counted: the whole
+    # text while it fits.
+    streams: list[Padded] = []
     whole = max(1, memory // SHARE * 2 // counting_bytes(order))  # two shares: see SHARE
     piece = min(PIECE_TOKENS, memory // SHARE // counting_bytes(order))
     try:
@@ -150,9 +151,9 @@ def count_chunks(
         # to ids (reading the 20M-token sample: 2.1 s against 2.4 s in one thread).
         parts = _streams(ahead(iter(chunks)), min(PIECE_TOKENS, memory // SHARE // BYTES_PER_TOKEN))
         for dictionary, stream in ahead(parts, depth):
-            streams.append(stream)
+            streams.append(pad_lines(stream))
             del stream
-            if runs.paths or sum(map(len, streams)) > whole:  # too large for one segment
+            if runs.paths or sum(len(s) for s, _ in streams) > whole:  # beyond one segment
                 streams = _spill_pieces(streams, piece, order, dictionary.size, runs)
         if runs.paths:
             if streams:
@@ -162,8 +163,7 @@ def count_chunks(
             raise SeqlmError("no training text to count: the corpus has no line")
         # One segment: each order is spelled out and written while the next is counted (in a
         # thread); the share of the chunks read ahead is free for the table now.
-        unigrams, orders = count_orders(np.concatenate(streams), order, dictionary.size)
-        streams.clear()
+        unigrams, orders = count_padded(streams, order, dictionary.size)
         tables = ranked_tables(unigrams, ahead(orders), dictionary.size)
         return runs.write(out, dictionary, tables)
     finally:
@@ -171,23 +171,28 @@ def count_chunks(
 
 
 def _spill_pieces(
-    streams: list[np.ndarray], piece: int, order: int, vocab_size: int, runs: _Runs
-) -> list[np.ndarray]:
-    """Count consecutive ``streams`` in pieces of up to ``piece`` tokens (a longer stream
-    alone), each spilled as a sorted run, but for the last piece, which more may join: its
-    streams are returned."""
-    group: list[np.ndarray] = []
+    streams: list[Padded],
+    piece: int,
+    order: int,
+    vocab_size: int,
+    runs: _Runs,
+) -> list[Padded]:
+    """Count consecutive padded ``streams`` in pieces of up to ``piece`` positions (a longer
+    stream alone), each spilled as a sorted run, but for the last piece, which more may join:
+    its streams are returned."""
+    group: list[Padded] = []
     for stream in streams:
-        if group and sum(map(len, group)) + len(stream) > piece:
+        if group and sum(len(s) for s, _ in group) + len(stream[0]) > piece:
             _spill_counts(group, order, vocab_size, runs)
             group = []
         group.append(stream)
     return group
 
 
-def _spill_counts(streams: list[np.ndarray], order: int, vocab_size: int, runs: _Runs) -> None:
-    """Spill the counts of ``streams`` as one sorted run, each order spelled out as it comes."""
-    runs.spill(count_tables(np.concatenate(streams), order, vocab_size))
+def _spill_counts(streams: list[Padded], order: int, vocab_size: int, runs: _Runs) -> None:
+    """Spill the counts of padded ``streams`` as one sorted run, each order spelled out as it
+    comes."""
+    runs.spill(ranked_tables(*count_padded(streams, order, vocab_size), vocab_size))
 
 
 def _streams(
