@@ -375,7 +375,10 @@ def main() -> None:
         sys.exit(f"bench/ngram.py: {error}")
 
 
-def run(args: argparse.Namespace) -> None:
+def prepare(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The sizes and commands asked for, once the settings are checked and seqlm's bytecode is
+    compiled as an installed package has it (pip compiles on install): a tree just edited, or
+    run with PYTHONDONTWRITEBYTECODE set, would compile its modules in every timed start-up."""
     sizes = args.sizes.split(",")
     commands = args.commands.split(",")
     if unknown := set(commands) - set(COMMANDS):
@@ -394,10 +397,13 @@ def run(args: argparse.Namespace) -> None:
         raise SeqlmError(
             f"no seqlm console script beside {sys.executable}: install seqlm in this environment"
         )
-    # Bytecode as an installed package has it (pip compiles on install): a tree just edited, or
-    # run with PYTHONDONTWRITEBYTECODE set, would compile its modules in every timed start-up.
     for package in ("seqlm", "flows"):
         compileall.compile_dir(ROOT / package, quiet=1)
+    return sizes, commands
+
+
+def run(args: argparse.Namespace) -> None:
+    sizes, commands = prepare(args)
     tools = kenlm_tools(args.kenlm_bin, args.scratch)
     args.scratch.mkdir(parents=True, exist_ok=True)
     idle = measure(Command([str(shutil.which("true"))], args.scratch / "true.out"))["peak_kib"]
