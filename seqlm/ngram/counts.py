@@ -145,7 +145,7 @@ def count_padded(
     it reads the next."""
     check_order(order)
     if len(parts) == 1:
-        (padded, offset), *_ = parts
+        padded, offset = parts[0]
     else:
         padded = np.concatenate([part for part, _ in parts])
         offset = np.concatenate([part for _, part in parts])
