@@ -2,9 +2,10 @@
 runs merged by summation, all within a memory budget (as ``lmplz -S`` counts).
 
 N-grams never cross a line, so the counts of a corpus are the sums of the counts of its chunks of
-whole lines. Chunks are read and tokenised into id streams in a thread, ahead of the counting
-(Polars and NumPy both release the GIL: two cores work). A text that fits one segment (two shares
-of the budget) is counted at once, each order written while the next is counted. A larger one is
+whole lines. Chunks are read and tokenised in one thread and made id streams in another, ahead of
+the counting (Polars and NumPy both release the GIL: two cores work), and each stream is padded
+into lines as it arrives. A text that fits one segment (two shares of the budget) is counted at
+once, each order written while the next is counted. A larger one is
 counted in pieces of ``PIECE_TOKENS`` at most, each spilled at once to the scratch folder as a
 sorted run (a ``.npy`` file per column and order): many small sorts are faster per token than a
 few large ones, and summing pieces in memory before spilling them cost as much as counting them.
