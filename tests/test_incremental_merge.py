@@ -19,6 +19,7 @@ from seqlm import corpus, stages
 from seqlm.config import load_config
 from seqlm.errors import SeqlmError
 from seqlm.ngram import read_tables
+from seqlm.ngram.layers import layer_folders
 from seqlm.store import Artifact, Store
 from seqlm.vocab import BOS, EOS, SPECIALS, UNK
 from tests.helpers import prepare, write_lines
@@ -207,3 +208,97 @@ def test_the_pipeline_run_again_with_a_new_shard_extends_the_stored_merge(shards
     assert fresh.tables.key == after.tables.key
     assert_same_tables(fresh.tables, after.tables)
     assert_same_tables(stages.inputs(fresh.tables, "tables")[0], new)
+
+
+@pytest.fixture
+def growing(tmp_path) -> Path:
+    """A corpus of a large first shard, then three small ones: the second brings no new type,
+    the third enough to pass the 256 ids of one byte, the fourth a few."""
+    folder = tmp_path / "growing"
+    write_lines(folder / "a.txt", lines(3000, 200, 3))
+    write_lines(folder / "b.txt", lines(150, 70, 5))
+    write_lines(folder / "c.txt", lines(100, 80, 1, prefix="v"))
+    write_lines(folder / "d.txt", lines(60, 30, 2, prefix="u"))
+    return folder
+
+
+def layers(tables: Artifact) -> list[Path]:
+    return layer_folders(tables.path / stages.TABLES_DIR)
+
+
+def test_small_shards_are_added_as_layers_that_read_as_the_full_merge(growing, tmp_path, caplog):
+    store = Store(tmp_path / "store")
+    counts = counted(store, growing)
+    first = stages.tables(store, counts[:1])
+    with caplog.at_level(logging.INFO, logger="seqlm.stages"):
+        merges = [first] + [stages.tables(store, counts[:k]) for k in (2, 3, 4)]
+    assert [len(layers(m)) for m in merges] == [1, 2, 3, 4]
+    assert f"merge counts: 1 shard(s) added to {stages.ref(merges[2])} as layer 3" in caplog.text
+    # The earlier layers are linked, not copied; the layer a shard makes holds its n-grams alone.
+    base = [(f / "order3.parquet").stat() for f in (first.path / "tables", layers(merges[3])[0])]
+    assert base[0].st_ino == base[1].st_ino
+    rows = merges[3].manifest["rows"]
+    assert rows["added3/order1"] < rows["order1"] and set(merges[2].manifest["rows"]) < set(rows)
+    grown = read_tables(merges[3].path / stages.TABLES_DIR)
+    assert read_tables(first.path / stages.TABLES_DIR)[0].schema["w1"] == pl.UInt8
+    assert all(t.schema["w1"] == pl.UInt16 for t in grown)
+
+    scratch = Store(tmp_path / "scratch")
+    full = stages.tables(scratch, counted(scratch, growing))
+    assert len(layers(full)) == 1 and full.key == merges[3].key
+    assert_same_tables(merges[3], full)
+    assert by_token(merges[3]) == brute_counts(train_lines(full), None, ORDER)
+    listing = stages.list_count_tables(store).filter(pl.col("key") == merges[3].key)
+    assert listing["layer"].to_list() == [k for k in range(4) for _ in range(ORDER)]
+    for row in listing.iter_rows(named=True):  # each layer's rows as the manifest gives them
+        assert pl.read_parquet(row["path"]).height == row["rows"] > 0
+
+
+def test_cut_offs_of_layered_tables_equal_those_of_one_table(growing, tmp_path):
+    config = load_config(None, ["tokenizer=whitespace", "max_size=150", f"orders=[{ORDER}]"])
+    store = Store(tmp_path / "store")
+    counts = counted(store, growing)
+    for k in range(1, len(counts)):
+        stages.tables(store, counts[:k])
+    layered = prepare(store, growing, config)
+    (merged,) = stages.inputs(layered.tables, "tables")
+    assert len(layers(merged)) == 4
+    fresh = prepare(Store(tmp_path / "fresh"), growing, config)
+    assert len(layers(stages.inputs(fresh.tables, "tables")[0])) == 1
+    assert layered.tables.key == fresh.tables.key
+    assert layered.tables.manifest["files"] == fresh.tables.manifest["files"]  # byte for byte
+    known = set(stages.load_vocabulary(layered.vocab).tokens.to_list())
+    assert by_token(layered.tables) == brute_counts(train_lines(merged), known, ORDER)
+
+
+def test_layers_are_summed_into_one_when_too_many(growing, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(stages.data, "LAYERS", 2)
+    store = Store(tmp_path / "store")
+    counts = counted(store, growing)
+    merges = [stages.tables(store, counts[:k]) for k in (1, 2, 3)]
+    with caplog.at_level(logging.INFO, logger="seqlm.stages"):
+        merges.append(stages.tables(store, counts))
+    assert [len(layers(m)) for m in merges] == [1, 2, 3, 1]
+    assert f"added to {stages.ref(merges[2])} summed with 3 layer(s)" in caplog.text
+    scratch = Store(tmp_path / "scratch")
+    assert_same_tables(merges[3], stages.tables(scratch, counted(scratch, growing)))
+
+
+def test_a_large_shard_is_summed_with_the_merged_tables(shards, tmp_path):
+    store = Store(tmp_path / "store")
+    counts = counted(store, shards)
+    two = stages.tables(store, counts[:2])
+    three = stages.tables(store, counts[:3])  # more new rows than half the first layer's
+    assert three.manifest["note"]["extends"] == stages.ref(two)
+    assert len(layers(three)) == 1
+
+
+def test_layers_out_of_sequence_are_refused(growing, tmp_path):
+    store = Store(tmp_path / "store")
+    counts = counted(store, growing)
+    folder = tmp_path / "copy"
+    merges = [stages.tables(store, counts[:k]) for k in (1, 2, 3)]
+    shutil.copytree(merges[2].path / stages.TABLES_DIR, folder)
+    (folder / "added2").rename(folder / "added3")
+    with pytest.raises(SeqlmError, match=r"copy: layers \[1, 3\] are not added1 \.\. added2"):
+        read_tables(folder)

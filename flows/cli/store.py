@@ -20,8 +20,10 @@ def add_tables_command(commands: argparse._SubParsersAction) -> None:
         "tables",
         help="list the count tables in the artifact store",
         description="List the pipeline's count tables (plain Parquet, one file per order): per "
-        "shard over the shard's own type ids (with its vocab.parquet), and merged over a "
-        "vocabulary's ids. Columns: store key, kind, corpus, order, rows, bytes, path.",
+        "shard over the shard's own type ids (with its vocab.parquet), merged over the type "
+        "dictionary's ids (shards added since in layers added1/, added2/ …, which sum to the "
+        "whole), and cut to a vocabulary's ids. Columns: store key, kind, corpus, order, layer, "
+        "rows, bytes, path.",
     )
     tables.add_argument("--store", default="data/store", help="the store (default: data/store)")
     tables.add_argument("--json", action="store_true", help="print a JSON list")

@@ -13,7 +13,7 @@ _EXPORTS = {
     "fit": "estimate",
     "merge_tables": "counts",
     "read_arpa": "arpa",
-    "read_tables": "counts",
+    "read_tables": "layers",
     "write_arpa": "arpa",
     "write_tables": "counts",
 }

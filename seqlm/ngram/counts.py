@@ -257,26 +257,8 @@ def write_table(
     return rows
 
 
-def read_tables(folder: Path) -> list[pl.DataFrame]:
-    folder = Path(folder)
-    tables = []
-    while table_file(folder, len(tables) + 1).exists():
-        n = len(tables) + 1
-        path = table_file(folder, n)
-        try:
-            table = pl.read_parquet(path)
-        except (pl.exceptions.PolarsError, OSError) as e:
-            raise SeqlmError(f"{path}: not a Parquet file ({str(e).splitlines()[0]})") from None
-        if table.columns != [*word_columns(n), COUNT]:
-            raise SeqlmError(f"{path}: expected columns {[*word_columns(n), COUNT]}")
-        tables.append(table)
-    if not tables:
-        raise SeqlmError(f"{folder}: no count tables (order1.parquet ...)")
-    return tables
-
-
 def table_batches(folder: Path, n: int, rows: int) -> Iterator[pl.DataFrame]:
-    """Order ``n``'s table in ``folder`` read ``rows`` at a time, as ``read_tables`` reads it."""
+    """Order ``n``'s table in ``folder`` read ``rows`` at a time."""
     path = table_file(folder, n)
     try:
         file = pq.ParquetFile(path)

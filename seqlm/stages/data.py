@@ -8,8 +8,9 @@ read); ``types`` and ``counts`` read one shard's train split (over the shard's o
 dictionary, so that a new shard is counted alone); ``vocab`` merges the type dictionaries' counts
 and applies the cut-offs; ``tables`` sums the shards' count tables over the type dictionary of
 all shards in order (append-only, so the tables of the shards but the last plus the last one's
-are those of all: a stored earlier merge is extended, not redone); ``cutoff`` maps those tables
-to a vocabulary's ids (cut-off types become ``<unk>``), what an n-gram model is estimated from.
+are those of all: a stored earlier merge is extended by a layer, not redone); ``cutoff`` maps
+those tables, their layers summed, to a vocabulary's ids (cut-off types become ``<unk>``), what
+an n-gram model is estimated from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -34,7 +36,6 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.budget import DEFAULT_MEMORY, give_back_freed, parse_memory, working_set
 from seqlm.ngram.counts import (
-    COUNT,
     ID_TYPES,
     NUMPY_ID_TYPES,
     id_dtype,
@@ -43,12 +44,12 @@ from seqlm.ngram.counts import (
     table_orders,
     write_table,
 )
+from seqlm.ngram.layers import ADDED, add_streams, layer_folders, layer_rows, summed_layers
 from seqlm.ngram.spill import (
     BYTES_PER_ROW,
     MIN_WORKING,
     SHARE,
     count_chunks,
-    rows_upto,
     scratch_folder,
     sum_tables,
 )
@@ -66,10 +67,13 @@ from seqlm.vocab import (
 log = logging.getLogger("seqlm.stages")
 
 ROW_GROUP = 1 << 20  # rows per row group of a merged or cut table
-# Merged and cut tables are rewritten whole by every merge that extends them and read by every
-# model: their ids and counts delta-packed, uncompressed, write in 0.6 of zstd's time (its
-# dictionary encoding is most of the cost), read in 1.3x and take 1.2x the bytes (PTB's merged
-# tables: 10.3 MB against 8.6 MB).
+# Merged tables keep shards added to them as layers, at most LAYERS, holding at most LAYER_SHARE of
+# the first layer's rows: the cut-offs read at most 1.5x the rows of one summed table.
+LAYERS = 8
+LAYER_SHARE = 0.5
+# Merged and cut tables are written by merges and cut-offs and read by every model: their ids and
+# counts delta-packed, uncompressed, write in 0.6 of zstd's time (its dictionary encoding is most
+# of the cost), read in 1.3x and take 1.2x the bytes (PTB's merged tables: 10.3 MB against 8.6 MB).
 TABLE_SETTINGS = {
     "compression": "none",
     "use_dictionary": False,
@@ -240,7 +244,9 @@ def tables(
     """The shards' count tables summed over their type dictionary's ids (the dictionary of the
     shards in order, saved beside them), order by order within ``memory`` (``ngram.memory``; it
     changes where the work happens, not the key). When the store holds the merged tables of the
-    first shards, only the others are added to them, row by row in one pass."""
+    first shards, only the others are added to them: as a layer of their own beside the earlier
+    layers (linked, not copied), or, once the layers grow too many or too large, summed with them
+    into one table in a linear pass of sorted rows (``seqlm.ngram.layers``)."""
     plan = plan_tables(shard_counts)
     found = store.get(plan.stage, plan.key)
     if found is not None:
@@ -255,42 +261,76 @@ def tables(
         width = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
         mappings = [dictionary.id_map(part).astype(width) for part in parts]
         folders = [c.path / TABLES_DIR for c in added]
-        every = folders + ([earlier.path / TABLES_DIR] if earlier else [])
-        orders = {table_orders(f) for f in every}
+        layers = layer_folders(earlier.path / TABLES_DIR) if earlier else []
+        orders = {table_orders(f) for f in folders + layers}
         if len(orders) != 1:
             raise SeqlmError(f"count tables of different orders cannot be merged: {sorted(orders)}")
-        budget = _working(memory)
+        order, budget = orders.pop(), _working(memory)
+        layered = bool(layers) and not _compacts(layers, folders)
         if earlier is not None:
-            log.info("merge counts: %d shard(s) added to %s", len(added), ref(earlier))
+            how = f"as layer {len(layers)}" if layered else f"summed with {len(layers)} layer(s)"
+            log.info("merge counts: %d shard(s) added to %s %s", len(added), ref(earlier), how)
 
-        order = orders.pop()
-        # The earlier merge's tables, read a batch ahead of the merge (the next order's too).
-        old = earlier.path / TABLES_DIR if earlier else None
-        rows = _batch_rows(budget)
-        batches = (_ended(table_batches(old, n, rows)) for n in range(1, order + 1)) if old else ()
+        # Summed into one: the layers read as one a batch ahead of the sum (the next order's too).
+        summed = [] if layered else layers
+        batches = (_ended(_read_as_one(summed, n, dtype, budget)) for n in range(1, order + 1))
 
-        def merged(
-            n: int, scratch: Path, old_batches: Iterator[pl.DataFrame]
-        ) -> Iterator[pl.DataFrame]:
+        def merged(n: int, scratch: Path, old: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
             new = _summed(folders, mappings, n, budget, scratch)
-            if old is None:
-                return new
-            widened = (t.with_columns(pl.exclude(COUNT).cast(dtype)) for t in old_batches)
-            return _add_streams(widened, new, dtype)
+            return add_streams(old, new, dtype) if summed else new
 
         with (
             scratch_folder(out) as scratch,
             atomic_dir(out / TABLES_DIR) as tmp,
-            _made_ahead(itertools.chain.from_iterable(batches)) as old_run,
+            _made_ahead(itertools.chain.from_iterable(batches if summed else ())) as old_run,
         ):
-            sizes = _write(tmp, dtype, order, lambda n: merged(n, scratch, old_run()))
+            if layered:
+                rows = _link_layers(earlier, layers, tmp)
+                layer = tmp / f"{ADDED}{len(layers)}"
+                layer.mkdir()
+                sizes = _write(layer, dtype, order, lambda n: merged(n, scratch, iter(())))
+                rows |= {f"{layer.name}/order{n}": k for n, k in enumerate(sizes, 1)}
+            else:
+                sizes = _write(tmp, dtype, order, lambda n: merged(n, scratch, old_run()))
+                rows = {f"order{n}": k for n, k in enumerate(sizes, 1)}
             dictionary.save(tmp / VOCAB_FILE)
-        return {"types": dictionary.size} | {f"order{n}": k for n, k in enumerate(sizes, 1)}
+        return {"types": dictionary.size} | rows
 
     note = {"sources": [c.manifest["note"].get("source", "") for c in shard_counts]}
     if earlier is not None:
         note["extends"] = ref(earlier)
     return store.build(plan, produce, note=note)
+
+
+def _compacts(layers: Sequence[Path], added: Sequence[Path]) -> bool:
+    """Whether tables added to merged tables in ``layers`` are summed with them into one table
+    rather than kept as a layer: when the added layers would be more than ``LAYERS``, or hold
+    more rows (at most those of the added tables) than ``LAYER_SHARE`` of the first layer's."""
+    if len(layers) > LAYERS:
+        return True
+    rows = sum(layer_rows(f) for f in [*layers[1:], *added])
+    return rows > LAYER_SHARE * layer_rows(layers[0])
+
+
+def _link_layers(earlier: Artifact, layers: Sequence[Path], folder: Path) -> dict[str, int]:
+    """The earlier merge's layers in ``folder`` under the same names, hard-linked (copied where
+    the file system cannot link); returns their rows as the earlier manifest gives them."""
+    for layer in layers:
+        into = folder / layer.relative_to(layers[0])
+        into.mkdir(exist_ok=True)
+        for n in range(1, table_orders(layer) + 1):
+            try:
+                os.link(table_file(layer, n), table_file(into, n))
+            except OSError:
+                shutil.copyfile(table_file(layer, n), table_file(into, n))
+    return {k: v for k, v in earlier.manifest["rows"].items() if k != "types"}
+
+
+def _read_as_one(
+    layers: Sequence[Path], n: int, dtype: pl.DataType, memory: int
+) -> Iterator[pl.DataFrame]:
+    """Order ``n`` of the layers as one sorted table, in batches that share ``memory``."""
+    return summed_layers(layers, n, max(1, _batch_rows(memory) // len(layers)), dtype)
 
 
 def table_ids(tables: Artifact) -> Vocabulary:
@@ -331,7 +371,8 @@ def _summed(
     """Order ``n``'s tables in ``folders``, the ids of each mapped by its mapping, summed by
     n-gram and ascending, in parts: read in batches and summed within ``memory`` (spilling to
     ``scratch``). One table whose mapping keeps the ids' order (no two made one) stays sorted and
-    distinct: it is read through."""
+    distinct: it is read through. Small tables are summed a batch of them at a time (one sort
+    rather than one each and a merge)."""
     rows = _batch_rows(memory)
     remapped = (
         _remap(batch, mapping)
@@ -340,7 +381,7 @@ def _summed(
     )
     if len(folders) == 1 and bool(np.all(np.diff(mappings[0].astype(np.int64)) > 0)):
         return remapped
-    return sum_tables(remapped, n, memory, scratch)
+    return sum_tables(_regrouped(remapped, rows), n, memory, scratch)
 
 
 def _write(
@@ -417,88 +458,6 @@ def _regrouped(parts: Iterator[pl.DataFrame], size: int) -> Iterator[pl.DataFram
         yield pl.concat(held)
 
 
-def _row_keys(words: Sequence[np.ndarray], bits: int) -> np.ndarray:
-    """Each row's ids as one key that orders as the rows: packed ``bits`` apiece into a u64
-    where they fit (a search compares integers), else as a big-endian byte string."""
-    if bits * len(words) <= 64:
-        keys = np.zeros(len(words[0]), dtype=np.uint64)
-        for column in words:
-            keys <<= np.uint64(bits)
-            keys |= column
-        return keys
-    packed = np.empty((len(words[0]), len(words)), dtype=words[0].dtype.newbyteorder(">"))
-    for i, column in enumerate(words):
-        packed[:, i] = column
-    return packed.view(f"S{packed.itemsize * len(words)}").ravel()
-
-
-def _add_sorted(old: pl.DataFrame, new: pl.DataFrame, dtype: pl.DataType) -> pl.DataFrame:
-    """Two count tables of one order, each sorted by its words, summed in one pass: an n-gram of
-    both adds ``new``'s count to ``old``'s, one of ``new`` alone is inserted in its place."""
-    width = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
-    old_words, new_words = (
-        [t[w].to_numpy().astype(width, copy=False) for w in t.columns[:-1]] for t in (old, new)
-    )
-    bits = max(int(w.max()) for w in [*old_words, *new_words] if len(w)).bit_length()
-    old_keys, new_keys = _row_keys(old_words, bits), _row_keys(new_words, bits)
-    at = np.searchsorted(old_keys, new_keys)
-    both = at < len(old_keys)
-    both[both] = old_keys[at[both]] == new_keys[both]
-    alone = np.flatnonzero(~both)
-    # Where the rows of ``new`` alone land: after the old rows before them and each other.
-    to_new = at[alone] + np.arange(len(alone))
-    is_old = np.ones(old.height + len(alone), dtype=bool)
-    is_old[to_new] = False
-    new_counts = new[COUNT].to_numpy()
-    columns = []
-    for old_column, new_column in zip(
-        [*old_words, old[COUNT].to_numpy()], [*new_words, new_counts], strict=True
-    ):
-        column = np.empty(len(is_old), dtype=old_column.dtype)
-        column[is_old] = old_column  # a mask's copy, cheaper than scattering by index
-        column[to_new] = new_column[alone]
-        columns.append(column)
-    # An old row that ``new`` has too moved down by the rows of ``new`` alone inserted before it.
-    matched = at[both]
-    columns[-1][matched + np.searchsorted(at[alone], matched, side="right")] += new_counts[both]
-    schema = {**dict.fromkeys(old.columns[:-1], dtype), COUNT: pl.UInt64}
-    return pl.DataFrame(dict(zip(schema, columns, strict=True)), schema=schema)
-
-
-def _add_streams(
-    old: Iterator[pl.DataFrame], new: Iterator[pl.DataFrame], dtype: pl.DataType
-) -> Iterator[pl.DataFrame]:
-    """Two tables of one order, each in sorted parts, summed by ``_add_sorted`` a step at a time:
-    a step takes the rows of both up to the lesser last key held of a table with parts ahead (a
-    later row of it could equal a key past that), so it holds about two parts of each; tables
-    that come in one part each are summed in one step."""
-    streams = [(p for p in parts if not p.is_empty()) for parts in (old, new)]
-    ahead = [next(stream, None) for stream in streams]  # each table's next part; None: its end
-    held: list[pl.DataFrame | None] = [None, None]
-    while True:
-        for i, stream in enumerate(streams):
-            if held[i] is None and ahead[i] is not None:
-                held[i], ahead[i] = ahead[i], next(stream, None)
-        if held[0] is None and held[1] is None:
-            return
-        ends = [h[:, :-1].row(-1) for h, a in zip(held, ahead, strict=True) if a is not None]
-        frontier = min(ends, default=None)
-        steps = []
-        for i, h in enumerate(held):
-            cut = 0 if h is None else h.height if frontier is None else _rows_at_most(h, frontier)
-            steps.append(h[:cut] if cut else None)
-            held[i] = h[cut:] if h is not None and cut < h.height else None
-        a, b = steps
-        if a is not None and b is not None:
-            yield _add_sorted(a, b, dtype)
-        elif a is not None or b is not None:
-            yield a if a is not None else b
-
-
-def _rows_at_most(table: pl.DataFrame, key: tuple[int, ...]) -> int:
-    return rows_upto([table[w].to_numpy() for w in table.columns[:-1]], key)
-
-
 def plan_cutoff(merged: Artifact, vocabulary: Artifact, memory: str = DEFAULT_MEMORY) -> Plan:
     return CUTOFF.plan_of({}, {"tables": ref(merged), "vocab": ref(vocabulary)})
 
@@ -514,13 +473,15 @@ def cutoff(
         v = load_vocabulary(vocabulary)
         dtype = id_dtype(v.size)
         mapping = v.id_map(table_ids(merged)).astype(NUMPY_ID_TYPES[ID_TYPES.index(dtype)])
-        folder, budget = merged.path / TABLES_DIR, _working(memory)
+        # The merged layers are summed with the n-grams that the cut-offs make one.
+        layers, budget = layer_folders(merged.path / TABLES_DIR), _working(memory)
+        mappings = [mapping] * len(layers)
         with scratch_folder(out) as scratch, atomic_dir(out / TABLES_DIR) as tmp:
             sizes = _write(
                 tmp,
                 dtype,
-                table_orders(folder),
-                lambda n: _summed([folder], [mapping], n, budget, scratch),
+                table_orders(layers[0]),
+                lambda n: _summed(layers, mappings, n, budget, scratch),
             )
             v.save(tmp / VOCAB_FILE)
         return {f"order{n}": k for n, k in enumerate(sizes, start=1)}
@@ -545,7 +506,7 @@ ENCODE = Stage("encode", 1, plan_encode, encode, lambda a: f"encode {_shard_name
 TYPES = Stage("types", 2, plan_types, types, lambda a: f"types {_shard_name(a)}")
 COUNTS = Stage("counts", 3, plan_counts, counts, lambda a: f"count {_shard_name(a)}")
 VOCAB = Stage("vocab", 3, plan_vocab, vocab, lambda a: "vocabulary")
-TABLES = Stage("tables", 3, plan_tables, tables, lambda a: "merge counts")
+TABLES = Stage("tables", 4, plan_tables, tables, lambda a: "merge counts")
 CUTOFF = Stage("cutoff", 2, plan_cutoff, cutoff, lambda a: "cut counts to the vocabulary")
 
 
@@ -560,18 +521,21 @@ def list_count_tables(store: Store) -> pl.DataFrame:
                 continue
             note = artifact.manifest.get("note", {})
             corpus_name = note.get("source") or ", ".join(note.get("sources", []))
-            for path in sorted((folder / TABLES_DIR).glob("order*.parquet"), key=_order_of):
-                rows.append(
-                    {
-                        "key": folder.name,
-                        "kind": kind,
-                        "corpus": corpus_name,
-                        "order": _order_of(path),
-                        "rows": artifact.manifest["rows"].get(path.stem, 0),
-                        "bytes": path.stat().st_size,
-                        "path": str(path),
-                    }
-                )
+            for layer, tables in enumerate(layer_folders(folder / TABLES_DIR)):
+                for path in sorted(tables.glob("order*.parquet"), key=_order_of):
+                    name = path.relative_to(folder / TABLES_DIR).with_suffix("").as_posix()
+                    rows.append(
+                        {
+                            "key": folder.name,
+                            "kind": kind,
+                            "corpus": corpus_name,
+                            "order": _order_of(path),
+                            "layer": layer,
+                            "rows": artifact.manifest["rows"].get(name, 0),
+                            "bytes": path.stat().st_size,
+                            "path": str(path),
+                        }
+                    )
     return pl.DataFrame(rows, schema=TABLE_LISTING)
 
 
@@ -580,6 +544,7 @@ TABLE_LISTING = {
     "kind": pl.String,
     "corpus": pl.String,
     "order": pl.Int64,
+    "layer": pl.Int64,
     "rows": pl.Int64,
     "bytes": pl.Int64,
     "path": pl.String,
