@@ -1,16 +1,18 @@
 """Time incremental runs of the store-backed stages on Penn Treebank split into shard files.
 
-The train text is cut into ``--shards`` files plus one more of the same size (the corpus, then a
-tenth more text arriving as a new shard). (a) A cold run of every stage before training (ingest,
-per-shard counts, vocabulary, merged tables, the tables cut to the vocabulary, unigram and
-Kneser–Ney models, evaluation) against a re-run on the unchanged corpus, where every stage is found
-in the store. (b) The corpus before its new shard, then with it: the new shard counted alone and
-added to the stored merge of the others (one linear pass over the sorted tables), against every
-shard counted and merged from scratch. The merged tables are checked equal to the full merge and to
-a full recount (all train text counted at once over the type dictionary), and the cut tables to a
-recount over the vocabulary.
+The train text is cut into ``--shards`` files plus ``--nights`` more of the same size (the corpus,
+then a tenth more text arriving each night as a new shard). (a) A cold run of every stage before
+training (ingest, per-shard counts, vocabulary, merged tables, the tables cut to the vocabulary,
+unigram and Kneser–Ney models, evaluation) on the corpus and its first new shard, against a re-run
+on the unchanged corpus, where every stage is found in the store. (b) The corpus before its new
+shards, then one more each night: the new shard counted alone and added to the stored merge (as a
+layer of its own, or summed with the layers in one linear pass over the sorted tables once they
+grow too many or too large), against every shard counted and merged from scratch. Each night the
+merged tables are checked equal to the full merge's, and the cut tables too; after the first, to
+a full recount (all train text counted at once over the type dictionary, and over the vocabulary).
 
     .venv/bin/python bench/incremental.py [--train ../shared/data/ptb/ptb.train.txt] [--shards 10]
+        [--nights 4] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from seqlm import corpus, stages
 from seqlm.config import PipelineConfig, load_config
 from seqlm.ngram import count_ngrams, read_tables
 from seqlm.ngram.counts import table_file, write_table
+from seqlm.ngram.layers import layer_folders
 from seqlm.stages.data import TABLE_SETTINGS
 from seqlm.store import Artifact, Store
 
@@ -121,41 +124,63 @@ def check_recount(tables: Tables) -> float:
     return seconds[0]
 
 
-def one_round(sources: list[corpus.Source], cfg: PipelineConfig, work: Path) -> dict[str, float]:
+def one_round(
+    sources: list[corpus.Source], first: int, cfg: PipelineConfig, work: Path
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     # (a) cold run, then a re-run on the unchanged corpus.
     cold_store = Store(work / "cold")
-    cold, tables = every_stage(cold_store, sources, cfg)
+    cold, tables = every_stage(cold_store, sources[: first + 1], cfg)
     built = folders(cold_store)
-    rerun, again = every_stage(cold_store, sources, cfg)
+    rerun, again = every_stage(cold_store, sources[: first + 1], cfg)
     assert folders(cold_store) == built and again == tables, "the re-run built something"
     figures["cold"] = sum(cold.values())
     figures["rerun"] = sum(rerun.values())
     figures |= {f"cold {k}": v for k, v in cold.items()}
     figures |= {f"rerun {k}": v for k, v in rerun.items()}
 
-    # (b) the corpus without its last shard, then with it; and every shard from scratch. Both
-    # stores start from the cold run's ingested shards.
+    # (b) the corpus before its new shards, then one more shard each night, counted alone and
+    # added to the stored merge (as a layer, or summed with the layers past their limits); against
+    # every shard counted and merged from scratch, each night in a store of its own. Every store
+    # starts from the cold run's ingested shards.
     shards = [stages.ingest(cold_store, s, cfg.corpus) for s in sources]  # found, in order
-    grown, scratch = Store(work / "grown"), Store(work / "scratch")
-    for store in (grown, scratch):
-        shutil.copytree(cold_store.root / "ingest", store.root / "ingest")
-    count_and_merge(grown, shards[:-1], cfg)  # the corpus before its last shard arrived
-    incremental, grown_tables = count_and_merge(grown, shards, cfg)
-    full, scratch_tables = count_and_merge(scratch, shards, cfg)
-    assert "extends" in grown_tables.merged.manifest["note"], "the merge was not incremental"
-    assert grown_tables.merged.key == scratch_tables.merged.key
-    assert grown_tables.cut.key == scratch_tables.cut.key == tables.key
-    assert tables_equal(grown_tables.merged, scratch_tables.merged)
-    assert tables_equal(grown_tables.cut, scratch_tables.cut)
-    figures |= {f"new shard {k}": v for k, v in incremental.items()}
-    figures |= {f"all shards {k}": v for k, v in full.items()}
-    figures["new shard"] = sum(incremental.values())
-    figures["all shards"] = sum(full.values())
-    figures["merged tables read + written"] = read_and_write(grown_tables.merged, work / "io")
-    figures["merged tables MB"] = table_bytes(grown_tables.merged) / 1e6
-    figures["full recount in memory"] = check_recount(grown_tables)
+    grown = store_of(cold_store, work / "grown")
+    count_and_merge(grown, shards[:first], cfg)  # the corpus before its new shards arrived
+    for night in range(1, len(shards) - first + 1):
+        incremental, grown_tables = count_and_merge(grown, shards[: first + night], cfg)
+        scratch = store_of(cold_store, work / f"scratch{night}")
+        full, scratch_tables = count_and_merge(scratch, shards[: first + night], cfg)
+        assert "extends" in grown_tables.merged.manifest["note"], "the merge was not incremental"
+        assert grown_tables.merged.key == scratch_tables.merged.key
+        assert grown_tables.cut.key == scratch_tables.cut.key
+        assert tables_equal(grown_tables.merged, scratch_tables.merged)
+        assert tables_equal(grown_tables.cut, scratch_tables.cut)
+        new, whole = night_names(night)
+        figures |= {f"{new} {k}": v for k, v in incremental.items()}
+        figures |= {f"{whole} {k}": v for k, v in full.items()}
+        figures[f"{new} layers"] = len(layer_folders(grown_tables.merged.path / stages.TABLES_DIR))
+        if night == 1:
+            assert grown_tables.cut.key == tables.key
+            figures["new shard"] = sum(incremental.values())
+            figures["all shards"] = sum(full.values())
+            figures["merged tables read + written"] = read_and_write(
+                grown_tables.merged, work / "io"
+            )
+            figures["merged tables MB"] = table_bytes(grown_tables.merged) / 1e6
+            figures["full recount in memory"] = check_recount(grown_tables)
+        shutil.rmtree(scratch.root)
     return figures
+
+
+def night_names(night: int) -> tuple[str, str]:
+    """How the figures of a night's incremental run and of its run from scratch are named."""
+    return ("new shard", "all shards") if night == 1 else (f"night {night}", f"scratch {night}")
+
+
+def store_of(cold: Store, root: Path) -> Store:
+    """A store holding the cold run's ingested shards and nothing else."""
+    shutil.copytree(cold.root / "ingest", root / "ingest")
+    return Store(root)
 
 
 def read_and_write(tables: Artifact, folder: Path) -> float:
@@ -169,13 +194,14 @@ def read_and_write(tables: Artifact, folder: Path) -> float:
 
 
 def table_bytes(tables: Artifact) -> int:
-    return sum(f.stat().st_size for f in (tables.path / stages.TABLES_DIR).glob("order*.parquet"))
+    return sum(f.stat().st_size for f in (tables.path / stages.TABLES_DIR).rglob("order*.parquet"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=Path("../shared/data/ptb/ptb.train.txt"))
-    parser.add_argument("--shards", type=int, default=10, help="shards before the new one")
+    parser.add_argument("--shards", type=int, default=10, help="shards before the new ones")
+    parser.add_argument("--nights", type=int, default=4, help="new shards, one a night")
     parser.add_argument("--orders", default="2,3,5", help="Kneser–Ney orders (default: 2,3,5)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds, each from an empty store")
     args = parser.parse_args()
@@ -183,30 +209,42 @@ def main() -> None:
     cfg = load_config(None, ["tokenizer=whitespace", f"orders={orders}"])
     work = Path(tempfile.mkdtemp(prefix="seqlm-bench-incremental-"))
     try:
-        sources = write_shards(args.train, work / "corpus", args.shards + 1)
+        sources = write_shards(args.train, work / "corpus", args.shards + args.nights)
         rounds = []
         for i in range(args.repeats):
-            rounds.append(one_round(sources, cfg, work / f"round{i}"))
+            rounds.append(one_round(sources, args.shards, cfg, work / f"round{i}"))
             shutil.rmtree(work / f"round{i}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    def median(name: str) -> float:
-        return statistics.median(r[name] for r in rounds)
-
-    print(f"{args.train}: {args.shards} + 1 shard files, orders {orders}, {args.repeats} rounds")
+    print(
+        f"{args.train}: {args.shards} + {args.nights} shard files, orders {orders}, "
+        f"{args.repeats} rounds"
+    )
     print("merged and cut tables equal the full merge's and a full recount: yes (every round)\n")
-    print("| figure | median s (MB) | rounds s (MB) |")
+    report(rounds, args.nights)
+
+
+def report(rounds: list[dict[str, float]], nights: int) -> None:
+    print("| figure | median s (MB, layers) | rounds |")
     print("|---|---:|---:|")
     for name in rounds[0]:
         each = " / ".join(f"{r[name]:.3f}" for r in rounds)
-        print(f"| {name} | {median(name):.3f} | {each} |")
+        print(f"| {name} | {statistics.median(r[name] for r in rounds):.3f} | {each} |")
+    names = [night_names(night) for night in range(1, nights + 1)]
+    for r in rounds:  # every night's merge against merging all its shards, over the nights
+        r["nightly merges"] = sum(r[f"{new} merge"] for new, _ in names)
+        r["merges from scratch"] = sum(r[f"{whole} merge"] for _, whole in names)
     print("\n| ratio (same round) | median | rounds | target |")
     print("|---|---:|---:|---:|")
     for label, part, whole, target in (
         ("re-run / cold run", "rerun", "cold", "≤ 0.15"),
         ("count the new shard / count all", "new shard counts", "all shards counts", "≤ 0.20"),
         ("merge the new shard / merge all", "new shard merge", "all shards merge", "≤ 0.20"),
+        *(
+            (f"merge night {night} / merge all", f"{new} merge", f"{whole} merge", "")
+            for night, (new, whole) in enumerate(names[1:], 2)
+        ),
+        (f"merges of {nights} nights / from scratch", "nightly merges", "merges from scratch", ""),
         ("read + write merged / merge all", "merged tables read + written", "all shards merge", ""),
         ("new shard, every stage / all shards", "new shard", "all shards", ""),
     ):
