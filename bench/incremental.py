@@ -12,7 +12,7 @@ merged tables are checked equal to the full merge's, and the cut tables too; aft
 a full recount (all train text counted at once over the type dictionary, and over the vocabulary).
 
     .venv/bin/python bench/incremental.py [--train ../shared/data/ptb/ptb.train.txt] [--shards 10]
-        [--nights 4] [--repeats 3]
+        [--nights 8] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=Path("../shared/data/ptb/ptb.train.txt"))
     parser.add_argument("--shards", type=int, default=10, help="shards before the new ones")
-    parser.add_argument("--nights", type=int, default=4, help="new shards, one a night")
+    parser.add_argument("--nights", type=int, default=8, help="new shards, one a night")
     parser.add_argument("--orders", default="2,3,5", help="Kneser–Ney orders (default: 2,3,5)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds, each from an empty store")
     args = parser.parse_args()

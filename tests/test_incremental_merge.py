@@ -149,10 +149,11 @@ def test_a_merge_that_fails_midway_leaves_the_stored_merge_and_nothing_else(shar
     store = Store(tmp_path / "store")
     counts = counted(store, shards)
     two = stages.tables(store, counts[:2])
-    # Order 2 of the added shard cannot be read: order 1 is written by then, in the background.
+    # Order 2 of the added shard cannot be read, though its footer can: order 1 is written by
+    # then, in the background.
     broken = counts[2].path / stages.TABLES_DIR / "order2.parquet"
     saved = broken.read_bytes()
-    broken.write_bytes(b"not a table")
+    broken.write_bytes(saved[:4] + bytes(len(saved) // 2) + saved[4 + len(saved) // 2 :])
     with pytest.raises(SeqlmError, match=r"order2\.parquet: not a Parquet file"):
         stages.tables(store, counts[:3])
     assert not makers()

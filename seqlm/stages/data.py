@@ -44,7 +44,7 @@ from seqlm.ngram.counts import (
     table_orders,
     write_table,
 )
-from seqlm.ngram.layers import ADDED, add_streams, layer_folders, layer_rows, summed_layers
+from seqlm.ngram.layers import ADDED, layer_folders, layer_rows
 from seqlm.ngram.spill import (
     BYTES_PER_ROW,
     MIN_WORKING,
@@ -244,9 +244,9 @@ def tables(
     """The shards' count tables summed over their type dictionary's ids (the dictionary of the
     shards in order, saved beside them), order by order within ``memory`` (``ngram.memory``; it
     changes where the work happens, not the key). When the store holds the merged tables of the
-    first shards, only the others are added to them: as a layer of their own beside the earlier
-    layers (linked, not copied), or, once the layers grow too many or too large, summed with them
-    into one table in a linear pass of sorted rows (``seqlm.ngram.layers``)."""
+    first shards, only the others are summed, as a layer of their own beside the earlier layers
+    (linked, not copied); once the layers would grow too many or too large, they are all summed
+    into one table (``seqlm.ngram.layers``)."""
     plan = plan_tables(shard_counts)
     found = store.get(plan.stage, plan.key)
     if found is not None:
@@ -256,7 +256,8 @@ def tables(
 
     def produce(out: Path) -> dict[str, int]:
         parts = [table_ids(c) for c in added]
-        dictionary = merge_dictionaries([table_ids(earlier), *parts] if earlier else parts)
+        before = [table_ids(earlier)] if earlier else []
+        dictionary = merge_dictionaries([*before, *parts])
         dtype = id_dtype(dictionary.size)
         width = NUMPY_ID_TYPES[ID_TYPES.index(dtype)]
         mappings = [dictionary.id_map(part).astype(width) for part in parts]
@@ -270,29 +271,20 @@ def tables(
         if earlier is not None:
             how = f"as layer {len(layers)}" if layered else f"summed with {len(layers)} layer(s)"
             log.info("merge counts: %d shard(s) added to %s %s", len(added), ref(earlier), how)
+        if not layered:  # summed with the layers, whose ids stay (widened)
+            kept = [np.arange(before[0].size, dtype=width)] if before else []
+            folders, mappings = [*layers, *folders], kept * len(layers) + mappings
 
-        # Summed into one: the layers read as one a batch ahead of the sum (the next order's too).
-        summed = [] if layered else layers
-        batches = (_ended(_read_as_one(summed, n, dtype, budget)) for n in range(1, order + 1))
+        def summed(n: int) -> Iterator[pl.DataFrame]:
+            return _summed(folders, mappings, n, budget, scratch)
 
-        def merged(n: int, scratch: Path, old: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-            new = _summed(folders, mappings, n, budget, scratch)
-            return add_streams(old, new, dtype) if summed else new
-
-        with (
-            scratch_folder(out) as scratch,
-            atomic_dir(out / TABLES_DIR) as tmp,
-            _made_ahead(itertools.chain.from_iterable(batches if summed else ())) as old_run,
-        ):
-            if layered:
-                rows = _link_layers(earlier, layers, tmp)
-                layer = tmp / f"{ADDED}{len(layers)}"
-                layer.mkdir()
-                sizes = _write(layer, dtype, order, lambda n: merged(n, scratch, iter(())))
-                rows |= {f"{layer.name}/order{n}": k for n, k in enumerate(sizes, 1)}
-            else:
-                sizes = _write(tmp, dtype, order, lambda n: merged(n, scratch, old_run()))
-                rows = {f"order{n}": k for n, k in enumerate(sizes, 1)}
+        with scratch_folder(out) as scratch, atomic_dir(out / TABLES_DIR) as tmp:
+            rows = _link_layers(earlier, layers, tmp) if layered else {}
+            into = tmp / f"{ADDED}{len(layers)}" if layered else tmp
+            into.mkdir(exist_ok=True)
+            sizes = _write(into, dtype, order, summed)
+            prefix = f"{into.name}/" if layered else ""
+            rows |= {f"{prefix}order{n}": k for n, k in enumerate(sizes, 1)}
             dictionary.save(tmp / VOCAB_FILE)
         return {"types": dictionary.size} | rows
 
@@ -324,13 +316,6 @@ def _link_layers(earlier: Artifact, layers: Sequence[Path], folder: Path) -> dic
             except OSError:
                 shutil.copyfile(table_file(layer, n), table_file(into, n))
     return {k: v for k, v in earlier.manifest["rows"].items() if k != "types"}
-
-
-def _read_as_one(
-    layers: Sequence[Path], n: int, dtype: pl.DataType, memory: int
-) -> Iterator[pl.DataFrame]:
-    """Order ``n`` of the layers as one sorted table, in batches that share ``memory``."""
-    return summed_layers(layers, n, max(1, _batch_rows(memory) // len(layers)), dtype)
 
 
 def table_ids(tables: Artifact) -> Vocabulary:
