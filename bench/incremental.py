@@ -6,8 +6,8 @@ training (ingest, per-shard counts, vocabulary, merged tables, the tables cut to
 unigram and Kneser–Ney models, evaluation) on the corpus and its first new shard, against a re-run
 on the unchanged corpus, where every stage is found in the store. (b) The corpus before its new
 shards, then one more each night: the new shard counted alone and added to the stored merge (as a
-layer of its own, or summed with the layers in one linear pass over the sorted tables once they
-grow too many or too large), against every shard counted and merged from scratch. Each night the
+layer of its own, or summed with the layers into one table once they would grow too many or too
+large), against every shard counted and merged from scratch. Each night the
 merged tables are checked equal to the full merge's, and the cut tables too; after the first, to
 a full recount (all train text counted at once over the type dictionary, and over the vocabulary).
 
