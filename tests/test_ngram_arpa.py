@@ -106,16 +106,29 @@ def _same_model(a, b):
         assert all(np.array_equal(u, v) for u, v in zip(x, y, strict=True))
 
 
-def test_arpa_fast_reader_matches_the_line_reader(tmp_path):
+@pytest.fixture(params=["one chunk", "chunks of 97 bytes"])
+def chunked(request, monkeypatch):
+    """The fast reader parsing sections whole, or in many chunks (a line split by none)."""
+    from seqlm.ngram import arpa
+
+    if request.param != "one chunk":
+        monkeypatch.setattr(arpa, "CHUNK", 97)
+
+
+def test_arpa_fast_reader_matches_the_line_reader(tmp_path, chunked, monkeypatch):
+    from seqlm.ngram import arpa
+
     vocab, train = corpus(n_lines=400, seed=11)
     write_arpa(
         fit(count_ngrams(train, 4, vocab.size), vocab, "kn", discount_fallback=True),
         tmp_path / "m.arpa",
     )
-    _same_model(*_read_both(tmp_path / "m.arpa"))
+    slow = arpa._read_lines(tmp_path / "m.arpa", (tmp_path / "m.arpa").read_bytes())
+    monkeypatch.setattr(arpa, "_read_lines", None)  # the fast reader alone
+    _same_model(read_arpa(tmp_path / "m.arpa"), slow)
 
 
-def test_arpa_variants_read_alike(tmp_path):
+def test_arpa_variants_read_alike(tmp_path, chunked):
     """Spaces for tabs, back-offs of 0 left out, n-grams out of order: the same model."""
     vocab, train = corpus(n_lines=400, seed=13)
     write_arpa(

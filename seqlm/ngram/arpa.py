@@ -9,11 +9,14 @@ refused too: ARPA writes log 0 as −99, and a NaN would poison every score.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import logging
+import mmap
 import re
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -107,19 +110,38 @@ def read_arpa(path: Path) -> NgramModel:
     """An ARPA file as a model over its own unigram list (ids: specials first, then file order).
 
     A well-formed file is parsed section by section with Polars' CSV reader (words straight into
-    an ``Enum`` of the unigrams); anything that reader does not take cleanly is parsed again line
-    by line, which names the offending line.
+    an ``Enum`` of the unigrams), from a map of the file, ``CHUNK`` bytes at a time, whose pages
+    go once parsed: the text is never whole in memory, only the model. Anything that reader does
+    not take cleanly is parsed again line by line, which names the offending line.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file, _mapped(file) as data:
+            try:
+                model = _read_fast(path, data)
+            except (
+                _Irregular,
+                _Unlinked,
+                pl.exceptions.PolarsError,
+                ValueError,
+                UnicodeDecodeError,
+            ):
+                model = None
+            return model if model is not None else _read_lines(path, data[:])
     except OSError as e:
         raise SeqlmError(f"{path}: cannot read ({e.strerror})") from None
+
+
+@contextlib.contextmanager
+def _mapped(file: BinaryIO) -> Iterator[mmap.mmap | bytes]:
+    """The file mapped read-only, or its bytes where it cannot be mapped (empty, a pipe)."""
     try:
-        model = _read_fast(path, data)
-    except (_Irregular, _Unlinked, pl.exceptions.PolarsError, ValueError, UnicodeDecodeError):
-        model = None
-    return model if model is not None else _read_lines(path, data)
+        data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        yield file.read()
+        return
+    with data:
+        yield data
 
 
 class _Level(NamedTuple):
@@ -142,21 +164,19 @@ class _Irregular(Exception):
 
 
 _HEADER_ENTRY = re.compile(rb"ngram (\d+)=(\d+)")
+CHUNK = 1 << 26  # bytes of a section parsed at a time
 
 
-def _read_fast(path: Path, data: bytes) -> NgramModel:
-    """Sections found by their markers, each body read as CSV: ``log10 p``, the words and the
+def _read_fast(path: Path, data: mmap.mmap | bytes) -> NgramModel:
+    """Sections one after another, each body read as CSV: ``log10 p``, the words and the
     back-off, separated by single tabs or spaces (spaces become tabs first)."""
-    if b"\r" in data:
-        raise _Irregular
-    sizes, first = _fast_header(data)
-    bodies = _fast_bodies(data, first, len(sizes))
-    unigrams = _fast_section(data, bodies[0], sizes, 1, pl.String)
+    sizes, pos = _fast_header(data)
+    unigrams, pos = _fast_section(data, pos, sizes, 1, pl.String)
     if unigrams["w1"].is_duplicated().any() or unigrams["w1"].str.contains(r"\s").any():
         raise _Irregular
     vocab, enum, levels = _vocabulary_and_unigrams(path, unigrams)
     for n in range(2, len(sizes) + 1):
-        frame = _fast_section(data, bodies[n - 1], sizes, n, enum)
+        frame, pos = _fast_section(data, pos, sizes, n, enum)
         ids = [frame[f"w{i}"].to_physical().to_numpy() for i in range(1, n + 1)]
         p = frame["p"].to_numpy()
         bo = frame["bo"].to_numpy() if n < len(sizes) else np.zeros(len(p))
@@ -164,18 +184,19 @@ def _read_fast(path: Path, data: bytes) -> NgramModel:
         levels.append(_link(vocab.size, levels, ids, p, bo))  # _Unlinked: re-read, name the line
         if levels[-1].packed is not None:  # packed ids find the next contexts: drop the older ones
             levels[-2] = levels[-2]._replace(packed=None)
+    if data[pos : pos + len(b"\\end\\\n")] != b"\\end\\\n" or data[pos + 6 :].strip():
+        raise _Irregular
     return _model(path, vocab, levels)
 
 
-def _fast_header(data: bytes) -> tuple[list[int], int]:
-    """The ``\\data\\`` header's n-gram counts, and where the ``\\1-grams:`` marker's line starts
-    (less one: at its newline)."""
+def _fast_header(data: mmap.mmap | bytes) -> tuple[list[int], int]:
+    """The ``\\data\\`` header's n-gram counts, and where the ``\\1-grams:`` marker starts."""
     begin = data.find(b"\\data\\\n")
     if begin < 0 or data[:begin].strip():
         raise _Irregular
     cursor = begin + len(b"\\data\\\n")
     first = data.find(b"\n\\1-grams:\n", cursor - 1)
-    if first < 0:
+    if first < 0 or b"\r" in data[:first]:
         raise _Irregular
     sizes = []
     for line in data[cursor:first].split(b"\n"):
@@ -189,49 +210,72 @@ def _fast_header(data: bytes) -> tuple[list[int], int]:
     if not sizes:
         raise _Irregular
     check_order(len(sizes))
-    return sizes, first
-
-
-def _fast_bodies(data: bytes, first: int, order: int) -> list[tuple[int, int]]:
-    """Each order's body as ``(start, end)`` byte offsets, between its marker and the next."""
-    bodies, pos = [], first + 1
-    for n in range(1, order + 1):
-        start = pos + len(f"\\{n}-grams:\n")
-        marker = f"\n\\{n + 1}-grams:\n" if n < order else "\n\\end\\\n"
-        pos = data.find(marker.encode(), start - 1)
-        if pos < 0:
-            raise _Irregular
-        pos += 1
-        bodies.append((start, pos))
-    if data[pos + len(b"\\end\\\n") :].strip():
-        raise _Irregular
-    return bodies
+    return sizes, first + 1
 
 
 def _fast_section(
-    data: bytes, body: tuple[int, int], sizes: list[int], n: int, words: pl.DataType
-) -> pl.DataFrame:
-    """Order ``n``'s entries: ``p``, ``w1..wn`` (of type ``words``) and, below the top, ``bo``."""
-    start, end = body
-    while end > start and data[end - 1] in b" \t\n":
-        end -= 1
-    top = n == len(sizes)
+    data: mmap.mmap | bytes, pos: int, sizes: list[int], n: int, words: pl.DataType
+) -> tuple[pl.DataFrame, int]:
+    """Order ``n``'s entries, its marker at ``pos``: ``p``, ``w1..wn`` (of type ``words``) and,
+    below the top, ``bo``; and where the next marker starts."""
+    marker = f"\\{n}-grams:\n".encode()
+    if data[pos : pos + len(marker)] != marker:
+        raise _Irregular
+    after = f"\n\\{n + 1}-grams:\n" if n < len(sizes) else "\n\\end\\\n"
+    chunks, start = [], pos + len(marker)
+    for begin, end in _chunks(data, start, after.encode()):
+        chunks.append(_fast_chunk(data[begin:end], n, words, top=n == len(sizes)))
+        _let_go(data, begin, end)
+    frame = pl.concat(chunks) if len(chunks) > 1 else chunks[0]
+    if frame.height != sizes[n - 1]:
+        raise _Irregular
+    return frame, end + 1
+
+
+def _chunks(data: mmap.mmap | bytes, start: int, after: bytes) -> Iterator[tuple[int, int]]:
+    """A section's body from ``start`` to the newline before the marker ``after``, as ranges of
+    about ``CHUNK`` bytes that end at a newline (the last at the marker)."""
+    while True:
+        stop = data.find(after, start - 1, start + CHUNK + len(after))
+        if stop >= 0:
+            yield start, stop
+            return
+        end = data.rfind(b"\n", start, start + CHUNK) + 1 or data.find(b"\n", start + CHUNK) + 1
+        if end <= start:  # no newline left, so no marker either
+            raise _Irregular
+        yield start, end
+        start = end
+
+
+def _fast_chunk(text: bytes, n: int, words: pl.DataType, top: bool) -> pl.DataFrame:
+    """Entries of order ``n`` from whole lines of text (none without a ``bo`` below the top)."""
+    if b"\r" in text:
+        raise _Irregular
     schema = {"p": pl.Float64} | {f"w{i}": words for i in range(1, n + 1)}
     # Lines without a back-off read as null only after a full-width row: lead with one.
     lead = b"" if top else b"0" + b"\t<s>" * n + b"\t0\n"
-    text = b"".join((lead, memoryview(data)[start:end])).replace(b" ", b"\t")
+    text = (lead + text.rstrip(b" \t\n")).replace(b" ", b"\t")
     if not top:
         schema["bo"] = pl.Float64
     frame = pl.read_csv(text, separator="\t", has_header=False, schema=schema, quote_char=None)
     if not top:
         frame = frame.slice(1).with_columns(pl.col("bo").fill_null(0.0))
     if (
-        frame.height != sizes[n - 1]
-        or frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
+        frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
         or frame.select(_bad_weights(not top).any()).item()
     ):
         raise _Irregular
     return frame
+
+
+def _let_go(data: mmap.mmap | bytes, start: int, end: int) -> None:
+    """Drop the mapped pages of ``data[start:end]`` from the process (they stay in the page
+    cache): what has been parsed need not stay resident."""
+    if isinstance(data, mmap.mmap):
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        last = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            data.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _with_unk(path: Path, unigrams: pl.DataFrame) -> pl.DataFrame:
