@@ -30,6 +30,7 @@ from seqlm.ngram.index import lookup
 from seqlm.ngram.lines import check_key_space, check_order
 from seqlm.ngram.mapped import release
 from seqlm.ngram.model import NgramModel
+from seqlm.overlap import ahead
 from seqlm.vocab import SPECIALS, UNK, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -222,10 +223,16 @@ def _fast_section(
     if data[pos : pos + len(marker)] != marker:
         raise _Irregular
     after = f"\n\\{n + 1}-grams:\n" if n < len(sizes) else "\n\\end\\\n"
-    chunks, start = [], pos + len(marker)
-    for begin, end in _chunks(data, start, after.encode()):
-        chunks.append(_fast_chunk(data[begin:end], n, words, top=n == len(sizes)))
-        _let_go(data, begin, end)
+    top, chunks = n == len(sizes), []
+    # The next chunk's text is made (copied, spaces made tabs) while Polars parses this one.
+    texts = (
+        (_chunk_text(data, begin, end, n, top), begin, end)
+        for begin, end in _chunks(data, pos + len(marker), after.encode())
+    )
+    with contextlib.closing(ahead(texts)) as made:
+        for text, begin, end in made:
+            chunks.append(_parse_chunk(text, n, words, top))
+            _let_go(data, begin, end)
     frame = pl.concat(chunks) if len(chunks) > 1 else chunks[0]
     if frame.height != sizes[n - 1]:
         raise _Irregular
@@ -247,23 +254,30 @@ def _chunks(data: mmap.mmap | bytes, start: int, after: bytes) -> Iterator[tuple
         start = end
 
 
-def _fast_chunk(text: bytes, n: int, words: pl.DataType, top: bool) -> pl.DataFrame:
-    """Entries of order ``n`` from whole lines of text (none without a ``bo`` below the top)."""
-    if b"\r" in text:
-        raise _Irregular
-    schema = {"p": pl.Float64} | {f"w{i}": words for i in range(1, n + 1)}
+def _chunk_text(data: mmap.mmap | bytes, begin: int, end: int, n: int, top: bool) -> bytes:
+    """The whole lines of ``data[begin:end]`` as tab-separated text for the CSV reader."""
+    while end > begin and data[end - 1 : end] in (b" ", b"\t", b"\n"):
+        end -= 1
     # Lines without a back-off read as null only after a full-width row: lead with one.
     lead = b"" if top else b"0" + b"\t<s>" * n + b"\t0\n"
-    text = (lead + text.rstrip(b" \t\n")).replace(b" ", b"\t")
+    with memoryview(data) as view:  # one copy of the text, then one with tabs for spaces
+        text = b"".join((lead, view[begin:end]))
+    if b"\r" in text:
+        raise _Irregular
+    return text.replace(b" ", b"\t")
+
+
+def _parse_chunk(text: bytes, n: int, words: pl.DataType, top: bool) -> pl.DataFrame:
+    """Entries of order ``n`` from ``_chunk_text``'s text (none without a ``bo`` below the
+    top)."""
+    schema = {"p": pl.Float64} | {f"w{i}": words for i in range(1, n + 1)}
     if not top:
         schema["bo"] = pl.Float64
     frame = pl.read_csv(text, separator="\t", has_header=False, schema=schema, quote_char=None)
     if not top:
         frame = frame.slice(1).with_columns(pl.col("bo").fill_null(0.0))
-    if (
-        frame.select(pl.all().exclude("bo").null_count()).sum_horizontal().item()
-        or frame.select(_bad_weights(not top).any()).item()
-    ):
+    nulls = pl.sum_horizontal(pl.all().exclude("bo").null_count())
+    if frame.select((nulls > 0) | _bad_weights(not top).any()).item():
         raise _Irregular
     return frame
 
