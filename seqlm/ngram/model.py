@@ -105,11 +105,12 @@ class NgramModel:
         size = self.vocab.size
         return [c.astype(np.int64) * size + w for c, w in zip(self.context, self.word, strict=True)]
 
-    def score_tokens(self, stream: np.ndarray) -> TokenScores:
+    def score_tokens(self, stream: np.ndarray, cores: int = CORES) -> TokenScores:
         """log10 p of every target of a vocabulary stream, each line from a one-``<s>`` context.
 
         Order by order, only the targets whose context of that length is listed are searched
-        for: those after a target whose n-gram of the order below was found (in its line)."""
+        for: those after a target whose n-gram of the order below was found (in its line), on
+        ``cores`` cores."""
         stream = _checked(np.asarray(stream), self.vocab.size)
         if len(stream) == 0:
             return TokenScores(np.zeros(0), np.zeros(0, dtype=np.int8), np.zeros(0, dtype=bool))
@@ -129,7 +130,7 @@ class NgramModel:
             # then holds about one order's mapped pages at a time, not the whole model's.
             for done in (self.keys[n - 2], probs[n - 2]):
                 release(done)
-            found = lookup(self.keys[n - 1], context.astype(np.int64) * size + stream[at])
+            found = lookup(self.keys[n - 1], context.astype(np.int64) * size + stream[at], cores)
             hit = found >= 0
             missed = ~hit
             backoff[at[missed]] += backoffs[n - 2][context[missed]]
@@ -154,13 +155,14 @@ class NgramModel:
         """Natural-log probability of each target (the interface every seqlm model shares),
         scored a batch of whole lines at a time (each line is scored on its own), the model's
         mapped pages let go after each: memory stays bounded whatever the text's length. A batch
-        a core is scored at once (NumPy's sorts, searches and gathers release the GIL)."""
+        a core is scored at once, each on its core (NumPy's sorts, searches and gathers release
+        the GIL; searches of their own on every core would only contend)."""
         parts = np.split(np.asarray(stream), _line_cuts(np.asarray(stream)))
         scores: list[np.ndarray] = []
         with ThreadPoolExecutor(CORES) as pool:
             for start in range(0, len(parts), CORES):
                 batches = parts[start : start + CORES]
-                scores.extend(pool.map(lambda part: self.score_tokens(part).log10_prob, batches))
+                scores.extend(pool.map(lambda part: self.score_tokens(part, 1).log10_prob, batches))
                 for array in (*self.keys, *self.log10_prob, *self.log10_backoff):
                     release(array)
         return np.concatenate(scores) * LN10
