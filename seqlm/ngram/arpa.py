@@ -36,6 +36,7 @@ from seqlm.vocab import SPECIALS, UNK, Vocabulary
 log = logging.getLogger(__name__)
 
 LOG_ZERO = -99.0
+_END = b"\\end\\\n"  # the line that ends an ARPA file
 # KenLM's stand-in for a model without <unk>: the word is then almost impossible.
 MISSING_UNK_LOG10 = -100.0
 
@@ -73,7 +74,7 @@ def _write_arpa(model: NgramModel, out: BinaryIO) -> None:
                 _write_batch(model, out, *formatting.popleft())
         while formatting:
             _write_batch(model, out, *formatting.popleft())
-    out.write(b"\n\\end\\\n")
+    out.write(b"\n" + _END)
 
 
 def _section(model: NgramModel, tokens: pl.Series, n: int, start: int, stop: int) -> bytes:
@@ -185,7 +186,7 @@ def _read_fast(path: Path, data: mmap.mmap | bytes) -> NgramModel:
         levels.append(_link(vocab.size, levels, ids, p, bo))  # _Unlinked: re-read, name the line
         if levels[-1].packed is not None:  # packed ids find the next contexts: drop the older ones
             levels[-2] = levels[-2]._replace(packed=None)
-    if data[pos : pos + len(b"\\end\\\n")] != b"\\end\\\n" or data[pos + 6 :].strip():
+    if data[pos : pos + len(_END)] != _END or data[pos + len(_END) :].strip():
         raise _Irregular
     return _model(path, vocab, levels)
 
@@ -222,12 +223,12 @@ def _fast_section(
     marker = f"\\{n}-grams:\n".encode()
     if data[pos : pos + len(marker)] != marker:
         raise _Irregular
-    after = f"\n\\{n + 1}-grams:\n" if n < len(sizes) else "\n\\end\\\n"
+    after = f"\n\\{n + 1}-grams:\n".encode() if n < len(sizes) else b"\n" + _END
     top, chunks = n == len(sizes), []
     # The next chunk's text is made (copied, spaces made tabs) while Polars parses this one.
     texts = (
         (_chunk_text(data, begin, end, n, top), begin, end)
-        for begin, end in _chunks(data, pos + len(marker), after.encode())
+        for begin, end in _chunks(data, pos + len(marker), after)
     )
     with contextlib.closing(ahead(texts)) as made:
         for text, begin, end in made:
