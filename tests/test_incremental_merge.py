@@ -303,3 +303,18 @@ def test_layers_out_of_sequence_are_refused(growing, tmp_path):
     (folder / "added2").rename(folder / "added3")
     with pytest.raises(SeqlmError, match=r"copy: layers \[1, 3\] are not added1 \.\. added2"):
         read_tables(folder)
+
+
+def test_layers_are_copied_where_they_cannot_be_linked(growing, tmp_path, monkeypatch):
+    def cannot(source, target):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(stages.data.os, "link", cannot)
+    store = Store(tmp_path / "store")
+    counts = counted(store, growing)
+    first, grown = stages.tables(store, counts[:1]), stages.tables(store, counts[:2])
+    assert len(layers(grown)) == 2
+    base = [(f.path / "tables" / "order3.parquet").stat() for f in (first, grown)]
+    assert base[0].st_ino != base[1].st_ino
+    scratch = Store(tmp_path / "scratch")
+    assert_same_tables(grown, stages.tables(scratch, counted(scratch, growing)[:2]))
