@@ -496,32 +496,38 @@ CUTOFF = Stage("cutoff", 2, plan_cutoff, cutoff, lambda a: "cut counts to the vo
 
 
 def list_count_tables(store: Store) -> pl.DataFrame:
-    """Every count table in the store, one row per order: per shard (over the shard's own type
-    ids), merged (over the type dictionary's ids) and cut (over a vocabulary's ids)."""
+    """Every count table in the store, one row per order and layer: per shard (over the shard's
+    own type ids), merged (over the type dictionary's ids) and cut (over a vocabulary's ids)."""
     rows = []
     for kind, stage in (("shard", COUNTS.name), ("merged", TABLES.name), ("cut", CUTOFF.name)):
         for folder in sorted((store.root / stage).glob("*/")):
             artifact = store.get(stage, folder.name)
-            if artifact is None:
-                continue
-            note = artifact.manifest.get("note", {})
-            corpus_name = note.get("source") or ", ".join(note.get("sources", []))
-            for layer, tables in enumerate(layer_folders(folder / TABLES_DIR)):
-                for path in sorted(tables.glob("order*.parquet"), key=_order_of):
-                    name = path.relative_to(folder / TABLES_DIR).with_suffix("").as_posix()
-                    rows.append(
-                        {
-                            "key": folder.name,
-                            "kind": kind,
-                            "corpus": corpus_name,
-                            "order": _order_of(path),
-                            "layer": layer,
-                            "rows": artifact.manifest["rows"].get(name, 0),
-                            "bytes": path.stat().st_size,
-                            "path": str(path),
-                        }
-                    )
+            if artifact is not None:
+                rows += _listed(artifact, kind)
     return pl.DataFrame(rows, schema=TABLE_LISTING)
+
+
+def _listed(artifact: Artifact, kind: str) -> list[dict]:
+    """The listing's rows of one count-table artifact: each layer's files, order by order."""
+    note = artifact.manifest.get("note", {})
+    corpus_name = note.get("source") or ", ".join(note.get("sources", []))
+    folder = artifact.path / TABLES_DIR
+    return [
+        {
+            "key": artifact.key,
+            "kind": kind,
+            "corpus": corpus_name,
+            "order": _order_of(path),
+            "layer": layer,
+            "rows": artifact.manifest["rows"].get(
+                path.relative_to(folder).with_suffix("").as_posix(), 0
+            ),
+            "bytes": path.stat().st_size,
+            "path": str(path),
+        }
+        for layer, tables in enumerate(layer_folders(folder))
+        for path in sorted(tables.glob("order*.parquet"), key=_order_of)
+    ]
 
 
 TABLE_LISTING = {
