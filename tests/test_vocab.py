@@ -5,7 +5,16 @@ import polars as pl
 import pytest
 
 from seqlm.errors import SeqlmError
-from seqlm.vocab import EOS_ID, UNK_ID, Vocabulary, build_vocabulary, merge_vocabularies
+from seqlm.vocab import (
+    EOS_ID,
+    UNK_ID,
+    GrowingDictionary,
+    Vocabulary,
+    build_dictionary,
+    build_vocabulary,
+    merge_dictionaries,
+    merge_vocabularies,
+)
 
 
 def lines(*texts: str) -> pl.DataFrame:
@@ -94,3 +103,28 @@ def test_empty_lines_are_sentences_with_one_eos():
     with pytest.raises(SeqlmError, match=r"no words \(2 lines, all empty\)"):
         blank = vocab.table.head(3).with_columns(count=pl.Series([0, 0, 2], dtype=pl.UInt64))
         merge_vocabularies([Vocabulary(blank)])
+
+
+def test_a_dictionary_grown_chunk_by_chunk_is_the_merge_of_the_chunks_dictionaries():
+    """Types by first appearance across chunks, spelled specials as <unk>, empty lines and
+    chunks, types past one byte's ids and non-ASCII ones: what building a dictionary per chunk and
+    merging them gives (the independent reference), and the same streams."""
+    rng = np.random.default_rng(3)
+    words = np.array([f"w{i}" for i in range(400)] + ["é", "日本", "<s>", "</s>", "<unk>"])
+    chunks = [
+        pl.DataFrame(
+            {"tokens": [list(rng.choice(words, rng.integers(0, 9))) for _ in range(n)]},
+            schema={"tokens": pl.List(pl.String)},
+        )
+        for n in (50, 0, 1, 300, 120)
+    ]
+    chunks.append(lines("", "é <s> new", "</s>"))
+    grown = GrowingDictionary()
+    merged = None
+    for chunk in chunks:
+        part = build_dictionary(chunk)
+        merged = part if merged is None else merge_dictionaries([merged, part])
+        assert np.array_equal(grown.stream(chunk), merged.stream(chunk))
+        assert grown.size == merged.size
+    assert grown.vocabulary().table.equals(merged.table)
+    assert grown.vocabulary().counts[UNK_ID] > 0

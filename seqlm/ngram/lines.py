@@ -13,7 +13,6 @@ from seqlm.errors import SeqlmError
 from seqlm.vocab import BOS_ID, EOS_ID
 
 MAX_ORDER = 12  # k-mers of DNA and characters need long contexts
-Padded = tuple[np.ndarray, np.ndarray]  # what pad_lines gives: (padded, offset)
 
 
 def check_order(order: int) -> None:
@@ -32,9 +31,8 @@ def check_key_space(contexts: int, vocab_size: int, n: int) -> None:
         )
 
 
-def pad_lines(stream: np.ndarray) -> Padded:
-    """``(padded, offset)``: the stream with ``<s>`` before every line, and each position's offset
-    from its line's ``<s>`` (0 at the ``<s>``)."""
+def pad_lines(stream: np.ndarray) -> np.ndarray:
+    """The stream with ``<s>`` before every line."""
     stream = np.asarray(stream)
     if len(stream) and stream[-1] != EOS_ID:
         raise SeqlmError("the id stream must end with </s> (id 2): its last line is unterminated")
@@ -42,16 +40,5 @@ def pad_lines(stream: np.ndarray) -> Padded:
         raise SeqlmError("the id stream holds <s> (id 1), which is context only and never a target")
     ends = np.flatnonzero(stream == EOS_ID)
     starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
-    bos_at = starts + np.arange(len(starts))
     narrow = len(stream) == 0 or (int(stream.max()) < 1 << 31 and int(stream.min()) >= 0)
-    padded = np.empty(len(stream) + len(starts), dtype=np.int32 if narrow else np.int64)
-    is_bos = np.zeros(len(padded), dtype=bool)
-    is_bos[bos_at] = True
-    padded[is_bos] = BOS_ID
-    padded[~is_bos] = stream
-    index = np.int32 if len(padded) < 1 << 31 else np.int64
-    line = np.cumsum(is_bos, dtype=index)
-    line -= 1
-    offset = np.arange(len(padded), dtype=index)
-    offset -= bos_at.astype(index)[line]
-    return padded, offset
+    return np.insert(stream.astype(np.int32 if narrow else np.int64, copy=False), starts, BOS_ID)

@@ -48,6 +48,7 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.counts import (
     COUNT,
+    PARQUET,
     count_padded,
     id_dtype,
     ranked_tables,
@@ -56,14 +57,13 @@ from seqlm.ngram.counts import (
     word_columns,
     write_table,
 )
-from seqlm.ngram.lines import Padded, check_order, pad_lines
+from seqlm.ngram.lines import check_order, pad_lines
 from seqlm.overlap import ahead
 from seqlm.vocab import (
     SPECIALS,
     VOCAB_FILE,
+    GrowingDictionary,
     Vocabulary,
-    build_dictionary,
-    merge_dictionaries,
 )
 
 # Working bytes per token of a chunk read: its text and tokens as strings and their ids (about 100
@@ -100,7 +100,7 @@ def first_seen_ids(vocab_size: int) -> np.ndarray:
 
 def counting_bytes(order: int) -> int:
     """Peak working bytes per token of ``count_orders`` up to ``order``, its counts included
-    (measured on 20M tokens: 41, 67 and 89 at orders 3, 5 and 8)."""
+    (measured on 20M tokens: 46, 70 and 74 at orders 3, 5 and 8)."""
     return 30 + 8 * order
 
 
@@ -137,11 +137,11 @@ def count_chunks(
     are removed at the end); writes the tables and the dictionary's vocabulary to ``out`` as
     ``write_tables`` does."""
     check_order(order)
-    dictionary = None
+    dictionary = GrowingDictionary()
     runs = _Runs(scratch, range(1, order + 1), memory)
     # Read and padded (pad_lines, here while the next chunk is read), not yet counted: the whole
     # text while it fits.
-    streams: list[Padded] = []
+    streams: list[np.ndarray] = []
     whole = max(1, memory // SHARE * 2 // counting_bytes(order))  # two shares: see SHARE
     piece = min(PIECE_TOKENS, memory // SHARE // counting_bytes(order))
     try:
@@ -150,63 +150,61 @@ def count_chunks(
         depth = max(1, BYTES_PER_TOKEN // counting_bytes(order))
         # Two threads read: one splits a chunk into tokens while the other maps the one before
         # to ids (reading the 20M-token sample: 2.1 s against 2.4 s in one thread).
-        parts = _streams(ahead(iter(chunks)), min(PIECE_TOKENS, memory // SHARE // BYTES_PER_TOKEN))
-        for dictionary, stream in ahead(parts, depth):
+        tokens = min(PIECE_TOKENS, memory // SHARE // BYTES_PER_TOKEN)
+        for size, stream in ahead(_streams(ahead(iter(chunks)), tokens, dictionary), depth):
             streams.append(pad_lines(stream))
             del stream
-            if runs.paths or sum(len(s) for s, _ in streams) > whole:  # beyond one segment
-                streams = _spill_pieces(streams, piece, order, dictionary.size, runs)
+            if runs.paths or sum(len(s) for s in streams) > whole:  # beyond one segment
+                streams = _spill_pieces(streams, piece, order, size, runs)
         if runs.paths:
             if streams:
-                _spill_counts(streams, order, dictionary.size, runs)
-            return runs.write(out, dictionary)
+                _spill_counts(streams, order, size, runs)
+            return runs.write(out, dictionary.vocabulary())
         if not streams:
             raise SeqlmError("no training text to count: the corpus has no line")
         # One segment: each order is spelled out and written while the next is counted (in a
         # thread); the share of the chunks read ahead is free for the table now.
         unigrams, orders = count_padded(streams, order, dictionary.size)
         tables = ranked_tables(unigrams, ahead(orders), dictionary.size)
-        return runs.write(out, dictionary, tables)
+        return runs.write(out, dictionary.vocabulary(), tables)
     finally:
         shutil.rmtree(runs.folder, ignore_errors=True)
 
 
 def _spill_pieces(
-    streams: list[Padded],
+    streams: list[np.ndarray],
     piece: int,
     order: int,
     vocab_size: int,
     runs: _Runs,
-) -> list[Padded]:
+) -> list[np.ndarray]:
     """Count consecutive padded ``streams`` in pieces of up to ``piece`` positions (a longer
     stream alone), each spilled as a sorted run, but for the last piece, which more may join:
     its streams are returned."""
-    group: list[Padded] = []
+    group: list[np.ndarray] = []
     for stream in streams:
-        if group and sum(len(s) for s, _ in group) + len(stream[0]) > piece:
+        if group and sum(len(s) for s in group) + len(stream) > piece:
             _spill_counts(group, order, vocab_size, runs)
             group = []
         group.append(stream)
     return group
 
 
-def _spill_counts(streams: list[Padded], order: int, vocab_size: int, runs: _Runs) -> None:
+def _spill_counts(streams: list[np.ndarray], order: int, vocab_size: int, runs: _Runs) -> None:
     """Spill the counts of padded ``streams`` as one sorted run, each order spelled out as it
     comes."""
     runs.spill(ranked_tables(*count_padded(streams, order, vocab_size), vocab_size))
 
 
 def _streams(
-    chunks: Iterable[pl.DataFrame], max_tokens: int
-) -> Iterator[tuple[Vocabulary, np.ndarray]]:
-    """The chunks' lines as id streams of about ``max_tokens`` targets at most, each with the
-    dictionary grown so far."""
-    dictionary = None
+    chunks: Iterable[pl.DataFrame], max_tokens: int, dictionary: GrowingDictionary
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The chunks' lines as id streams of about ``max_tokens`` targets at most, numbered by
+    ``dictionary`` as it grows (new types get the next ids), each with its size then."""
     for chunk in chunks:
         for lines in _parts(chunk, max(1, max_tokens)):
-            found = build_dictionary(lines)  # new types get the next ids
-            dictionary = found if dictionary is None else merge_dictionaries([dictionary, found])
-            yield dictionary, dictionary.stream(lines)
+            stream = dictionary.stream(lines)
+            yield dictionary.size, stream
 
 
 def _parts(lines: pl.DataFrame, max_tokens: int) -> Iterator[pl.DataFrame]:
@@ -304,7 +302,7 @@ class _Runs:
                     sizes.append(write_table(table_file(tmp, n), n, dtype, self.summed(i)))
             else:
                 for n, table in zip(self.orders, whole, strict=True):
-                    table.write_parquet(table_file(tmp, n), compression="zstd")
+                    table.write_parquet(table_file(tmp, n), **PARQUET)
                     sizes.append(table.height)
             dictionary.save(tmp / VOCAB_FILE)
         return Counted(dictionary, sizes, len(self.paths))
