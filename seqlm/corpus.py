@@ -80,6 +80,7 @@ _BOM = "\ufeff"
 # Text per chunk the streaming readers hand on: big enough that per-chunk work is negligible,
 # small enough that a chunk's lines, tokens and ids stay well inside a memory budget.
 CHUNK_BYTES = 64 << 20
+FIRST_BLOCK = 1 << 20  # a text file's first chunk: see _blocks
 STDIN = Path("-")  # the corpus or text name that reads standard input, as in most Unix tools
 STDIN_NAME = "standard input"  # how a message names it
 
@@ -197,10 +198,13 @@ def iter_stdin_lines(chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.Series]:
 
 
 def _blocks(file: BinaryIO, size: int, gzip_path: Path | None = None) -> Iterator[bytes]:
-    """``file``'s bytes in blocks of ``size``; a gzip file's damage is one line naming it."""
+    """``file``'s bytes in blocks of ``size``, the first ones smaller (from ``FIRST_BLOCK``,
+    doubling): whatever works on the text starts at once, not after a whole chunk is read and
+    split. A gzip file's damage is one line naming it."""
+    block_size = min(size, FIRST_BLOCK)
     while True:
         try:
-            block = file.read(size)
+            block = file.read(block_size)
         except (OSError, EOFError) as e:
             if gzip_path is None:
                 raise
@@ -208,6 +212,7 @@ def _blocks(file: BinaryIO, size: int, gzip_path: Path | None = None) -> Iterato
         if not block:
             return
         yield block
+        block_size = min(size, 2 * block_size)
 
 
 def _whole_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
