@@ -14,6 +14,7 @@ that order, where each occurrence ends and its n-gram's rank: the next order's k
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from seqlm.errors import SeqlmError
 from seqlm.files import atomic_dir
 from seqlm.ngram.lines import check_key_space, check_order, pad_lines
 from seqlm.ngram.sorting import sorted_copy
+from seqlm.overlap import in_slices
 from seqlm.vocab import BOS_ID, VOCAB_FILE, Vocabulary
 
 COUNT = "count"
@@ -100,9 +102,11 @@ def count_padded(
     lines, with ids below ``vocab_size``), which are consumed: a reader pads each chunk while
     it reads the next."""
     check_order(order)
-    # One <s> more at the end: what follows the last </s>, as one follows every other.
-    padded = np.empty(sum(len(part) for part in parts) + 1, dtype=parts[0].dtype)
-    np.concatenate(parts, out=padded[:-1])
+    # In the narrowest type of the ids (a random gather of u16 is faster than of i32), with one
+    # <s> more at the end: what follows the last </s>, as one follows every other.
+    width = NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(vocab_size))]
+    padded = np.empty(sum(len(part) for part in parts) + 1, dtype=width)
+    np.concatenate(parts, out=padded[:-1], casting="unsafe")
     padded[-1] = BOS_ID
     parts.clear()
     unigrams = np.bincount(padded[:-1], minlength=vocab_size)
@@ -116,11 +120,12 @@ class _Buffers:
 
     def __init__(self, padded: np.ndarray) -> None:
         positions = len(padded)
-        self.index = np.int32 if positions < 1 << 31 else np.int64
         self.pos_bits = max(positions.bit_length(), 1)
         self.keys = np.empty(positions, dtype=np.uint64)
-        self.where = np.arange(positions, dtype=self.index)  # order 2's n-grams end anywhere
-        self.rank = np.empty(positions, dtype=self.index)
+        # Positions and ranks index arrays: NumPy's own index type, which gathers and counts take
+        # without a converted copy.
+        self.where = np.arange(positions, dtype=np.intp)  # order 2's n-grams end anywhere
+        self.rank = np.empty(positions, dtype=np.intp)
         self.word = np.empty(positions, dtype=padded.dtype)
         self.flag = np.empty(positions, dtype=bool)
 
@@ -146,18 +151,28 @@ def _orders(padded: np.ndarray, order: int, vocab_size: int) -> Iterator[Rows]:
         bound = len(counts)
         yield _rows(distinct, counts, vocab_size)
         total = int(counts.sum())
-        if n < order:  # each n-gram as the prefix of the word after it
-            keys, word, where = work.keys[:total], work.word[:total], work.where[:total]
-            where += 1
-            np.take(padded, where, out=word, mode="clip")
-            _pack(work.rank[:total], word, bits, keys)
+        if n < order:
+            _extend(work, padded, total, bits)
+
+
+def _extend(work: _Buffers, padded: np.ndarray, total: int, bits: int) -> None:
+    """The next order's keys in ``work``: each of the ``total`` n-grams (sorted) as the prefix
+    of the word after it."""
+    keys, word, where = work.keys[:total], work.word[:total], work.where[:total]
+    where += 1
+    in_slices(lambda s: np.take(padded, where[s], out=word[s], mode="clip"), total)
+    _pack(work.rank[:total], word, bits, keys)
 
 
 def _pack(prefix: np.ndarray, word: np.ndarray, bits: int, out: np.ndarray) -> None:
     """``prefix << bits | word`` into ``out`` (u64; the word in ``bits``, the prefix ≥ 0)."""
-    np.copyto(out, prefix, casting="unsafe")
-    out <<= np.uint64(bits)
-    np.bitwise_or(out, word, out=out, dtype=np.uint64, casting="unsafe")
+
+    def pack(s: slice) -> None:
+        np.copyto(out[s], prefix[s], casting="unsafe")
+        out[s] <<= np.uint64(bits)
+        np.bitwise_or(out[s], word[s], out=out[s], dtype=np.uint64, casting="unsafe")
+
+    in_slices(pack, len(out))
 
 
 def _group(work: _Buffers, total: int, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,14 +184,21 @@ def _group(work: _Buffers, total: int, n_keys: int) -> tuple[np.ndarray, np.ndar
     np.equal(work.word[:total], BOS_ID, out=gone)
     m = total - int(np.count_nonzero(gone))
     if (n_keys - 1).bit_length() + work.pos_bits <= 63:  # with its end in one u64, sorted last
-        keys <<= np.uint64(work.pos_bits)
-        np.bitwise_or(keys, where, out=keys, dtype=np.uint64, casting="unsafe")
-        np.putmask(keys, gone, NONE)
+        pos_bits, low = np.uint64(work.pos_bits), np.uint64((1 << work.pos_bits) - 1)
+
+        def pack(s: slice) -> None:
+            keys[s] <<= pos_bits
+            np.bitwise_or(keys[s], where[s], out=keys[s], dtype=np.uint64, casting="unsafe")
+            np.putmask(keys[s], gone[s], NONE)
+
+        in_slices(pack, total)
         packed = sorted_copy(keys)[:m]
-        np.bitwise_and(packed, np.uint64((1 << work.pos_bits) - 1), out=where[:m], casting="unsafe")
+        in_slices(lambda s: np.bitwise_and(packed[s], low, out=where[s], casting="unsafe"), m)
         first = work.flag[:m]
         first[:1] = True
-        _key_changes(packed, work.pos_bits, first[1:])
+        ends = first[1:]
+        changes = partial(_key_changes, pos_bits=work.pos_bits)
+        in_slices(lambda s: changes(packed[s.start : s.stop + 1], out=ends[s]), max(m - 1, 0))
         distinct = packed[first]
         distinct >>= np.uint64(work.pos_bits)
         del packed
@@ -193,7 +215,7 @@ def _group(work: _Buffers, total: int, n_keys: int) -> tuple[np.ndarray, np.ndar
         del ranked
     rank = work.rank[:m]
     np.copyto(rank, first)  # cast into the buffer: a cumulative sum of booleans casts a copy
-    np.cumsum(rank, dtype=work.index, out=rank)
+    np.cumsum(rank, out=rank)
     rank -= 1
     return distinct.view(np.int64), np.bincount(rank, minlength=len(distinct))
 
@@ -206,14 +228,14 @@ def _word_bits(vocab_size: int) -> int:
 
 def _rows(keys: np.ndarray, counts: np.ndarray, vocab_size: int) -> Rows:
     """An order's distinct keys (prefix row, then the word in ``_word_bits``; consumed) and
-    counts as rows: the words and prefixes in the narrowest types that hold them (an order's
-    rows are held while the next is counted), the counts as the table's u64 (no copy)."""
+    counts as rows: the words in the narrowest type that holds them, the prefixes in the keys'
+    place (index arrays: each spells the next order's columns by a gather), the counts as the
+    table's u64 (no copy)."""
     bits = _word_bits(vocab_size)
     word_type = NUMPY_ID_TYPES[ID_TYPES.index(id_dtype(vocab_size))]
     words = (keys & ((1 << bits) - 1)).astype(word_type)
-    keys >>= bits  # the prefixes, in place
-    narrow = np.int32 if len(keys) == 0 or int(keys[-1]) < 1 << 31 else np.int64
-    return keys.astype(narrow), words, counts.view(np.uint64)
+    keys >>= bits  # the prefixes, in place: index arrays as they are
+    return keys, words, counts.view(np.uint64)
 
 
 def ranked_tables(
