@@ -13,6 +13,7 @@ import numpy as np
 from seqlm.ngram.sorting import sorted_copy
 
 SORTED_SEARCH = 1 << 16  # queries from which sorting them first pays
+SEARCH_BLOCK = 4096  # sorted queries searched at once within the keys they span
 CORES = len(os.sched_getaffinity(0))
 
 
@@ -44,12 +45,27 @@ def lookup(keys: np.ndarray, queries: np.ndarray, cores: int = CORES) -> np.ndar
 
 
 def _search(keys: np.ndarray, queries: np.ndarray, cores: int) -> np.ndarray:
-    """``np.searchsorted`` of many queries, in one slice a core (it releases the GIL)."""
+    """``np.searchsorted`` of many sorted queries, in one slice a core (it releases the GIL)."""
     if cores == 1:
-        return np.searchsorted(keys, queries)
+        return _blocked_search(keys, queries)
     parts = np.array_split(queries, cores)
     with ThreadPoolExecutor(cores) as pool:
-        return np.concatenate(list(pool.map(partial(np.searchsorted, keys), parts)))
+        return np.concatenate(list(pool.map(partial(_blocked_search, keys), parts)))
+
+
+def _blocked_search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(keys, queries)`` of sorted queries, ``SEARCH_BLOCK`` at a time within
+    the range of keys they span (two searches find it): each block's searches stay in the cache
+    (1M queries into 1.6M keys: 25 ms against 37 for one search of them all)."""
+    starts = np.arange(0, len(queries), SEARCH_BLOCK)
+    lows = np.searchsorted(keys, queries[starts]).tolist()
+    ends = np.minimum(starts + SEARCH_BLOCK, len(queries))
+    highs = np.searchsorted(keys, queries[ends - 1], side="right").tolist()
+    rows = np.empty(len(queries), dtype=np.intp)
+    for start, end, low, high in zip(starts.tolist(), ends.tolist(), lows, highs, strict=True):
+        rows[start:end] = np.searchsorted(keys[low:high], queries[start:end])
+        rows[start:end] += low
+    return rows
 
 
 def suffix_rows(
