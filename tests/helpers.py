@@ -22,6 +22,15 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PTB = SHARED / "ptb"
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "tinyshakespeare" / "input.txt"
 SEQLM = Path(sys.executable).with_name("seqlm")  # the installed command, beside the venv's python
+# KenLM's binaries: $KENLM_BIN, else the benchmark's build (bench/ngram.py makes it), else PATH.
+KENLM_BIN = Path(
+    os.environ.get("KENLM_BIN", Path(__file__).parents[1] / "bench/.scratch/kenlm/build/bin")
+)
+
+
+def kenlm_tool(name: str) -> str | None:
+    built = KENLM_BIN / name
+    return str(built) if built.is_file() else shutil.which(name)
 
 
 def prefect_home(path: Path) -> str:

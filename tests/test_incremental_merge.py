@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import shutil
 import subprocess
 import threading
@@ -22,9 +21,9 @@ from seqlm.ngram import read_tables
 from seqlm.ngram.layers import layer_folders
 from seqlm.store import Artifact, Store
 from seqlm.vocab import BOS, EOS, SPECIALS, UNK
-from tests.helpers import prepare, write_lines
+from tests.helpers import kenlm_tool, prepare, write_lines
 
-LMPLZ = shutil.which("lmplz", path=f"/tmp/kenlm/build/bin:{os.environ.get('PATH', '')}")
+LMPLZ = kenlm_tool("lmplz")
 ORDER = 3
 
 
@@ -95,7 +94,7 @@ def assert_same_tables(a: Artifact, b: Artifact) -> None:
         assert x.equals(y)
 
 
-@pytest.mark.skipif(LMPLZ is None, reason="KenLM's lmplz is not built (/tmp/kenlm/build/bin)")
+@pytest.mark.skipif(LMPLZ is None, reason="KenLM's lmplz is not built ($KENLM_BIN)")
 def test_a_new_shard_keeps_every_earlier_id_and_numbers_types_as_lmplz(shards, tmp_path):
     store = Store(tmp_path / "store")
     counts = counted(store, shards)

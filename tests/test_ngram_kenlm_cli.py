@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,19 +23,8 @@ from seqlm.evaluate import perplexity
 from seqlm.ngram import count_ngrams, fit, read_arpa, write_arpa
 from seqlm.ngram.estimate import first_seen
 from seqlm.vocab import BOS_ID, build_vocabulary
-from tests.helpers import PTB, write_lines
+from tests.helpers import PTB, kenlm_tool, write_lines
 from tests.ngram_reference import corpus, random_lines
-
-# KenLM's binaries: $KENLM_BIN, else the benchmark's build (bench/ngram.py makes it), else PATH.
-KENLM_BIN = Path(
-    os.environ.get("KENLM_BIN", Path(__file__).parents[1] / "bench/.scratch/kenlm/build/bin")
-)
-
-
-def kenlm_tool(name: str) -> str | None:
-    built = KENLM_BIN / name
-    return str(built) if built.is_file() else shutil.which(name)
-
 
 LMPLZ, QUERY = kenlm_tool("lmplz"), kenlm_tool("query")
 needs_ptb = pytest.mark.skipif(not PTB.exists(), reason="PTB data not present")
