@@ -11,6 +11,7 @@ before either reads its settings, and ``seqlm ngram`` starts without them.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_defaults()
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
+    # What the imports made lives as long as the process: kept out of the collector's passes
+    # (scoring 2M tokens from a saved model took 1.17 s with them, 1.08 s without).
+    gc.freeze()
     try:
         try:
             args = parser.parse_args(argv)
