@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from seqlm.errors import SeqlmError
-from seqlm.ngram import count_ngrams, merge_tables, read_tables, write_tables
+from seqlm.ngram import count_ngrams, counts, merge_tables, read_tables, write_tables
 from tests.ngram_reference import brute_counts, corpus
 
 
@@ -21,6 +21,24 @@ def test_counts_equal_brute_force_over_padded_lines():
         assert as_counter(table) == dict(counter)
         assert table.equals(table.sort(table.columns[:-1]))
     assert tables[0].filter(pl.col("w1") == 1)["count"].item() == int((stream == 2).sum())
+
+
+def test_keys_too_wide_to_pack_with_their_ends_are_sorted_indirectly(monkeypatch):
+    """Where a key and its position do not fit one u64 (corpora of billions of tokens), each
+    order is sorted by argsort: the same tables, checked against the brute-force count."""
+    vocab, stream = corpus()
+    packed = count_ngrams(stream, 4, vocab.size)
+    made = counts._Buffers.__init__
+
+    def wide(self, padded):
+        made(self, padded)
+        self.pos_bits = 62  # leaves no room for any key beside the position
+
+    monkeypatch.setattr(counts._Buffers, "__init__", wide)
+    tables = count_ngrams(stream, 4, vocab.size)
+    for table, want, counter in zip(tables, packed, brute_counts(stream, 4), strict=True):
+        assert table.equals(want)
+        assert as_counter(table) == dict(counter)
 
 
 def test_ids_use_the_narrowest_unsigned_type():
