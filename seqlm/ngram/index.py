@@ -4,17 +4,16 @@ an n-gram is found from its context row and last word by a sorted search.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 
 from seqlm.ngram.sorting import sorted_copy
+from seqlm.overlap import CORES
 
 SORTED_SEARCH = 1 << 16  # queries from which sorting them first pays
 SEARCH_BLOCK = 4096  # sorted queries searched at once within the keys they span
-CORES = len(os.sched_getaffinity(0))
 
 
 def lookup(keys: np.ndarray, queries: np.ndarray, cores: int = CORES) -> np.ndarray:

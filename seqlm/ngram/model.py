@@ -10,7 +10,6 @@ context never reaches past the line's ``<s>``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from seqlm.files import atomic_dir
 from seqlm.ngram.index import lookup
 from seqlm.ngram.mapped import release
 from seqlm.ngram.sample import Sampler
+from seqlm.overlap import CORES  # batches scored side by side
 from seqlm.vocab import BOS_ID, EOS_ID, VOCAB_FILE, Vocabulary
 
 SMOOTHINGS = ("kn", "addk", "mle")  # what ``seqlm.ngram.estimate.fit`` estimates
@@ -39,7 +39,6 @@ COLUMNS = ("key", "log10_prob", "log10_backoff")
 DTYPES = (np.int64, np.float64, np.float64)
 SAVE_BATCH = 1 << 20  # rows written at once when a model is saved
 SCORE_BATCH = 1 << 20  # targets scored at once (whole lines): ~0.1 GB of temporaries
-CORES = len(os.sched_getaffinity(0))  # batches scored side by side
 
 
 @dataclass(frozen=True)
