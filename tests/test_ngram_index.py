@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from seqlm.ngram import sorting
 from seqlm.ngram.index import SEARCH_BLOCK, SORTED_SEARCH, _blocked_search, lookup
 from seqlm.overlap import ahead, in_slices
 
@@ -18,6 +19,21 @@ def test_lookup_finds_each_key_row_and_misses_absent_ones(queries: int) -> None:
     row_of = {int(k): row for row, k in enumerate(keys)}
     expected = np.array([row_of.get(int(q), -1) for q in asked])
     assert np.array_equal(lookup(keys, asked), expected)
+
+
+@pytest.mark.parametrize("numpy_faster", [True, False])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_either_sort_gives_the_sorted_keys(
+    numpy_faster: bool, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever sort this CPU runs faster, the same array: keys with repeats, at both ends of
+    the type's range."""
+    monkeypatch.setattr(sorting, "_numpy_sorts_faster", lambda: numpy_faster)
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    keys = rng.integers(info.min, info.max, 100_000, dtype=dtype, endpoint=True)
+    keys = np.concatenate([keys, keys[:1000], np.array([info.min, info.max], dtype=dtype)])
+    assert np.array_equal(sorting.sorted_copy(keys), np.array(sorted(keys.tolist()), dtype=dtype))
 
 
 @pytest.mark.parametrize("queries", [0, 1, SEARCH_BLOCK - 1, SEARCH_BLOCK, 5 * SEARCH_BLOCK + 3])
