@@ -39,6 +39,9 @@ COLUMNS = ("key", "log10_prob", "log10_backoff")
 DTYPES = (np.int64, np.float64, np.float64)
 SAVE_BATCH = 1 << 20  # rows written at once when a model is saved
 SCORE_BATCH = 1 << 20  # targets scored at once (whole lines): ~0.1 GB of temporaries
+# A model up to this size keeps its mapped pages while it scores (as query holds its whole model):
+# letting them go after each batch and faulting them in again costs more than they take.
+HELD_MODEL_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -126,14 +129,13 @@ class NgramModel:
         context = context[at]
         for n in range(2, self.order + 1):
             # Order n − 1 was last read at step n − 1 (but its back-offs, just below): a batch
-            # then holds about one order's mapped pages at a time, not the whole model's.
-            for done in (self.keys[n - 2], probs[n - 2]):
-                release(done)
+            # then holds about one order's mapped pages of a large model, not the whole model's.
+            self._let_go(self.keys[n - 2], probs[n - 2])
             found = lookup(self.keys[n - 1], context.astype(np.int64) * size + stream[at], cores)
             hit = found >= 0
             missed = ~hit
             backoff[at[missed]] += backoffs[n - 2][context[missed]]
-            release(backoffs[n - 2])
+            self._let_go(backoffs[n - 2])
             at, found = at[hit], found[hit]
             best[at] = probs[n - 1][found]
             length[at] = n
@@ -152,7 +154,7 @@ class NgramModel:
 
     def score_stream(self, stream: np.ndarray) -> np.ndarray:
         """Natural-log probability of each target (the interface every seqlm model shares),
-        scored a batch of whole lines at a time (each line is scored on its own), the model's
+        scored a batch of whole lines at a time (each line is scored on its own), a large model's
         mapped pages let go after each: memory stays bounded whatever the text's length. A batch
         a core is scored at once, each on its core (NumPy's sorts, searches and gathers release
         the GIL; searches of their own on every core would only contend)."""
@@ -162,9 +164,19 @@ class NgramModel:
             for start in range(0, len(parts), CORES):
                 batches = parts[start : start + CORES]
                 scores.extend(pool.map(lambda part: self.score_tokens(part, 1).log10_prob, batches))
-                for array in (*self.keys, *self.log10_prob, *self.log10_backoff):
-                    release(array)
+                self._let_go(*self.keys, *self.log10_prob, *self.log10_backoff)
         return np.concatenate(scores) * LN10
+
+    def _let_go(self, *arrays: np.ndarray) -> None:
+        """Let the pages of mapped ``arrays`` go, unless the model is small enough to hold."""
+        if not self._held:
+            for array in arrays:
+                release(array)
+
+    @cached_property
+    def _held(self) -> bool:
+        arrays = (*self.keys, *self.log10_prob, *self.log10_backoff)
+        return sum(array.nbytes for array in arrays) <= HELD_MODEL_BYTES
 
     def next_log10(self, history: np.ndarray) -> np.ndarray:
         """log10 p(w | history) for every word w: the listed n-gram of the longest context if
