@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flows.cli import add_score_options
 from flows.cli.store import add_tables_command
 from seqlm import subwords
+from seqlm.allocator import keep_freed_pages
 from seqlm.corpus import STDIN, TOKENIZERS, train_chunks
 from seqlm.errors import SeqlmError
 from seqlm.files import atomic_path
@@ -140,6 +141,7 @@ def load_model(path: Path) -> NgramModel:
 
 
 def score_command(args: argparse.Namespace) -> int:
+    keep_freed_pages()
     path = Path(args.model)
     model = load_model(path)
     tokenizer = text_tokenizer(path, model.info.get("tokenizer"), args.tokenizer)
