@@ -23,9 +23,9 @@ def sorted_copy(values: np.ndarray) -> np.ndarray:
 
 @cache
 def _numpy_sorts_faster() -> bool:
-    """Whether NumPy's sort beats Polars' here, timed once on scattered keys. NumPy's is vectorised
-    on some x86 CPUs and not on others: 20M keys took it 0.14 s against Polars' 0.32 s on an
-    AVX-512 EPYC, and 1.4-1.8 s against 0.35-0.45 s on another x86."""
+    """Whether NumPy's sort beats Polars' here, timed once on scattered keys. Which is quicker
+    depends on the CPU (NumPy's is vectorised on some): 20M keys took NumPy 0.14 s against
+    Polars' 0.32 s on an AVX-512 EPYC, and 1.4-1.8 s against 0.35-0.45 s where first timed."""
     keys = np.arange(TRIAL_KEYS, dtype=np.uint64) * np.uint64(SPREAD) >> np.uint64(1)
     keys = keys.view(np.int64)
     return _best_time(lambda: np.sort(keys)) < _best_time(lambda: pl.Series(keys).sort())
