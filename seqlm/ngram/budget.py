@@ -10,9 +10,6 @@ and left out instead.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 import re
 from collections.abc import Iterator
@@ -20,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+from seqlm.allocator import c_function
 from seqlm.errors import SeqlmError
 
 DEFAULT_MEMORY = "50%"  # of physical memory, leaving room for the page cache and other work
@@ -120,12 +118,6 @@ def give_back_freed() -> None:
     import pyarrow as pa  # here, not at import: the command line's start-up does without it
 
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
+    trim = c_function("malloc_trim")
     if trim is not None:
         trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    name = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None

@@ -12,8 +12,6 @@ slice of the columns; a ``Group`` is what the loop asks of the others (sums, ran
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import logging
 import math
@@ -29,6 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from seqlm.allocator import (
+    M_MMAP_MAX,
+    M_MMAP_THRESHOLD,
+    M_TOP_PAD,
+    M_TRIM_THRESHOLD,
+    TOP_PAD,
+    c_function,
+)
 from seqlm.errors import SeqlmError
 from seqlm.rnn.checkpoint import read_checkpoint, save_checkpoint
 from seqlm.rnn.config import BUDGET_FIELDS, TrainConfig, check_settings
@@ -137,13 +143,12 @@ def _prepare_cpu(processes: int = 1) -> None:
     glibc's heap: otherwise the large logits and gradient blocks are unmapped and page-faulted
     back in at every step."""
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // processes))
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold, m_mmap_max = -1, -2, -3, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-        libc.mallopt(m_top_pad, 64 << 20)
+    mallopt = c_function("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_MAX, 0)
+        mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
+        mallopt(M_TOP_PAD, TOP_PAD)
 
 
 def batchify(stream: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
